@@ -1,0 +1,57 @@
+"""cluster.yaml is valid for Ray's own launcher schema and matches the project's pins."""
+
+from __future__ import annotations
+
+import copy
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+from ray.autoscaler._private.util import prepare_config, validate_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    return yaml.safe_load((ROOT / "cluster.yaml").read_text())
+
+
+def test_cluster_yaml_passes_ray_schema(cluster):
+    prepared = prepare_config(copy.deepcopy(cluster))
+    validate_config(prepared)  # raises jsonschema.ValidationError on any bad field
+
+
+def test_head_runs_no_tasks_and_gpus_scale_from_zero(cluster):
+    types = cluster["available_node_types"]
+    assert types[cluster["head_node_type"]]["resources"] == {"CPU": 0}
+    gpu_types = [t for t in types.values() if t["resources"].get("GPU", 0) > 0]
+    assert gpu_types and all(t["min_workers"] == 0 for t in gpu_types)
+    spot = [t for t in types.values() if "InstanceMarketOptions" in t["node_config"]]
+    assert spot and all(t["resources"].get("GPU", 0) == 0 for t in spot), "decode nodes are CPU spot"
+    assert sum(t.get("max_workers", 0) for t in types.values()) >= cluster["max_workers"] > 0
+
+
+def test_image_and_pins_match_the_project(cluster):
+    image = cluster["docker"]["image"]
+    m = re.fullmatch(r"rayproject/ray:(\d+\.\d+\.\d+)-py(\d)(\d+)-gpu", image)
+    assert m, f"pin a versioned rayproject/ray GPU image, got {image}"
+    assert m.group(1) == ray.__version__
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert f'"ray[train,data]=={ray.__version__}"' in pyproject
+    req = (ROOT / "deploy" / "requirements-cluster.txt").read_text()
+    assert f"ray[train,data]=={ray.__version__}" in req
+    # every requirement is pinned exactly
+    lines = [l for l in req.splitlines() if l.strip() and not l.startswith("#")]
+    assert lines and all("==" in l for l in lines), lines
+    minimum = re.search(r'requires-python = ">=(\d+)\.(\d+)"', pyproject)
+    assert (int(m.group(2)), int(m.group(3))) >= (int(minimum.group(1)), int(minimum.group(2)))
+    assert (int(m.group(2)), int(m.group(3))) == sys.version_info[:2], "CI and image share Python"
+
+
+def test_no_secrets_in_cluster_yaml():
+    text = (ROOT / "cluster.yaml").read_text()
+    assert not re.search(r"AKIA[0-9A-Z]{16}|aws_secret_access_key|AWS_SECRET", text, re.I)
