@@ -1,0 +1,114 @@
+"""Video transformer models (no Ray): build from presets, save and load our checkpoint format.
+
+    model = create("timesformer_base", num_classes=1059)        # divided space-time, 8 x 224
+    save(model, "s3://bucket/ckpt/model.pt", epoch=3)
+    model = load("s3://bucket/ckpt/model.pt")                   # eval mode, weights_only=True
+
+Checkpoint format `pipeline.model/1`: a dict `{"format", "family", "config", "state_dict", "meta"}`
+with plain Python values and tensors only, so `torch.load(weights_only=True)` reads it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from typing import Any
+
+import torch
+from torch import nn
+
+from pipeline.config import ConfigError, from_dict
+from pipeline.model import timesformer
+from pipeline.model.timesformer import TimeSformer, TimeSformerConfig
+
+FORMAT = "pipeline.model/1"
+
+
+def _families() -> dict[str, tuple[type, type, dict[str, dict]]]:
+    """family -> (config class, model class, presets). ViViT joins when its module is present."""
+    families: dict[str, tuple[type, type, dict[str, dict]]] = {
+        "timesformer": (TimeSformerConfig, TimeSformer, timesformer.PRESETS),
+    }
+    try:
+        from pipeline.model import vivit
+    except ImportError:  # pragma: no cover - only while ViViT is not written yet
+        return families
+    families["vivit"] = (vivit.ViViTConfig, vivit.ViViT, getattr(vivit, "PRESETS", {}))
+    return families
+
+
+def presets() -> dict[str, str]:
+    """Preset name -> family."""
+    return {name: fam for fam, (_, _, table) in _families().items() for name in table}
+
+
+def build(family: str, config: dict[str, Any]) -> nn.Module:
+    """A freshly initialised model of `family` from a config mapping (unknown keys are errors)."""
+    families = _families()
+    if family not in families:
+        raise ValueError(f"unknown model family {family!r} (known: {sorted(families)})")
+    config_cls, model_cls, _ = families[family]
+    return model_cls(from_dict(config_cls, config))
+
+
+def create(preset: str, **overrides: Any) -> nn.Module:
+    """Build the model of `preset` with config fields replaced by `overrides`.
+
+    An unknown preset or config field raises (`ValueError` / `ConfigError`).
+    """
+    for family, (_, _, table) in _families().items():
+        if preset in table:
+            return build(family, {**table[preset], **overrides})
+    raise ValueError(f"unknown preset {preset!r} (known: {sorted(presets())})")
+
+
+def save(model: nn.Module, path_or_uri: str, **meta: Any) -> None:
+    """Write `model` in the `pipeline.model/1` format to a local path or URI, atomically.
+
+    `meta` (epoch, labels, metrics, ...) must hold plain Python values (weights_only-safe).
+    """
+    from pipeline import storage
+
+    for attr in ("family", "config"):
+        if not hasattr(model, attr):
+            raise TypeError(f"save() needs a pipeline model with .{attr}; got {type(model).__name__}")
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    blob = {
+        "format": FORMAT,
+        "family": model.family,
+        "config": dataclasses.asdict(model.config),
+        "state_dict": state,
+        "meta": dict(meta),
+    }
+    buf = io.BytesIO()
+    torch.save(blob, buf)
+    storage.write_bytes_atomic(str(path_or_uri), buf.getvalue())
+
+
+def read_checkpoint(path_or_uri: str) -> dict[str, Any]:
+    """The raw checkpoint dict (validated format), read with `weights_only=True`."""
+    from pipeline import storage
+
+    obj = torch.load(io.BytesIO(storage.read_bytes(str(path_or_uri))), map_location="cpu", weights_only=True)
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        found = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
+        raise ValueError(
+            f"{path_or_uri}: not a {FORMAT} checkpoint (format={found!r}); "
+            "convert official / Hugging Face / timm weights with `python -m jobs.convert`"
+        )
+    return obj
+
+
+def load(path_or_uri: str) -> nn.Module:
+    """The model saved at `path_or_uri`, weights loaded strictly, in eval mode."""
+    ckpt = read_checkpoint(path_or_uri)
+    try:
+        model = build(ckpt["family"], ckpt["config"])
+    except ConfigError as e:
+        raise ValueError(f"{path_or_uri}: bad config in checkpoint: {e}") from e
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval()
+
+
+__all__ = ["FORMAT", "TimeSformer", "TimeSformerConfig", "build", "create", "load", "presets",
+           "read_checkpoint", "save"]

@@ -1,0 +1,370 @@
+"""TimeSformer (Bertasius et al., ICML 2021) with the five attention schemes of the paper.
+
+    model = TimeSformer(TimeSformerConfig(num_classes=400))        # divided space-time, 8 x 224
+    logits = model(video)                                          # [B, 3, T, H, W] -> [B, 400]
+
+Parameter names equal the official code's (`blocks.3.temporal_attn.qkv.weight`, ...), so official
+checkpoints load by stripping their `model.` prefix (see `pipeline.model.weights`).
+
+Inside, tokens form one sequence `[B, 1 + T*h*w, D]` in (t h w) order (cls first); the factorised
+schemes view the patches as a grid `[B, T, h, w, D]` with the cls token apart. The official code
+orders the sequence spatial-major instead (index = 1 + n*T + t). Attention is
+permutation-equivariant, so the layout changes nothing but readability. Every attention step is
+"group the grid, attend inside each group": only the grouping differs between schemes.
+
+Schemes (`attention`):
+- `space_only` (S): per-frame ViT; each frame keeps its own cls token; cls outputs averaged over T.
+- `joint` (ST): one attention over all T*h*w patches and the cls token.
+- `divided` (T+S): temporal attention per spatial position (cls excluded) -> `temporal_fc`, then
+  spatial attention per frame with the cls token repeated into every frame and averaged back.
+- `local_global` (L+G): local attention inside T x h/2 x w/2 windows, then sparse global attention
+  over the clip with stride 2 in time, height and width (tokens of equal parity form one group).
+- `axial` (T+W+H): attention along time, then along width, then along height, each with its own
+  weights.
+The cls token skips the purely temporal steps and joins every other group (repeated into each
+group, its outputs averaged); in `space_only` every frame has its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, repeat
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+Attention = Literal["divided", "space_only", "joint", "local_global", "axial"]
+ATTENTIONS: tuple[str, ...] = ("divided", "space_only", "joint", "local_global", "axial")
+
+
+@dataclass
+class TimeSformerConfig:
+    """Architecture of one TimeSformer; `num_frames` and `image_size` size the learned embeddings."""
+
+    num_classes: int = 400
+    num_frames: int = 8
+    image_size: int = 224
+    patch_size: int = 16
+    in_chans: int = 3
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    attention: Attention = "divided"
+    drop_rate: float = 0.0
+    attn_drop_rate: float = 0.0
+    drop_path_rate: float = 0.1
+    layer_norm_eps: float = 1e-6
+    grad_checkpointing: bool = False  # recompute each block in backward (TimeSformer-L: 96 frames)
+    # Input normalisation the weights expect (applied by the data side, recorded here).
+    mean: tuple[float, float, float] = (0.45, 0.45, 0.45)
+    std: tuple[float, float, float] = (0.225, 0.225, 0.225)
+
+    def __post_init__(self) -> None:
+        if self.attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {list(ATTENTIONS)}, got {self.attention!r}")
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not divisible by patch_size {self.patch_size}")
+        for name in ("num_classes", "num_frames", "image_size", "patch_size", "in_chans", "depth"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        self.mean = tuple(float(v) for v in self.mean)
+        self.std = tuple(float(v) for v in self.std)
+
+    @property
+    def grid(self) -> int:
+        """Patches per side at `image_size`."""
+        return self.image_size // self.patch_size
+
+
+# ----------------------------------------------------------------------------------- layers
+
+
+def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Stochastic depth: zero whole samples with probability `p`, rescale the rest."""
+    if p == 0.0 or not training:
+        return x
+    keep = torch.empty((x.shape[0],) + (1,) * (x.ndim - 1), dtype=x.dtype, device=x.device)
+    return x * keep.bernoulli_(1.0 - p) / (1.0 - p)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with a fused qkv projection (official / timm layout)."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool, attn_drop: float, proj_drop: float):
+        super().__init__()
+        self.num_heads = num_heads
+        self.attn_drop = attn_drop
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, L, D] -> [B, L, D]."""
+        # [B, L, 3*D] -> 3 x [B, heads, L, head_dim]
+        q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.num_heads)
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+        return self.proj_drop(self.proj(rearrange(out, "b h l d -> b l (h d)")))
+
+
+class Mlp(nn.Module):
+    """fc1 -> GELU -> fc2, with dropout after each (official names)."""
+
+    def __init__(self, dim: int, hidden: int, drop: float):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+# Groupings of the patch grid [b, t, h, w, d] into attention sequences [(b groups), len, d].
+TEMPORAL = "b t h w d -> (b h w) t d"
+SPATIAL = "b t h w d -> (b t) (h w) d"
+JOINT = "b t h w d -> b (t h w) d"
+WIDTH = "b t h w d -> (b t h) w d"
+HEIGHT = "b t h w d -> (b t w) h d"
+LOCAL = "b t (wy y) (wx x) d -> (b wy wx) (t y x) d"  # 2 x 2 windows of T x h/2 x w/2
+GLOBAL = "b (t st) (y sy) (x sx) d -> (b st sy sx) (t y x) d"  # equal parity = stride-2 lattice
+
+
+def _inverse(pattern: str) -> str:
+    left, right = pattern.split("->")
+    return f"{right.strip()} -> {left.strip()}"
+
+
+def grouped_attention(
+    attn: SelfAttention,
+    norm: nn.LayerNorm,
+    cls: torch.Tensor | None,
+    grid: torch.Tensor,
+    pattern: str,
+    **axes: int,
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """Attend inside the groups that `pattern` cuts from `grid` [B, T, h, w, D].
+
+    When `cls` [B, 1, D] is given it is prepended to every group and its outputs are averaged
+    over the groups. Returns the residual updates (cls [B, 1, D] or None, grid [B, T, h, w, D]).
+    """
+    b, t, h, w, _ = grid.shape
+    names = set(re.findall(r"[a-z]+", pattern))
+    sizes = {k: v for k, v in dict(b=b, t=t, h=h, w=w).items() if k in names}
+    sizes.update(axes)  # e.g. GLOBAL's `t` is T / stride
+    seq = rearrange(grid, pattern, **sizes)  # [(B G), L, D]
+    groups = seq.shape[0] // b
+    if cls is not None:
+        seq = torch.cat([repeat(cls, "b one d -> (b g) one d", g=groups), seq], dim=1)  # [(B G), 1+L, D]
+    out = attn(norm(seq))
+    cls_out = None
+    if cls is not None:
+        # [(B G), 1, D] -> [B, 1, D]: mean over the groups
+        cls_out = rearrange(out[:, :1], "(b g) one d -> b g one d", b=b).mean(dim=1)
+        out = out[:, 1:]
+    return cls_out, rearrange(out, _inverse(pattern), **sizes)
+
+
+class Block(nn.Module):
+    """One pre-norm transformer block; `attention` picks the attention steps before the MLP.
+
+    Submodule names follow the official code: `norm1`/`attn` is the spatial (or joint) attention,
+    `temporal_norm1`/`temporal_attn`/`temporal_fc` the temporal one. The extra schemes add
+    `local_norm1`/`local_attn` (L+G) and `width_norm1`/`width_attn` (axial, where `attn` is the
+    height step).
+    """
+
+    def __init__(self, cfg: TimeSformerConfig, drop_path_rate: float):
+        super().__init__()
+        self.attention = cfg.attention
+        self.drop_path_rate = drop_path_rate
+        dim = cfg.embed_dim
+
+        def norm() -> nn.LayerNorm:
+            return nn.LayerNorm(dim, eps=cfg.layer_norm_eps)
+
+        def attn() -> SelfAttention:
+            return SelfAttention(dim, cfg.num_heads, cfg.qkv_bias, cfg.attn_drop_rate, cfg.drop_rate)
+
+        if cfg.attention in ("divided", "axial"):
+            self.temporal_norm1, self.temporal_attn = norm(), attn()
+        if cfg.attention == "divided":
+            self.temporal_fc = nn.Linear(dim, dim)
+        if cfg.attention == "local_global":
+            self.local_norm1, self.local_attn = norm(), attn()
+        if cfg.attention == "axial":
+            self.width_norm1, self.width_attn = norm(), attn()
+        self.norm1, self.attn = norm(), attn()
+        self.norm2 = norm()
+        self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), cfg.drop_rate)
+
+    def _dp(self, x: torch.Tensor) -> torch.Tensor:
+        return drop_path(x, self.drop_path_rate, self.training)
+
+    def _step(
+        self, attn: SelfAttention, norm: nn.LayerNorm, cls: torch.Tensor, grid: torch.Tensor, pattern: str,
+        with_cls: bool = True, **axes: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One residual attention step; returns the updated (cls, grid)."""
+        dcls, dgrid = grouped_attention(attn, norm, cls if with_cls else None, grid, pattern, **axes)
+        if dcls is not None:
+            cls = cls + self._dp(dcls)
+        return cls, grid + self._dp(dgrid)
+
+    def _factorised(self, cls: torch.Tensor, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The attention steps of the divided, local-global and axial schemes."""
+        kind = self.attention
+        if kind == "divided":
+            # temporal: drop_path before temporal_fc, as in the official code; cls takes no part
+            _, dgrid = grouped_attention(self.temporal_attn, self.temporal_norm1, None, grid, TEMPORAL)
+            grid = grid + self.temporal_fc(self._dp(dgrid))
+            return self._step(self.attn, self.norm1, cls, grid, SPATIAL)
+        if kind == "local_global":
+            t, h, w = grid.shape[1:4]
+            st = 2 if t % 2 == 0 else 1  # an odd clip length keeps every frame in the global step
+            cls, grid = self._step(self.local_attn, self.local_norm1, cls, grid, LOCAL, wy=2, wx=2, y=h // 2, x=w // 2)
+            return self._step(self.attn, self.norm1, cls, grid, GLOBAL, t=t // st, st=st, sy=2, sx=2, y=h // 2, x=w // 2)
+        if kind == "axial":
+            cls, grid = self._step(self.temporal_attn, self.temporal_norm1, cls, grid, TEMPORAL, with_cls=False)
+            cls, grid = self._step(self.width_attn, self.width_norm1, cls, grid, WIDTH)
+            return self._step(self.attn, self.norm1, cls, grid, HEIGHT)
+        raise AssertionError(kind)
+
+    def forward(self, x: torch.Tensor, t: int, h: int, w: int) -> torch.Tensor:
+        """Tokens [B, 1 + t*h*w, D] (cls first, then patches in (t h w) order) -> same shape."""
+        if self.attention in ("space_only", "joint"):
+            # space_only arrives here with T folded into the batch (t == 1)
+            x = x + self._dp(self.attn(self.norm1(x)))
+        else:
+            grid = rearrange(x[:, 1:], "b (t h w) d -> b t h w d", t=t, h=h)  # [B, T, h, w, D]
+            cls, grid = self._factorised(x[:, :1], grid)
+            x = torch.cat([cls, rearrange(grid, "b t h w d -> b (t h w) d")], dim=1)  # [B, 1+THW, D]
+        return x + self._dp(self.mlp(self.norm2(x)))
+
+
+# ----------------------------------------------------------------------------------- model
+
+
+class TimeSformer(nn.Module):
+    """TimeSformer video classifier: `forward(x [B, 3, T, H, W]) -> logits [B, num_classes]`."""
+
+    family = "timesformer"
+
+    def __init__(self, config: TimeSformerConfig):
+        super().__init__()
+        self.config = cfg = config
+        d = cfg.embed_dim
+        self.patch_embed = nn.Module()
+        self.patch_embed.proj = nn.Conv2d(cfg.in_chans, d, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
+        self.pos_embed = nn.Parameter(torch.zeros(1, cfg.grid**2 + 1, d))
+        if cfg.attention != "space_only":
+            self.time_embed = nn.Parameter(torch.zeros(1, cfg.num_frames, d))
+        self.pos_drop = nn.Dropout(cfg.drop_rate)
+        rates = [cfg.drop_path_rate * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]  # 0 -> rate
+        self.blocks = nn.ModuleList([Block(cfg, r) for r in rates])
+        self.norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
+        self.head = nn.Linear(d, cfg.num_classes)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Official init: trunc-normal(0.02) linears, cls and pos_embed; zero time_embed and temporal_fc."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        if hasattr(self, "time_embed"):
+            nn.init.zeros_(self.time_embed)
+        for blk in self.blocks:
+            if hasattr(blk, "temporal_fc"):  # the model starts equal to the image ViT
+                nn.init.zeros_(blk.temporal_fc.weight)
+                nn.init.zeros_(blk.temporal_fc.bias)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        cfg = self.config
+        if x.ndim != 5 or x.shape[1] != cfg.in_chans:
+            raise ValueError(f"expected input [B, {cfg.in_chans}, T, H, W], got shape {tuple(x.shape)}")
+        if x.shape[3] % cfg.patch_size or x.shape[4] % cfg.patch_size:
+            raise ValueError(f"H and W ({x.shape[3]}x{x.shape[4]}) must be multiples of patch_size {cfg.patch_size}")
+        if not x.is_floating_point():
+            raise ValueError(f"expected a float input (normalised), got {x.dtype}")
+        if cfg.attention == "local_global" and ((x.shape[3] // cfg.patch_size) % 2 or (x.shape[4] // cfg.patch_size) % 2):
+            raise ValueError("local_global attention needs an even number of patches along H and W")
+
+    def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, 3, T, H, W] -> cls [B, 1, D], grid [B, T, h, w, D] with position/time embeddings."""
+        b, _, t, _, _ = x.shape
+        frames = rearrange(x, "b c t h w -> (b t) c h w")
+        grid = rearrange(self.patch_embed.proj(frames), "(b t) d h w -> b t h w d", b=b)  # [B, T, h, w, D]
+        h, w = grid.shape[2:4]
+        pos = self.pos_embed[:, 1:]
+        g = self.config.grid
+        if (h, w) != (g, g):  # nearest on the 2-D grid, as the official forward does
+            pos = rearrange(pos, "one (gh gw) d -> one d gh gw", gh=g)
+            pos = rearrange(F.interpolate(pos, size=(h, w), mode="nearest"), "one d h w -> one (h w) d")
+        grid = grid + rearrange(pos, "one (h w) d -> one 1 h w d", h=h)
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(b, -1, -1)
+        if hasattr(self, "time_embed"):
+            time = self.time_embed
+            if t != time.shape[1]:  # nearest over time, as the official forward does
+                time = rearrange(F.interpolate(rearrange(time, "one t d -> one d t"), size=t, mode="nearest"), "one d t -> one t d")
+            grid = grid + rearrange(time, "one t d -> one t 1 1 d")
+        return self.pos_drop(cls), self.pos_drop(grid)
+
+    def _run(self, blk: Block, tokens: torch.Tensor, t: int, h: int, w: int) -> torch.Tensor:
+        if self.config.grad_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(blk, tokens, t, h, w, use_reentrant=False)
+        return blk(tokens, t, h, w)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, 3, T, H, W] -> the final-normed cls embedding [B, D]."""
+        self._check_input(x)
+        cls, grid = self._embed(x)
+        b, t, h, w, _ = grid.shape
+        if self.config.attention == "space_only":
+            # every frame is its own image with its own cls token: [(B T), 1 + h*w, D]
+            tokens = torch.cat([repeat(cls, "b one d -> (b t) one d", t=t),
+                                rearrange(grid, "b t h w d -> (b t) (h w) d")], dim=1)
+            for blk in self.blocks:
+                tokens = self._run(blk, tokens, 1, h, w)
+            cls_out = rearrange(tokens[:, 0], "(b t) d -> b t d", b=b).mean(dim=1)  # average the frames
+        else:
+            tokens = torch.cat([cls, rearrange(grid, "b t h w d -> b (t h w) d")], dim=1)  # [B, 1+THW, D]
+            for blk in self.blocks:
+                tokens = self._run(blk, tokens, t, h, w)
+            cls_out = tokens[:, 0]
+        return self.norm(cls_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, 3, T, H, W] float (normalised) -> logits [B, num_classes]."""
+        return self.head(self.forward_features(x))
+
+
+def config_dict(cfg: TimeSformerConfig) -> dict:
+    """The config as plain Python values (for checkpoints)."""
+    return dataclasses.asdict(cfg)
+
+
+PRESETS: dict[str, dict] = {
+    # tiny, for tests and laptops: 4 frames of 32 x 32, patch 8 -> 16 patches per frame
+    "debug": dict(num_classes=4, num_frames=4, image_size=32, patch_size=8, embed_dim=64, depth=2,
+                  num_heads=4, drop_path_rate=0.0),
+    "timesformer_base": dict(num_frames=8, image_size=224),
+    "timesformer_hr": dict(num_frames=16, image_size=448),
+    "timesformer_l": dict(num_frames=96, image_size=224),
+}

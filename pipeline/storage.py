@@ -1,0 +1,205 @@
+"""URIs -> filesystems, and small atomic read/write helpers (no ray).
+
+A URI is `s3://bucket/key`, `gs://bucket/key`, `file:///abs/path` or a plain local path.
+Every helper takes and returns URI strings; the filesystem behind one comes from
+`fsspec.core.url_to_fs`.
+
+Credentials come from the standard chain of each backend (for S3: `AWS_ACCESS_KEY_ID` /
+`AWS_SECRET_ACCESS_KEY` / `AWS_PROFILE`, `~/.aws/*`, instance roles); nothing here reads or
+logs them. S3-compatible stores (MinIO, Ceph, a loopback test server) are reached through the
+standard `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL` variables: botocore (hence s3fs) honours
+them natively; we also pass the value explicitly so that fsspec's instance cache is keyed on
+it and `pyarrow.fs.S3FileSystem` (which does not read the variable) gets the same endpoint.
+
+Atomicity: local writes go to a hidden temporary name in the same folder and are renamed into
+place (`os.replace`); object-store writes are one PUT, which readers see whole or not at all.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import posixpath
+import uuid
+from typing import Any, Iterable
+from urllib.parse import urlparse
+
+import fsspec
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from fsspec.core import url_to_fs
+
+__all__ = [
+    "endpoint_url", "filesystem", "arrow_filesystem", "is_local", "local_path", "join",
+    "open_uri", "exists", "list_files", "makedirs", "remove", "read_bytes",
+    "write_bytes_atomic", "read_json", "write_json", "read_parquet", "write_parquet_atomic",
+]
+
+
+def endpoint_url() -> str | None:
+    """The S3-compatible endpoint from the environment (`AWS_ENDPOINT_URL_S3` wins), or None."""
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def _protocol(uri: str) -> str:
+    scheme = urlparse(uri).scheme if "://" in uri else ""
+    return scheme or "file"
+
+
+def is_local(uri: str) -> bool:
+    """True for plain paths and `file://` URIs."""
+    return _protocol(uri) in ("file", "local")
+
+
+def local_path(uri: str) -> str:
+    """The absolute local path of a local URI (`file:///a/b` or `a/b`)."""
+    if not is_local(uri):
+        raise ValueError(f"not a local path: {uri}")
+    path = uri[len("file://"):] if uri.startswith("file://") else uri
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def _storage_options(uri: str) -> dict[str, Any]:
+    if _protocol(uri) in ("s3", "s3a"):
+        opts: dict[str, Any] = {"use_listings_cache": False}
+        if (ep := endpoint_url()):
+            opts["endpoint_url"] = ep
+        return opts
+    return {}
+
+
+def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """(fsspec filesystem, path inside it) for a URI; local paths become absolute."""
+    if is_local(uri):
+        return fsspec.filesystem("file"), local_path(uri)
+    return url_to_fs(uri, **_storage_options(uri))
+
+
+def arrow_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """(pyarrow filesystem, path) for Ray Data's `read_parquet` / `write_parquet(filesystem=)`.
+
+    S3 uses `pyarrow.fs.S3FileSystem` with the endpoint from the environment; other remote
+    schemes are wrapped from fsspec.
+    """
+    proto = _protocol(uri)
+    if is_local(uri):
+        return pafs.LocalFileSystem(), local_path(uri)
+    if proto in ("s3", "s3a"):
+        kwargs: dict[str, Any] = {}
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        if region:
+            kwargs["region"] = region
+        if (ep := endpoint_url()):
+            parsed = urlparse(ep)
+            kwargs["endpoint_override"] = parsed.netloc + parsed.path.rstrip("/")
+            kwargs["scheme"] = parsed.scheme or "https"
+        return pafs.S3FileSystem(**kwargs), uri.split("://", 1)[1]
+    fs, path = filesystem(uri)
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
+
+
+def join(uri: str, *parts: str) -> str:
+    """Join path parts onto a URI, keeping its scheme (`join("s3://b/x", "y")` -> `s3://b/x/y`)."""
+    if is_local(uri) and not uri.startswith("file://"):
+        return os.path.join(uri, *parts)
+    scheme, rest = uri.split("://", 1)
+    return f"{scheme}://{posixpath.join(rest, *parts)}"
+
+
+def _unparse(uri: str, path: str) -> str:
+    """Turn a filesystem path back into a URI of the same kind as `uri`."""
+    if is_local(uri):
+        return path
+    return f"{_protocol(uri)}://{path}"
+
+
+def open_uri(uri: str, mode: str = "rb", **kwargs: Any):
+    """Open a URI as a file object (use as a context manager)."""
+    fs, path = filesystem(uri)
+    if "w" in mode and is_local(uri):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    return fs.open(path, mode, **kwargs)
+
+
+def exists(uri: str) -> bool:
+    """Whether a file or folder exists at the URI."""
+    fs, path = filesystem(uri)
+    return fs.exists(path)
+
+
+def list_files(uri: str, suffixes: Iterable[str] | None = None) -> list[str]:
+    """All files under a folder URI (recursive), sorted, as URIs; optionally only these suffixes.
+
+    Suffixes are compared case-insensitively (`(".mp4", ".webm")`). A missing folder gives [].
+    """
+    fs, path = filesystem(uri)
+    if not fs.exists(path):
+        return []
+    found = fs.find(path)
+    sfx = tuple(s.lower() for s in suffixes) if suffixes else None
+    out = [p for p in found if sfx is None or p.lower().endswith(sfx)]
+    return sorted(_unparse(uri, p) for p in out)
+
+
+def makedirs(uri: str) -> None:
+    """Create a folder (no-op on object stores, where folders are implicit)."""
+    if is_local(uri):
+        os.makedirs(local_path(uri), exist_ok=True)
+
+
+def remove(uri: str, recursive: bool = False) -> None:
+    """Delete a file (or a folder with recursive=True); missing is not an error."""
+    fs, path = filesystem(uri)
+    if fs.exists(path):
+        fs.rm(path, recursive=recursive)
+
+
+def read_bytes(uri: str) -> bytes:
+    """The whole content of a URI."""
+    fs, path = filesystem(uri)
+    return fs.cat_file(path)
+
+
+def write_bytes_atomic(uri: str, data: bytes) -> None:
+    """Write bytes so that readers see either nothing / the old file, or all of `data`."""
+    fs, path = filesystem(uri)
+    if is_local(uri):
+        folder = os.path.dirname(path) or "."
+        os.makedirs(folder, exist_ok=True)
+        tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    else:
+        fs.pipe_file(path, data)  # one PUT: atomic on S3 / GCS
+
+
+def read_json(uri: str) -> Any:
+    """Parse a JSON file."""
+    return json.loads(read_bytes(uri).decode("utf-8"))
+
+
+def write_json(uri: str, obj: Any) -> None:
+    """Write an object as indented JSON, atomically."""
+    write_bytes_atomic(uri, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode("utf-8"))
+
+
+def read_parquet(uri: str, columns: list[str] | None = None) -> pa.Table:
+    """Read one Parquet file into an Arrow table."""
+    with open_uri(uri, "rb") as f:
+        return pq.read_table(f, columns=columns)
+
+
+def write_parquet_atomic(uri: str, table: pa.Table, **kwargs: Any) -> None:
+    """Write an Arrow table as one Parquet file, atomically (serialised in memory, then placed)."""
+    buf = io.BytesIO()
+    pq.write_table(table, buf, **kwargs)
+    write_bytes_atomic(uri, buf.getvalue())
