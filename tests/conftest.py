@@ -70,3 +70,133 @@ def ray_local(s3_server):
              configure_logging=False, log_to_driver=True)
     yield ray
     ray.shutdown()
+
+
+# ---------------------------------------------------------------- lossless index videos (decode tests)
+
+INDEX_TIME_BASE = 90000  # pts units per second of the index videos
+
+
+def write_index_video(path, *, num_frames: int = 30, fps=30, gop: int = 12, size=(64, 48),
+                      start_time: float = 0.0, container: str = "mp4", rotation: int = 0,
+                      pts_seconds=None, bframes: int = 0) -> str:
+    """Write a LOSSLESS video whose frame i encodes i in its pixels (read back by `frame_index`).
+
+    R = i % 256 and G = i // 256 on every pixel; B is a texture that moves with i (so frames
+    differ everywhere and orientation is visible). mp4 uses libx264rgb qp=0 (bit-exact rgb24,
+    B-frames, fixed GOP `gop`, any size); "mkv" uses FFV1 (no frame count in the container).
+    `fps` may be a Fraction (e.g. Fraction(30000, 1001)); `start_time` shifts the first pts;
+    `pts_seconds` (one per frame) gives irregular timestamps (variable frame rate);
+    `rotation` writes display-matrix rotation (degrees counter-clockwise).
+    `bframes` > 0 (mp4): B-frames in a pyramid (x264 drops them when lossless, so qp=1: the flat
+    R/G planes still come back exactly, only the B texture is slightly lossy).
+    """
+    from fractions import Fraction
+
+    import av
+    import numpy as np
+
+    w, h = size
+    rate = Fraction(fps).limit_denominator(100000)
+    out = av.open(str(path), "w", format="matroska" if container == "mkv" else "mp4")
+    codec = "ffv1" if container == "mkv" else "libx264rgb"
+    stream = out.add_stream(codec, rate=rate)
+    stream.width, stream.height = w, h
+    stream.pix_fmt = "bgr0" if codec == "ffv1" else "rgb24"
+    stream.codec_context.time_base = Fraction(1, INDEX_TIME_BASE)
+    stream.codec_context.gop_size = gop
+    if codec == "libx264rgb":
+        params = f"scenecut=0:keyint={gop}:min-keyint={gop}"
+        if bframes:
+            stream.codec_context.max_b_frames = bframes
+            params += f":bframes={bframes}:b-adapt=0:b-pyramid=normal"
+        stream.options = {"qp": "1" if bframes else "0", "x264-params": params}
+    if rotation:
+        stream.set_display_rotation(rotation)
+    yy, xx = np.mgrid[0:h, 0:w]
+    for i in range(num_frames):
+        img = np.empty((h, w, 3), np.uint8)  # [H, W, 3]
+        img[..., 0] = i % 256
+        img[..., 1] = i // 256
+        img[..., 2] = (xx * 7 + yy * 13 + i * 3) % 256
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+        t = pts_seconds[i] if pts_seconds is not None else start_time + i / rate
+        frame.pts = round(t * INDEX_TIME_BASE)
+        frame.time_base = Fraction(1, INDEX_TIME_BASE)
+        for packet in stream.encode(frame):
+            out.mux(packet)
+    for packet in stream.encode():
+        out.mux(packet)
+    out.close()
+    return str(path)
+
+
+def frame_index(frame) -> int:
+    """Read back the index a `write_index_video` frame encodes; raises if the frame is not exact."""
+    import numpy as np
+
+    r, g = int(frame[0, 0, 0]), int(frame[0, 0, 1])
+    if not (np.all(frame[..., 0] == r) and np.all(frame[..., 1] == g)):
+        raise AssertionError("frame is not an exact index frame (lossy or wrong orientation?)")
+    return r + 256 * g
+
+
+@pytest.fixture()
+def index_video(tmp_path):
+    """Factory: index_video(num_frames=, fps=, gop=, size=, start_time=, container=, rotation=,
+    pts_seconds=, bframes=) -> path of a lossless video whose frames encode their own index."""
+    counter = iter(range(10**6))
+
+    def make(**kwargs) -> str:
+        ext = "mkv" if kwargs.get("container") == "mkv" else "mp4"
+        return write_index_video(tmp_path / f"index_{next(counter)}.{ext}", **kwargs)
+
+    return make
+
+
+# ---------------------------------------------------------------- corrupt-file zoo
+
+
+@pytest.fixture(scope="session")
+def corrupt_videos(tmp_path_factory) -> dict:
+    """name -> path of bad inputs: missing, zero_bytes, truncated (mp4 cut in half, moov lost),
+    text_as_mp4, audio_only, garbage_middle (mp4 whose media data is overwritten with noise)."""
+    import av
+    import numpy as np
+
+    root = tmp_path_factory.mktemp("corrupt")
+    good = write_index_video(root / "good.mp4", num_frames=60, gop=12, size=(64, 48))
+    data = open(good, "rb").read()
+    zoo = {"missing": str(root / "missing.mp4")}
+    (root / "zero_bytes.mp4").write_bytes(b"")
+    zoo["zero_bytes"] = str(root / "zero_bytes.mp4")
+    (root / "truncated.mp4").write_bytes(data[: len(data) // 2])
+    zoo["truncated"] = str(root / "truncated.mp4")
+    (root / "text_as_mp4.mp4").write_text("this is not a video\n" * 50)
+    zoo["text_as_mp4"] = str(root / "text_as_mp4.mp4")
+
+    audio = root / "audio_only.mp4"
+    out = av.open(str(audio), "w")
+    stream = out.add_stream("aac", rate=16000)
+    stream.layout = "mono"
+    for k in range(20):
+        frame = av.AudioFrame.from_ndarray(
+            (np.sin(np.arange(1024) / 5.0 + k) * 0.3).astype(np.float32)[None, :],
+            format="fltp", layout="mono")
+        frame.sample_rate = 16000
+        frame.pts = k * 1024
+        for packet in stream.encode(frame):
+            out.mux(packet)
+    for packet in stream.encode():
+        out.mux(packet)
+    out.close()
+    zoo["audio_only"] = str(audio)
+
+    garbage = bytearray(data)
+    rng = np.random.default_rng(0)
+    mdat = garbage.find(b"mdat") + 4
+    lo, hi = mdat + 64, min(len(garbage) - 1, mdat + (len(garbage) - mdat) * 9 // 10)
+    garbage[lo:hi] = rng.integers(0, 256, hi - lo, dtype=np.uint8).tobytes()
+    (root / "garbage_middle.mp4").write_bytes(bytes(garbage))
+    zoo["garbage_middle"] = str(root / "garbage_middle.mp4")
+    return zoo

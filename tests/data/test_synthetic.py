@@ -1,0 +1,127 @@
+"""Synthetic motion corpus: real decodable H.264, labels = motion direction, long-video segments."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+
+from pipeline import storage
+from pipeline.data import synthetic
+from pipeline.data.decode import decode, probe
+from pipeline.data.synthetic import CLASSES, DIRECTIONS, make_corpus, write_long_video, write_motion_video
+
+
+def _object_mask(frame: np.ndarray) -> np.ndarray:
+    """Bright checker cells of the object (the background stays below ~170)."""
+    return frame.astype(np.int16).mean(axis=-1) > 175
+
+
+def _shift(a: np.ndarray, b: np.ndarray, max_shift: int = 24) -> tuple[int, int]:
+    """(dx, dy) of the circular roll that best maps the object in frame a onto frame b."""
+    ma, mb = _object_mask(a), _object_mask(b)
+    best, arg = -1, (0, 0)
+    for dy in range(-max_shift, max_shift + 1):
+        for dx in range(-max_shift, max_shift + 1):
+            score = int(np.logical_and(np.roll(ma, (dy, dx), axis=(0, 1)), mb).sum())
+            if score > best:
+                best, arg = score, (dx, dy)
+    return arg
+
+
+def _direction(frames: np.ndarray) -> str:
+    dx, dy = _shift(frames[0], frames[-1])
+    if abs(dx) >= abs(dy):
+        return "right" if dx > 0 else "left"
+    return "down" if dy > 0 else "up"
+
+
+@pytest.mark.parametrize("label", range(len(CLASSES)))
+def test_motion_video_decodes_and_moves_in_its_class_direction(tmp_path, label):
+    path = str(tmp_path / f"{CLASSES[label]}.mp4")
+    write_motion_video(path, label, seconds=1.0, fps=30, size=(64, 48), seed=label + 10)
+    info = probe(path)
+    assert (info.num_frames, info.width, info.height, info.codec) == (30, 64, 48, "h264")
+    frames = decode(path, [0, 12])
+    assert _direction(frames) == CLASSES[label]
+    dx, dy = _shift(frames[0], frames[1])
+    ux, uy = DIRECTIONS[CLASSES[label]]
+    assert (dx * ux + dy * uy) >= 3  # moved several pixels along the class direction
+
+
+def test_one_frame_does_not_tell_the_class():
+    """Same seed, different labels: the first frames are identical; only motion differs."""
+    firsts = [next(synthetic._motion_frames([lab] * 5, fps=30, size=(64, 48), seed=7))
+              for lab in range(len(CLASSES))]
+    for f in firsts[1:]:
+        np.testing.assert_array_equal(f, firsts[0])
+    # and start positions differ between videos of the same class
+    a = next(synthetic._motion_frames([0], fps=30, size=(64, 48), seed=1))
+    b = next(synthetic._motion_frames([0], fps=30, size=(64, 48), seed=2))
+    assert not np.array_equal(_object_mask(a), _object_mask(b))
+
+
+def test_long_video_segments_change_direction_at_boundaries(tmp_path):
+    path = str(tmp_path / "long.mp4")
+    labels = [1, 2, 0, 3]
+    write_long_video(path, labels, segment_seconds=2.0, fps=15, size=(96, 72), seed=3)
+    info = probe(path)
+    assert info.num_frames == 4 * 30 and info.duration == pytest.approx(8.0, abs=0.1)
+    for k, lab in enumerate(labels):
+        first = k * 30
+        frames = decode(path, [first + 2, first + 12])  # inside segment k (< half a frame of motion)
+        assert _direction(frames) == CLASSES[lab], f"segment {k}"
+
+
+def test_make_corpus_local_manifests_and_labels(tmp_path):
+    out = str(tmp_path / "corpus")
+    manifest = make_corpus(out, videos=8, long_videos=1, seconds=0.5, size=(64, 48), seed=0,
+                           long_segments=2, segment_seconds=1.0)
+    assert manifest == storage.join(out, "train.csv")
+    labels = json.loads(open(f"{out}/labels.json").read())
+    assert labels["names"] == CLASSES
+    train = list(csv.DictReader(open(f"{out}/train.csv")))
+    val = list(csv.DictReader(open(f"{out}/val.csv")))
+    assert len(train) + len(val) == 8 and len(val) == 4  # one video per class goes to val
+    assert sorted(r["label"] for r in val) == sorted(CLASSES)
+    for row in train + val:
+        path = f"{out}/{row['path']}"
+        assert probe(path).num_frames == 15
+        frames = decode(path, [0, 14])
+        assert _direction(frames) == row["label"]
+    (long_row,) = list(csv.DictReader(open(f"{out}/long.csv")))
+    segments = json.loads(long_row["segments"])
+    assert [s[:2] for s in segments] == [[0.0, 1.0], [1.0, 2.0]]
+    assert long_row["label"] in {s[2] for s in segments}
+    assert probe(f"{out}/{long_row['path']}").duration == pytest.approx(2.0, abs=0.1)
+
+
+def test_make_corpus_to_s3(s3_bucket):
+    uri = f"s3://{s3_bucket}/synth"
+    manifest = make_corpus(uri, videos=4, seconds=0.5, size=(64, 48), seed=1)
+    assert manifest == f"{uri}/train.csv"
+    rows = list(csv.DictReader(io.StringIO(storage.read_bytes(manifest).decode())))
+    assert len(rows) == 4  # one video per class: all in train
+    with storage.open_uri(f"{uri}/{rows[0]['path']}", "rb") as f:
+        frames = decode(f, [0, 14])
+    assert _direction(frames) == rows[0]["label"]
+
+
+def test_bad_arguments_are_errors(tmp_path):
+    with pytest.raises(ValueError):
+        write_motion_video(str(tmp_path / "x.mp4"), 9, seconds=1)
+    with pytest.raises(ValueError):
+        write_motion_video(str(tmp_path / "x.mp4"), 0, seconds=1, size=(63, 48))
+
+
+def test_make_synthetic_job_cli(tmp_path, capsys):
+    from jobs.make_synthetic import main
+
+    out = tmp_path / "cli"
+    assert main(["--output", str(out), "--videos", "4", "--seconds", "0.5", "--size", "64x48"]) == 0
+    assert "train.csv" in capsys.readouterr().out
+    assert len(list((out / "videos").glob("*.mp4"))) == 4
+    assert main(["--output", str(out), "--videos", "1", "--size", "63x48"]) == 2  # odd size: error
