@@ -3,7 +3,7 @@
     python -m jobs.convert --source official --input TimeSformer_divST_8x32_224_K400.pyth \\
         --preset timesformer_base --output s3://bucket/models/k400/model.pt
     python -m jobs.convert --source timm --input vit_base_patch16_224.pt --preset timesformer_l \\
-        --set num_classes=1059 --output models/howto100m_init.pt
+        --num-frames 96 --num-classes 1059 --output models/howto100m_init.pt
 
 Writes the checkpoint (`pipeline.model/1`, loadable with `pipeline.model.load`) and, beside it,
 `summary.json` with the load report (every resized / derived / fresh / dropped key) and the config;
@@ -32,18 +32,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--preset", default="timesformer_base", help="model preset (pipeline.model.presets())")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="model config field override, e.g. num_classes=1059 (repeatable)")
+    p.add_argument("--num-frames", type=int, help="target frames (time_embed resampled, reported)")
+    p.add_argument("--image-size", type=int, help="target image size (pos_embed resampled on the 2-D grid)")
+    p.add_argument("--num-classes", type=int, help="target classes (a head of another size is re-initialised)")
+    p.add_argument("--attention", help="TimeSformer attention scheme (divided, joint, space_only, ...)")
     p.add_argument("--labels", default=None, help="labels.json to store in the checkpoint and copy beside it")
     p.add_argument("--output", required=True, help="path or URI of the converted checkpoint")
     return p.parse_args(argv)
 
 
-def _overrides(items: list[str]) -> dict:
+def _overrides(items: list[str], args: argparse.Namespace | None = None) -> dict:
+    """`--set FIELD=VALUE` items plus the named shortcuts (--num-frames, ...) as config fields."""
     out = {}
     for item in items:
         if "=" not in item:
             raise ValueError(f"--set {item!r}: expected FIELD=VALUE")
         key, raw = item.split("=", 1)
         out[key.strip()] = yaml.safe_load(raw)
+    for field in ("num_frames", "image_size", "num_classes", "attention"):
+        value = getattr(args, field, None) if args is not None else None
+        if value is not None:
+            out[field] = value
     return out
 
 
@@ -86,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.model.weights import WeightError
 
     try:
-        convert(args.source, args.input, args.preset, _overrides(args.overrides), args.output, args.labels)
+        convert(args.source, args.input, args.preset, _overrides(args.overrides, args), args.output, args.labels)
     except (WeightError, ValueError, FileNotFoundError) as e:
         print(f"convert: {e}", file=sys.stderr)
         return 1

@@ -77,3 +77,20 @@ def test_a_source_the_family_cannot_take_is_an_error(tmp_path, capsys):
     assert main(["--source", "official", "--input", str(tmp_path / "x.pyth"), "--preset", "vivit_debug",
                  "--output", str(tmp_path / "m.pt")]) == 1
     assert "--source must be one of ['hf']" in capsys.readouterr().err
+
+
+def test_target_shape_flags_resize_and_report(tmp_path):
+    source = randomize(pm.create("debug")).eval()  # 4 frames, 32 px, 4 classes
+    src = tmp_path / "official.pyth"
+    torch.save({"model_state": {"model." + k: v for k, v in source.state_dict().items()}}, src)
+    out = tmp_path / "model.pt"
+    assert main(["--source", "official", "--input", str(src), "--preset", "debug", "--num-frames", "8",
+                 "--image-size", "64", "--num-classes", "6", "--output", str(out)]) == 0
+    model = pm.load(str(out))
+    assert (model.config.num_frames, model.config.image_size, model.config.num_classes) == (8, 64, 6)
+    report = json.loads((tmp_path / "summary.json").read_text())["report"]
+    resized = {k: (a, b) for k, a, b in report["resized"]}
+    assert resized["time_embed"] == ([1, 4, 64], [1, 8, 64])
+    assert resized["pos_embed"] == ([1, 17, 64], [1, 65, 64])
+    assert "head.weight" in report["fresh"]
+    assert model(torch.randn(1, 3, 8, 64, 64)).shape == (1, 6)
