@@ -6,11 +6,14 @@
 Parameter names equal the official code's (`blocks.3.temporal_attn.qkv.weight`, ...), so official
 checkpoints load by stripping their `model.` prefix (see `pipeline.model.weights`).
 
-Inside, tokens form one sequence `[B, 1 + T*h*w, D]` in (t h w) order (cls first); the factorised
-schemes view the patches as a grid `[B, T, h, w, D]` with the cls token apart. The official code
-orders the sequence spatial-major instead (index = 1 + n*T + t). Attention is
-permutation-equivariant, so the layout changes nothing but readability. Every attention step is
-"group the grid, attend inside each group": only the grouping differs between schemes.
+Inside, patch tokens travel between blocks as `[B, h*w*T, D]` in the official order (spatial-major,
+time fastest: index n*T + t), and the factorised schemes keep the cls token `[B, 1, D]` apart (the
+MLP is per token, so cls and patches only meet inside the attention groups that include cls). In
+that order the divided scheme's temporal groups are free views and its spatial step costs one
+copy; the other factorised schemes view the patches as a grid `[B, T, h, w, D]`. `joint` and
+`space_only` run plain ViT blocks on one token sequence. Every attention step is "group the grid,
+attend inside each group": only the grouping differs between schemes. Attention goes through
+`F.scaled_dot_product_attention` (fused flash kernels on CPU and GPU, no mask needed).
 
 Schemes (`attention`):
 - `space_only` (S): per-frame ViT; each frame keeps its own cls token; cls outputs averaged over T.
@@ -34,7 +37,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange, repeat
+from einops import rearrange, reduce, repeat
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -88,12 +91,19 @@ class TimeSformerConfig:
 # ----------------------------------------------------------------------------------- layers
 
 
-def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Stochastic depth: zero whole samples with probability `p`, rescale the rest."""
+def drop_path_mask(x: torch.Tensor, p: float, training: bool) -> torch.Tensor | None:
+    """Stochastic depth keep-mask for the samples of `x` [B, ...]: [B] of 0 or 1/(1-p); None when off.
+
+    One mask per residual branch, shared by the cls token and the patches of a sample.
+    """
     if p == 0.0 or not training:
-        return x
-    keep = torch.empty((x.shape[0],) + (1,) * (x.ndim - 1), dtype=x.dtype, device=x.device)
-    return x * keep.bernoulli_(1.0 - p) / (1.0 - p)
+        return None
+    return torch.empty(x.shape[0], dtype=x.dtype, device=x.device).bernoulli_(1.0 - p) / (1.0 - p)
+
+
+def drop_path(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Apply a `drop_path_mask` [B] to `x` [B, ...] (identity for None)."""
+    return x if mask is None else x * mask.view(-1, *([1] * (x.ndim - 1)))
 
 
 class SelfAttention(nn.Module):
@@ -137,6 +147,9 @@ WIDTH = "b t h w d -> (b t h) w d"
 HEIGHT = "b t h w d -> (b t w) h d"
 LOCAL = "b t (wy y) (wx x) d -> (b wy wx) (t y x) d"  # 2 x 2 windows of T x h/2 x w/2
 GLOBAL = "b (t st) (y sy) (x sx) d -> (b st sy sx) (t y x) d"  # equal parity = stride-2 lattice
+# Patch tokens travel between blocks as [B, h*w*T, D] in the official order (time fastest).
+PATCHES_TO_GRID = "b (h w t) d -> b t h w d"
+GRID_TO_PATCHES = "b t h w d -> b (h w t) d"
 
 
 def _inverse(pattern: str) -> str:
@@ -207,48 +220,78 @@ class Block(nn.Module):
         self.norm2 = norm()
         self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), cfg.drop_rate)
 
-    def _dp(self, x: torch.Tensor) -> torch.Tensor:
-        return drop_path(x, self.drop_path_rate, self.training)
+    def _mask(self, x: torch.Tensor) -> torch.Tensor | None:
+        return drop_path_mask(x, self.drop_path_rate, self.training)
 
     def _step(
         self, attn: SelfAttention, norm: nn.LayerNorm, cls: torch.Tensor, grid: torch.Tensor, pattern: str,
         with_cls: bool = True, **axes: int,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One residual attention step; returns the updated (cls, grid)."""
+        """One residual attention step on the grid view; returns the updated (cls, grid)."""
         dcls, dgrid = grouped_attention(attn, norm, cls if with_cls else None, grid, pattern, **axes)
+        mask = self._mask(grid)
         if dcls is not None:
-            cls = cls + self._dp(dcls)
-        return cls, grid + self._dp(dgrid)
+            cls = cls + drop_path(dcls, mask)
+        return cls, grid + drop_path(dgrid, mask)
 
-    def _factorised(self, cls: torch.Tensor, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _divided(self, cls: torch.Tensor, patches: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Divided space-time attention (time, then space) on patches in time-fastest order.
+
+        In that order the temporal groups are views, so the only copy is the one gathering the
+        frames (with the repeated cls token) for the spatial step.
+        """
+        b, nt, _ = patches.shape
+        n = nt // t
+        # temporal: one group per spatial position; cls takes no part
+        seq = rearrange(patches, "b (n t) d -> (b n) t d", t=t)  # [(B n), T, D] (view)
+        out = rearrange(self.temporal_attn(self.temporal_norm1(seq)), "(b n) t d -> b (n t) d", b=b)  # view
+        # drop_path before temporal_fc, as in the official code
+        patches = patches + self.temporal_fc(drop_path(out, self._mask(patches)))
+        # spatial: one group per frame, the cls token repeated into each
+        seq = torch.cat([repeat(cls, "b one d -> b t one d", t=t),
+                         rearrange(patches, "b (n t) d -> b t n d", t=t)], dim=2)  # [B, T, 1+n, D]
+        out = self.attn(self.norm1(rearrange(seq, "b t l d -> (b t) l d")))  # [(B T), 1+n, D]
+        dcls, dpatches = out.split([1, n], dim=1)
+        mask = self._mask(patches)
+        cls = cls + drop_path(reduce(dcls, "(b t) one d -> b one d", "mean", b=b), mask)  # cls averaged over frames
+        grid = rearrange(patches, "b (n t) d -> b n t d", t=t)  # [B, n, T, D] (view)
+        grid = grid + drop_path(rearrange(dpatches, "(b t) n d -> b n t d", b=b), mask)
+        return cls, rearrange(grid, "b n t d -> b (n t) d")
+
+    def _factorised(self, cls: torch.Tensor, patches: torch.Tensor, t: int, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The attention steps of the divided, local-global and axial schemes."""
         kind = self.attention
         if kind == "divided":
-            # temporal: drop_path before temporal_fc, as in the official code; cls takes no part
-            _, dgrid = grouped_attention(self.temporal_attn, self.temporal_norm1, None, grid, TEMPORAL)
-            grid = grid + self.temporal_fc(self._dp(dgrid))
-            return self._step(self.attn, self.norm1, cls, grid, SPATIAL)
+            return self._divided(cls, patches, t)
+        grid = rearrange(patches, PATCHES_TO_GRID, h=h, w=w)  # [B, T, h, w, D] (view)
         if kind == "local_global":
-            t, h, w = grid.shape[1:4]
             st = 2 if t % 2 == 0 else 1  # an odd clip length keeps every frame in the global step
             cls, grid = self._step(self.local_attn, self.local_norm1, cls, grid, LOCAL, wy=2, wx=2, y=h // 2, x=w // 2)
-            return self._step(self.attn, self.norm1, cls, grid, GLOBAL, t=t // st, st=st, sy=2, sx=2, y=h // 2, x=w // 2)
-        if kind == "axial":
+            cls, grid = self._step(self.attn, self.norm1, cls, grid, GLOBAL, t=t // st, st=st, sy=2, sx=2, y=h // 2, x=w // 2)
+        elif kind == "axial":
             cls, grid = self._step(self.temporal_attn, self.temporal_norm1, cls, grid, TEMPORAL, with_cls=False)
             cls, grid = self._step(self.width_attn, self.width_norm1, cls, grid, WIDTH)
-            return self._step(self.attn, self.norm1, cls, grid, HEIGHT)
-        raise AssertionError(kind)
-
-    def forward(self, x: torch.Tensor, t: int, h: int, w: int) -> torch.Tensor:
-        """Tokens [B, 1 + t*h*w, D] (cls first, then patches in (t h w) order) -> same shape."""
-        if self.attention in ("space_only", "joint"):
-            # space_only arrives here with T folded into the batch (t == 1)
-            x = x + self._dp(self.attn(self.norm1(x)))
+            cls, grid = self._step(self.attn, self.norm1, cls, grid, HEIGHT)
         else:
-            grid = rearrange(x[:, 1:], "b (t h w) d -> b t h w d", t=t, h=h)  # [B, T, h, w, D]
-            cls, grid = self._factorised(x[:, :1], grid)
-            x = torch.cat([cls, rearrange(grid, "b t h w d -> b (t h w) d")], dim=1)  # [B, 1+THW, D]
-        return x + self._dp(self.mlp(self.norm2(x)))
+            raise AssertionError(kind)
+        return cls, rearrange(grid, GRID_TO_PATCHES)
+
+    def forward(
+        self, cls: torch.Tensor | None, patches: torch.Tensor, t: int, h: int, w: int
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """One block: (cls [B, 1, D], patches [B, h*w*t, D] in time-fastest order) -> same shapes.
+
+        `joint` and `space_only` pass `cls=None` and all tokens (cls included) as `patches`:
+        [B, 1 + h*w*t, D], or [(B T), 1 + h*w, D] for space_only (T folded into the batch).
+        """
+        if cls is None:
+            x = patches + drop_path(self.attn(self.norm1(patches)), self._mask(patches))
+            return None, x + drop_path(self.mlp(self.norm2(x)), self._mask(x))
+        cls, patches = self._factorised(cls, patches, t, h, w)
+        # MLP on cls and patches apart (per token: no need to join them), one drop_path mask
+        mask = self._mask(patches)
+        cls = cls + drop_path(self.mlp(self.norm2(cls)), mask)
+        return cls, patches + drop_path(self.mlp(self.norm2(patches)), mask)
 
 
 # ----------------------------------------------------------------------------------- model
@@ -306,49 +349,58 @@ class TimeSformer(nn.Module):
         if cfg.attention == "local_global" and ((x.shape[3] // cfg.patch_size) % 2 or (x.shape[4] // cfg.patch_size) % 2):
             raise ValueError("local_global attention needs an even number of patches along H and W")
 
-    def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """[B, 3, T, H, W] -> cls [B, 1, D], grid [B, T, h, w, D] with position/time embeddings."""
+    def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int, int]]:
+        """[B, 3, T, H, W] -> cls [B, 1, D], patches [B, h*w*T, D] (time fastest) with position
+        and time embeddings, and the token grid (T, h, w)."""
         b, _, t, _, _ = x.shape
         frames = rearrange(x, "b c t h w -> (b t) c h w")
-        grid = rearrange(self.patch_embed.proj(frames), "(b t) d h w -> b t h w d", b=b)  # [B, T, h, w, D]
-        h, w = grid.shape[2:4]
+        feats = self.patch_embed.proj(frames)  # [(B T), D, h, w]
+        h, w = feats.shape[2:]
+        patches = rearrange(feats, "(b t) d h w -> b (h w t) d", b=b)  # [B, h*w*T, D]
         pos = self.pos_embed[:, 1:]
         g = self.config.grid
         if (h, w) != (g, g):  # nearest on the 2-D grid, as the official forward does
             pos = rearrange(pos, "one (gh gw) d -> one d gh gw", gh=g)
             pos = rearrange(F.interpolate(pos, size=(h, w), mode="nearest"), "one d h w -> one (h w) d")
-        grid = grid + rearrange(pos, "one (h w) d -> one 1 h w d", h=h)
-        cls = (self.cls_token + self.pos_embed[:, :1]).expand(b, -1, -1)
+        pos = rearrange(pos, "one n d -> one n 1 d")  # [1, h*w, 1, D]
         if hasattr(self, "time_embed"):
             time = self.time_embed
             if t != time.shape[1]:  # nearest over time, as the official forward does
                 time = rearrange(F.interpolate(rearrange(time, "one t d -> one d t"), size=t, mode="nearest"), "one d t -> one t d")
-            grid = grid + rearrange(time, "one t d -> one t 1 1 d")
-        return self.pos_drop(cls), self.pos_drop(grid)
+            pos = pos + rearrange(time, "one t d -> one 1 t d")  # [1, h*w, T, D]
+        patches = rearrange(rearrange(patches, "b (n t) d -> b n t d", t=t) + pos, "b n t d -> b (n t) d")
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(b, -1, -1)
+        return self.pos_drop(cls), self.pos_drop(patches), (t, h, w)
 
-    def _run(self, blk: Block, tokens: torch.Tensor, t: int, h: int, w: int) -> torch.Tensor:
+    def _run(
+        self, blk: Block, cls: torch.Tensor | None, patches: torch.Tensor, t: int, h: int, w: int
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
         if self.config.grad_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(blk, tokens, t, h, w, use_reentrant=False)
-        return blk(tokens, t, h, w)
+            return checkpoint(blk, cls, patches, t, h, w, use_reentrant=False)
+        return blk(cls, patches, t, h, w)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """[B, 3, T, H, W] -> the final-normed cls embedding [B, D]."""
         self._check_input(x)
-        cls, grid = self._embed(x)
-        b, t, h, w, _ = grid.shape
-        if self.config.attention == "space_only":
+        cls, patches, (t, h, w) = self._embed(x)
+        b = cls.shape[0]
+        attention = self.config.attention
+        if attention == "space_only":
             # every frame is its own image with its own cls token: [(B T), 1 + h*w, D]
             tokens = torch.cat([repeat(cls, "b one d -> (b t) one d", t=t),
-                                rearrange(grid, "b t h w d -> (b t) (h w) d")], dim=1)
+                                rearrange(patches, "b (n t) d -> (b t) n d", t=t)], dim=1)
             for blk in self.blocks:
-                tokens = self._run(blk, tokens, 1, h, w)
-            cls_out = rearrange(tokens[:, 0], "(b t) d -> b t d", b=b).mean(dim=1)  # average the frames
-        else:
-            tokens = torch.cat([cls, rearrange(grid, "b t h w d -> b (t h w) d")], dim=1)  # [B, 1+THW, D]
+                _, tokens = self._run(blk, None, tokens, 1, h, w)
+            cls = reduce(tokens[:, :1], "(b t) one d -> b one d", "mean", b=b)  # average the frames
+        elif attention == "joint":
+            tokens = torch.cat([cls, patches], dim=1)  # [B, 1 + h*w*T, D]
             for blk in self.blocks:
-                tokens = self._run(blk, tokens, t, h, w)
-            cls_out = tokens[:, 0]
-        return self.norm(cls_out)
+                _, tokens = self._run(blk, None, tokens, t, h, w)
+            cls = tokens[:, :1]
+        else:  # factorised: cls and patches travel apart, the blocks join them where they attend
+            for blk in self.blocks:
+                cls, patches = self._run(blk, cls, patches, t, h, w)
+        return self.norm(cls[:, 0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[B, 3, T, H, W] float (normalised) -> logits [B, num_classes]."""
