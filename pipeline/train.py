@@ -135,6 +135,9 @@ class TrainJobConfig:
     train_manifest: str = ""
     val_manifest: str = ""
     labels: str = ""  # labels.json URI; default: beside the train manifest or derived from it
+    # Read both manifests as HowTo100M task CSVs (video_id, task_id) with paths from this template,
+    # e.g. "s3://bucket/howto100m/{video_id}.mp4"; empty = ordinary path,label manifests.
+    howto100m_template: str = ""
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelSection = field(default_factory=ModelSection)
     optim: OptimSection = field(default_factory=OptimSection)
@@ -752,8 +755,9 @@ def load_splits(cfg: TrainJobConfig) -> tuple[Any, Any]:
     """(train Manifest, val Manifest) with one label map (the train one) for both."""
     from pipeline.data.manifest import load_manifest
 
-    train = load_manifest(cfg.train_manifest, labels=cfg.labels or None)
-    val = load_manifest(cfg.val_manifest, labels=train.labels)
+    template = cfg.howto100m_template or None
+    train = load_manifest(cfg.train_manifest, labels=cfg.labels or None, howto100m_template=template)
+    val = load_manifest(cfg.val_manifest, labels=train.labels, howto100m_template=template)
     if not train.rows:
         raise ConfigError(f"train_manifest: no usable rows in {cfg.train_manifest}")
     if not val.rows:
@@ -871,7 +875,8 @@ def evaluate_run(cfg: TrainJobConfig) -> dict[str, Any]:
     if not storage.exists(ckpt):
         raise ConfigError(f"eval.checkpoint: no model at {ckpt} (train first, or set eval.checkpoint=URI)")
     labels_uri = storage.join(run_dir, "labels.json")
-    val = load_manifest(cfg.val_manifest, labels=labels_uri if storage.exists(labels_uri) else (cfg.labels or None))
+    val = load_manifest(cfg.val_manifest, labels=labels_uri if storage.exists(labels_uri) else (cfg.labels or None),
+                        howto100m_template=cfg.howto100m_template or None)
     model = models.load(ckpt)
     ds = build_clip_dataset(val.rows, cfg.data, mode="test", seed=cfg.loop.seed,
                             error_uri=storage.join(run_dir, "eval_errors"))

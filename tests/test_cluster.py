@@ -55,3 +55,28 @@ def test_image_and_pins_match_the_project(cluster):
 def test_no_secrets_in_cluster_yaml():
     text = (ROOT / "cluster.yaml").read_text()
     assert not re.search(r"AKIA[0-9A-Z]{16}|aws_secret_access_key|AWS_SECRET", text, re.I)
+
+
+def _worker_request(scale) -> dict[str, float]:
+    """What one Ray Train worker asks for (Ray's defaults: 1 CPU, plus 1 GPU with use_gpu)."""
+    req = {"CPU": 1.0, **({"GPU": 1.0} if scale.use_gpu else {})}
+    req.update({k: float(v) for k, v in scale.resources_per_worker.items()})
+    return req
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
+def test_each_train_config_fits_the_cluster(cluster, config):
+    from pipeline.config import load_config
+    from pipeline.train import TrainJobConfig
+
+    cfg = load_config(TrainJobConfig, ROOT / "configs" / config)
+    req = _worker_request(cfg.scale)
+    if not cfg.scale.use_gpu:
+        return  # CPU configs (debug) run on a laptop or any CPU node
+    capacity = 0
+    for name, node in cluster["available_node_types"].items():
+        res = node["resources"]
+        per_node = min(int(res.get(k, 0) // v) for k, v in req.items() if v > 0)
+        capacity += per_node * node.get("max_workers", 0)
+    assert capacity >= cfg.scale.num_workers, (
+        f"{config}: {cfg.scale.num_workers} workers of {req} do not fit cluster.yaml (room for {capacity})")

@@ -238,3 +238,18 @@ def test_latest_checkpoint_step_reads_step_numbered_folders(tmp_path):
     for name in ("checkpoint_00000004", "checkpoint_00000012", "checkpoint_tmp", "metrics.jsonl"):
         (tmp_path / name).mkdir()
     assert latest_checkpoint_step(str(tmp_path)) == 12
+
+
+def test_howto100m_task_csvs_load_through_the_template(tmp_path):
+    from pipeline.config import from_dict
+    from pipeline.train import TrainJobConfig, load_splits
+
+    (tmp_path / "train.csv").write_text("vid_a,101\nvid_b,205\nvid_c,101\n")
+    (tmp_path / "test.csv").write_text("vid_d,205\n")
+    cfg = from_dict(TrainJobConfig, {"train_manifest": str(tmp_path / "train.csv"),
+                                     "val_manifest": str(tmp_path / "test.csv"),
+                                     "howto100m_template": "s3://bucket/howto100m/{video_id}.mp4"})
+    train, val = load_splits(cfg)
+    assert [r["path"] for r in train.rows] == [f"s3://bucket/howto100m/vid_{c}.mp4" for c in "abc"]
+    assert train.rows[0]["label"] == train.rows[2]["label"] != train.rows[1]["label"]
+    assert val.rows[0]["label"] == train.rows[1]["label"]  # one label map for both splits

@@ -1,0 +1,39 @@
+"""`make demo`'s driver end to end at a small size: generate -> preprocess -> train -> infer."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+import pipeline.model as pm
+from jobs import demo
+
+
+@pytest.mark.slow
+def test_demo_runs_the_whole_pipeline(ray_local, tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert demo.main(["--output", str(out), "--videos", "24", "--long-videos", "2",
+                      "--segment-seconds", "15", "--epochs", "1"]) == 0
+    printed = capsys.readouterr().out
+
+    # 2: Parquet frame shards of the validation split, with summary and labels beside them
+    summary = json.loads((out / "shards" / "summary.json").read_text())
+    assert summary["videos_ok"] == summary["clips"] > 0 and summary["videos_failed"] == 0
+    assert json.loads((out / "shards" / "labels.json").read_text())
+    # 3: a trained model in our format, metrics and curves in the run folder
+    model = pm.load(str(out / "runs" / "demo" / "model.pt"))
+    assert model.config.num_frames == 8 and model.config.attention == "divided"
+    assert (out / "runs" / "demo" / "metrics.png").stat().st_size > 10_000
+    assert any("val_acc" in json.loads(l) for l in (out / "runs" / "demo" / "metrics.jsonl").read_text().splitlines())
+    # 4: one prediction per long video, a timeline covering its 60 s, a PNG each
+    rows = pq.read_table(out / "predictions" / "predictions.parquet").to_pylist()
+    assert sorted(r["video_id"] for r in rows) == ["long_00000", "long_00001"]
+    for r in rows:
+        assert r["status"] == "ok" and r["duration"] == pytest.approx(60.0, abs=0.1)
+        ends = [c["end_sec"] for c in r["timeline"]]
+        assert r["num_clips"] == len(ends) and max(ends) == pytest.approx(60.0, abs=0.1)
+    assert len(list((out / "predictions" / "plots").glob("*.png"))) == 2
+    for line in ("validation clip accuracy:", "video-level accuracy:", "training curves:", "timelines:"):
+        assert line in printed
