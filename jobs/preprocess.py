@@ -30,7 +30,6 @@ import argparse
 import hashlib
 import json
 import logging
-import math
 import os
 import sys
 import time

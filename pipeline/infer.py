@@ -37,7 +37,6 @@ import logging
 import os
 import posixpath
 import time
-import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Literal, Sequence
@@ -434,31 +433,6 @@ def _choose_rows(parts: list[str], wanted: set[str]) -> dict[str, list[int]]:
     return chosen
 
 
-@contextlib.contextmanager
-def _atomic_file(uri: str) -> Iterator[Any]:
-    """A writable binary file that appears at `uri` whole or not at all.
-
-    Local: a hidden temporary file in the same folder, renamed into place. Object stores: one
-    streamed upload that becomes visible only when it completes.
-    """
-    if storage.is_local(uri):
-        path = storage.local_path(uri)
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                yield f
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-    else:
-        with storage.open_uri(uri, "wb") as f:
-            yield f
-
-
 def merge_parts(output: str, video_ids: Sequence[str], *, jsonl: bool = False) -> dict[str, int]:
     """Merge the part files into `predictions.parquet`: exactly one row per id in `video_ids`
     that has a row in some part (see `_choose_rows`), plus `errors.parquet` (uri, stage, error)
@@ -468,8 +442,8 @@ def merge_parts(output: str, video_ids: Sequence[str], *, jsonl: bool = False) -
     counts = {"rows": 0, "ok": 0, "errors": 0, "with_target": 0, "correct": 0}
     errors: list[pa.Table] = []
     with contextlib.ExitStack() as stack:
-        pf = stack.enter_context(_atomic_file(storage.join(output, "predictions.parquet")))
-        jf = stack.enter_context(_atomic_file(storage.join(output, "predictions.jsonl"))) if jsonl else None
+        pf = stack.enter_context(storage.open_atomic(storage.join(output, "predictions.parquet")))
+        jf = stack.enter_context(storage.open_atomic(storage.join(output, "predictions.jsonl"))) if jsonl else None
         writer = stack.enter_context(pq.ParquetWriter(pf, SCHEMA))
         for uri, rows in chosen.items():
             t = storage.read_parquet(uri).select(SCHEMA.names).cast(SCHEMA)

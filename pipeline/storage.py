@@ -17,12 +17,13 @@ place (`os.replace`); object-store writes are one PUT, which readers see whole o
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import posixpath
 import uuid
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 from urllib.parse import urlparse
 
 import fsspec
@@ -162,16 +163,21 @@ def read_bytes(uri: str) -> bytes:
     return fs.cat_file(path)
 
 
-def write_bytes_atomic(uri: str, data: bytes) -> None:
-    """Write bytes so that readers see either nothing / the old file, or all of `data`."""
-    fs, path = filesystem(uri)
+@contextlib.contextmanager
+def open_atomic(uri: str) -> Iterator[Any]:
+    """A writable binary file that appears at `uri` whole or not at all (streamed, any size).
+
+    Local: a hidden temporary file in the same folder, fsynced and renamed into place. Object
+    stores: one upload that becomes visible only when it completes (a single or multipart PUT).
+    """
     if is_local(uri):
+        path = local_path(uri)
         folder = os.path.dirname(path) or "."
         os.makedirs(folder, exist_ok=True)
         tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
         try:
             with open(tmp, "wb") as f:
-                f.write(data)
+                yield f
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -179,6 +185,17 @@ def write_bytes_atomic(uri: str, data: bytes) -> None:
             if os.path.exists(tmp):
                 os.remove(tmp)
     else:
+        with open_uri(uri, "wb") as f:
+            yield f
+
+
+def write_bytes_atomic(uri: str, data: bytes) -> None:
+    """Write bytes so that readers see either nothing / the old file, or all of `data`."""
+    if is_local(uri):
+        with open_atomic(uri) as f:
+            f.write(data)
+    else:
+        fs, path = filesystem(uri)
         fs.pipe_file(path, data)  # one PUT: atomic on S3 / GCS
 
 

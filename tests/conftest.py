@@ -8,7 +8,6 @@ node's environment or instance role).
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 
