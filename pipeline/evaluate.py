@@ -78,8 +78,10 @@ def evaluate_views(model: nn.Module, batches: Iterable[Mapping[str, Any]], *, de
     std = getattr(model.config, "std", (0.225, 0.225, 0.225))
     acc = VideoScores()
     for batch in batches:
-        frames = torch.as_tensor(np.asarray(batch["frames"]) if not torch.is_tensor(batch["frames"])
-                                 else batch["frames"]).to(device)  # uint8 [B, T, H, W, 3]
+        frames = batch["frames"]
+        if not torch.is_tensor(frames):  # Arrow-backed arrays are read-only: copy once
+            frames = torch.from_numpy(np.array(frames))
+        frames = frames.to(device)  # uint8 [B, T, H, W, 3]
         x = to_model_input(frames, mean, std)  # float [B, 3, T, H, W]
         if device.type == "cuda":
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
