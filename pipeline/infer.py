@@ -221,8 +221,8 @@ def video_clips(uri: str, spec: ClipSpec) -> tuple[dict[str, Any], np.ndarray]:
     from pipeline.data import decode as dec
     from pipeline.data import sampling, transforms
 
-    with _open_source(uri) as src:
-        info = dec.probe(src)
+    with _open_source(uri) as src, dec.Video(src, threads=1) as video:  # one open for probe and every chunk
+        info = video.info
         span = sampling.clip_span(spec.num_frames, spec.sampling_rate, info.fps)
         spans = (sampling.cover_clips(info.num_frames, span) if spec.cover
                  else sampling.uniform_clips(info.num_frames, span, spec.clips))
@@ -234,7 +234,7 @@ def video_clips(uri: str, spec: ClipSpec) -> tuple[dict[str, Any], np.ndarray]:
                 ind, pad = sampling.clip_indices(start, end, spec.num_frames, info.num_frames)
                 idx.append(ind)
                 padded += pad
-            frames = dec.decode(src, np.concatenate(idx), threads=1, size=spec.short_side)
+            frames, _ = video.read(np.concatenate(idx), size=spec.short_side)
             frames = rearrange(frames, "(c t) h w k -> c t h w k", t=spec.num_frames)
             for clip in frames:  # [T, H, W, 3]
                 views = (transforms.three_crops(clip, spec.crop_size) if spec.crops == 3

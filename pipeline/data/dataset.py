@@ -174,7 +174,14 @@ def video_clips(src: Any, row: dict[str, Any], cfg: DataConfig, *, mode: str, se
     Raises `decode.DecodeError` (with a stage) for bad input.
     """
     rng = row_rng(seed, epoch, row)
-    info = vdecode.probe(src)
+    with vdecode.Video(src, threads=cfg.decode_threads) as video:  # one open for probe and decode
+        return _clips_of(video, row, cfg, mode=mode, rng=rng, epoch=epoch)
+
+
+def _clips_of(video: vdecode.Video, row: dict[str, Any], cfg: DataConfig, *, mode: str,
+              rng: np.random.Generator, epoch: int) -> list[dict[str, Any]]:
+    """`video_clips` on an open video."""
+    info = video.info
     first, last = _segment_frames(row, info)
     total = last - first
     span = sampling.clip_span(cfg.num_frames, cfg.sampling_rate, info.fps)
@@ -189,7 +196,7 @@ def video_clips(src: Any, row: dict[str, Any], cfg: DataConfig, *, mode: str, se
         size = cfg.test_size()
     picks = [sampling.clip_indices(s, e, cfg.num_frames, total) for s, e in spans]
     wanted = np.concatenate([idx for idx, _ in picks]) + first  # [K * T]
-    frames, past_end = _decode(src, wanted, cfg, size)
+    frames, past_end = video.read(wanted.tolist(), size=size)
     clips = rearrange(frames, "(k t) h w c -> k t h w c", k=len(spans))
     past = _past_end_per_clip(wanted, past_end, len(spans))
     out = []
@@ -202,13 +209,6 @@ def video_clips(src: Any, row: dict[str, Any], cfg: DataConfig, *, mode: str, se
                 "num_padded": min(cfg.num_frames, int(padded + past[k])), "epoch": int(epoch),
             })
     return out
-
-
-def _decode(src: Any, indices: np.ndarray, cfg: DataConfig, size: int) -> tuple[np.ndarray, int]:
-    """Seek-decode `indices` at short side `size` -> (uint8 [N, H, W, 3], frames past the end)."""
-    if hasattr(src, "seek"):
-        src.seek(0)
-    return vdecode.decode_with_report(src, indices.tolist(), threads=cfg.decode_threads, size=size)
 
 
 def _past_end_per_clip(wanted: np.ndarray, past_end: int, k: int) -> list[int]:

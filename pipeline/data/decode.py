@@ -263,14 +263,49 @@ def _duration_seconds(container, stream) -> float:
 # ----------------------------------------------------------------------------- probe
 
 
-def probe(src: Source) -> VideoInfo:
-    """Read a video's stream facts; decodes the first frame to check it and read its rotation.
+class Video:
+    """One open video: `info` and `read(indices)` share a single container and timeline.
 
-    Raises DecodeError with stage open/stream/probe/decode for bad input.
+        with Video(src, threads=1) as video:   # path or seekable binary file object
+            info = video.info                  # probes once (first frame decoded to check it)
+            frames, n_missing = video.read([0, 32, 64], size=224)
+
+    `probe(src)` and `decode(src, indices)` are the one-shot forms. Bad input raises DecodeError
+    with stage open/stream/probe/decode/index.
     """
-    with _open(src) as container:
-        stream = _video_stream(container)
-        tl, n, how, vfr = _timeline(container, stream)
+
+    def __init__(self, src: Source, *, threads: int = 1):
+        self._container = _open(src)
+        try:
+            self._stream = _video_stream(self._container)
+            ctx = self._stream.codec_context  # decoder threads are fixed before the codec opens
+            ctx.thread_count = max(1, int(threads))
+            if threads > 1:
+                ctx.thread_type = "AUTO"
+            self._tl, self._n, self._how, self._vfr = _timeline(self._container, self._stream)
+        except BaseException:
+            self._container.close()
+            raise
+        self._info: VideoInfo | None = None
+
+    def __enter__(self) -> "Video":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._container.close()
+
+    @property
+    def info(self) -> VideoInfo:
+        """The stream facts; decodes the first frame to check it and read its rotation."""
+        if self._info is None:
+            self._info = self._probe()
+        return self._info
+
+    def _probe(self) -> VideoInfo:
+        container, stream, tl, n = self._container, self._stream, self._tl, self._n
         try:
             container.seek(tl.target_pts(0), backward=True, any_frame=False, stream=stream)
             first = next(iter(_decoded_frames(container, stream)), None)
@@ -292,9 +327,45 @@ def probe(src: Source) -> VideoInfo:
             start_time=float(tl.start_pts * tl.time_base),
             codec=stream.codec_context.name,
             keyframes=tl.keyframe_indices(),
-            variable_frame_rate=vfr,
-            frame_count_source=how,
+            variable_frame_rate=self._vfr,
+            frame_count_source=self._how,
         )
+
+    def read(self, frame_indices: Sequence[int], *, size: int | None = None,
+             skip_nonref: bool = True) -> tuple[np.ndarray, int]:
+        """The frames `frame_indices` (see `decode`) and how many were past the stream's real end.
+
+        Such frames (metadata promised more frames than the stream has) are filled with the last
+        decoded frame; the count lets callers flag them like padding.
+        """
+        indices = [int(i) for i in frame_indices]
+        if not indices:
+            raise DecodeError("index", "no frame indices requested")
+        if min(indices) < 0:
+            raise DecodeError("index", f"negative frame index {min(indices)}")
+        if max(indices) >= self._n:
+            raise DecodeError("index", f"frame index {max(indices)} beyond the video's {self._n} frames")
+        got, tail = _seek_decode(self._container, self._stream, self._tl, sorted(set(indices)), size,
+                                 skip_nonref)
+        missing = {i for i in set(indices) if i not in got}
+        if missing:
+            if tail is None:
+                raise DecodeError("decode", "no decodable frames (truncated or corrupt)")
+            for i in missing:
+                got[i] = tail
+            log.warning("%d requested frame(s) past the real end of the stream; repeated the last frame",
+                        len(missing))
+        n_missing = sum(1 for i in indices if i in missing)
+        return np.stack([got[i] for i in indices]), n_missing  # [T, H, W, 3]
+
+
+def probe(src: Source) -> VideoInfo:
+    """Read a video's stream facts; decodes the first frame to check it and read its rotation.
+
+    Raises DecodeError with stage open/stream/probe/decode for bad input.
+    """
+    with Video(src) as video:
+        return video.info
 
 
 # ----------------------------------------------------------------------------- decode
@@ -352,38 +423,13 @@ def _to_rgb(frame: av.VideoFrame, size: int | None) -> np.ndarray:
     return rgb
 
 
+
+
 def decode_with_report(src: Source, frame_indices: Sequence[int], *, threads: int = 1,
                        size: int | None = None, skip_nonref: bool = True) -> tuple[np.ndarray, int]:
-    """Like `decode`, also returning how many requested frames were past the stream's real end.
-
-    Such frames (metadata promised more frames than the stream has) are filled with the last
-    decoded frame; the count lets callers flag them like padding.
-    """
-    indices = [int(i) for i in frame_indices]
-    if not indices:
-        raise DecodeError("index", "no frame indices requested")
-    if min(indices) < 0:
-        raise DecodeError("index", f"negative frame index {min(indices)}")
-    with _open(src) as container:
-        stream = _video_stream(container)
-        tl, n, _, _ = _timeline(container, stream)
-        if max(indices) >= n:
-            raise DecodeError("index", f"frame index {max(indices)} beyond the video's {n} frames")
-        ctx = stream.codec_context
-        ctx.thread_count = max(1, int(threads))
-        if threads > 1:
-            ctx.thread_type = "AUTO"
-        got, tail = _seek_decode(container, stream, tl, sorted(set(indices)), size, skip_nonref)
-    missing = [i for i in set(indices) if i not in got]
-    if missing:
-        if tail is None:
-            raise DecodeError("decode", "no decodable frames (truncated or corrupt)")
-        for i in missing:
-            got[i] = tail
-        log.warning("%d requested frame(s) past the real end of the stream; repeated the last frame",
-                    len(missing))
-    n_missing = sum(1 for i in indices if i in set(missing))
-    return np.stack([got[i] for i in indices]), n_missing  # [T, H, W, 3]
+    """Like `decode`, also returning how many requested frames were past the stream's real end."""
+    with Video(src, threads=threads) as video:
+        return video.read(frame_indices, size=size, skip_nonref=skip_nonref)
 
 
 def decode(src: Source, frame_indices: Sequence[int], *, threads: int = 1,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import frame_index, write_index_video
-from pipeline.data.decode import DecodeError, decode, decode_with_report, probe
+from pipeline.data.decode import DecodeError, Video, decode, decode_with_report, probe
 
 
 def _indices(frames: np.ndarray) -> list[int]:
@@ -196,3 +196,14 @@ def test_decode_error_pickles():
 
     err = pickle.loads(pickle.dumps(DecodeError("open", "file not found: x")))
     assert (err.stage, err.message) == ("open", "file not found: x")
+
+
+def test_one_open_video_probes_and_reads_many_chunks(index_video):
+    path = index_video(num_frames=90, gop=12, bframes=2)
+    with open(path, "rb") as f, Video(f, threads=1) as video:
+        assert video.info == probe(path)
+        for chunk in ([5, 40, 80], [0, 1, 2], [89, 10]):  # backwards and forwards on one container
+            frames, past_end = video.read(chunk)
+            assert [frame_index(fr) for fr in frames] == chunk and past_end == 0
+        with pytest.raises(DecodeError, match="beyond"):
+            video.read([90])
