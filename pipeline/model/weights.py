@@ -176,16 +176,27 @@ def fit_state_dict(
     used = set(source) & set(target) | {derive[k] for k in derive if k in target}
     unexpected = sorted(k for k in set(source) - used if k not in drop_ok)
     report.dropped += sorted(k for k in set(source) - used if k in drop_ok)
+    problems = _fit_problems(missing, unexpected, bad_shape)
+    if problems:
+        raise WeightError(f"{report.source} does not fit TimeSformer({cfg.attention}): {problems}")
+    return out
+
+
+def _fit_problems(missing: list[str], unexpected: list[str], bad_shape: list[str],
+                 shape_hint: str = "") -> str:
+    """One line naming the missing / unexpected / wrongly shaped keys ('' when all fit)."""
+
+    def first(keys: list[str], sep: str = ", ") -> str:
+        return sep.join(keys[:12]) + (" ..." if len(keys) > 12 else "")
+
     problems = []
     if missing:
-        problems.append(f"missing {len(missing)} keys: {', '.join(missing[:12])}{' ...' if len(missing) > 12 else ''}")
+        problems.append(f"missing {len(missing)} keys: {first(missing)}")
     if unexpected:
-        problems.append(f"unexpected {len(unexpected)} keys: {', '.join(unexpected[:12])}{' ...' if len(unexpected) > 12 else ''}")
+        problems.append(f"unexpected {len(unexpected)} keys: {first(unexpected)}")
     if bad_shape:
-        problems.append("shape mismatch: " + "; ".join(bad_shape[:12]))
-    if problems:
-        raise WeightError(f"{report.source} does not fit TimeSformer({cfg.attention}): " + " | ".join(problems))
-    return out
+        problems.append(f"shape mismatch{shape_hint}: {first(bad_shape, '; ')}")
+    return " | ".join(problems)
 
 
 # ---------------------------------------------------------------------------- loaders
@@ -563,14 +574,8 @@ def load_hf_vivit(
             continue
         out[key] = value.to(ref.dtype)
         report.copied += 1
-    problems = []
-    if missing:
-        problems.append(f"missing {len(missing)} keys: {', '.join(missing[:12])}")
-    if unexpected:
-        problems.append(f"unexpected {len(unexpected)} keys: {', '.join(unexpected[:12])}")
-    if bad:
-        problems.append("shape mismatch (build the model at the checkpoint's num_frames / image_size / "
-                        "tubelet): " + "; ".join(bad[:12]))
+    problems = _fit_problems(missing, unexpected, bad, shape_hint=(
+        " (build the model at the checkpoint's num_frames / image_size / tubelet)"))
     if problems:
-        raise WeightError(f"{name} does not fit ViViT(model 1, depth {cfg.depth}): " + " | ".join(problems))
+        raise WeightError(f"{name} does not fit ViViT(model 1, depth {cfg.depth}): {problems}")
     return out, report
