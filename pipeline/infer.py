@@ -253,18 +253,14 @@ def video_clips(uri: str, spec: ClipSpec) -> tuple[dict[str, Any], np.ndarray]:
 
 @contextlib.contextmanager
 def _open_source(uri: str) -> Iterator[Any]:
-    """A local path as is; a remote URI as one open (seekable, block-cached) file object."""
-    if storage.is_local(uri):
-        yield storage.local_path(uri)
-        return
-    try:
-        f = storage.open_uri(uri, "rb")
-    except FileNotFoundError as e:
-        from pipeline.data.decode import DecodeError
+    """`storage.open_for_reading`, with a missing remote file as DecodeError('open')."""
+    from pipeline.data.decode import DecodeError
 
+    try:
+        with storage.open_for_reading(uri) as src:
+            yield src
+    except FileNotFoundError as e:
         raise DecodeError("open", f"file not found: {uri}") from e
-    with f:
-        yield f
 
 
 @ray.remote(num_returns=2)

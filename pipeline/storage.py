@@ -124,6 +124,18 @@ def open_uri(uri: str, mode: str = "rb", **kwargs: Any):
     return fs.open(path, mode, **kwargs)
 
 
+@contextlib.contextmanager
+def open_for_reading(uri: str, **kwargs: Any) -> Iterator[Any]:
+    """A local file as its path (so native readers such as PyAV do their own I/O); a remote one
+    as an open, seekable file object (`kwargs`, e.g. `block_size`, go to the filesystem).
+    Raises FileNotFoundError for a missing remote object."""
+    if is_local(uri):
+        yield local_path(uri)
+        return
+    with open_uri(uri, "rb", **kwargs) as f:
+        yield f
+
+
 def exists(uri: str) -> bool:
     """Whether a file or folder exists at the URI."""
     fs, path = filesystem(uri)

@@ -91,3 +91,19 @@ def test_s3_endpoint_comes_from_standard_variables(s3_server, monkeypatch):
     fs, path = storage.filesystem("s3://bucket/key")
     assert path == "bucket/key"
     assert fs.endpoint_url == "http://127.0.0.1:1"
+
+
+def test_open_for_reading_gives_local_paths_and_remote_file_objects(tmp_path, s3_bucket):
+    from pipeline.storage import open_for_reading, write_bytes_atomic
+
+    local = tmp_path / "v.bin"
+    local.write_bytes(b"abc")
+    with open_for_reading(f"file://{local}") as src:
+        assert src == str(local)  # native readers (PyAV) open local files themselves
+    write_bytes_atomic(f"s3://{s3_bucket}/v.bin", b"xyz")
+    with open_for_reading(f"s3://{s3_bucket}/v.bin", block_size=1024) as src:
+        src.seek(1)
+        assert src.read() == b"yz"
+    with pytest.raises(FileNotFoundError):
+        with open_for_reading(f"s3://{s3_bucket}/missing.bin"):
+            pass

@@ -43,6 +43,7 @@ the parts. Without `error_uri` failures are only logged.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
@@ -239,16 +240,14 @@ def process_row(row: dict[str, Any], cfg: DataConfig, *, mode: str, seed: int,
     """
     uri = str(row.get("path"))
     try:
-        if storage.is_local(uri):
-            return video_clips(storage.local_path(uri), row, cfg, mode=mode, seed=seed, epoch=epoch), None
-        try:
-            fh = storage.open_uri(uri, "rb", block_size=cfg.read_block_size)
-        except FileNotFoundError:
-            return [], error_row(uri, "open", "file not found")
-        except Exception as e:  # noqa: BLE001 - any storage failure is a row error
-            return [], error_row(uri, "open", f"{type(e).__name__}: {e}")
-        with fh:
-            return video_clips(fh, row, cfg, mode=mode, seed=seed, epoch=epoch), None
+        with contextlib.ExitStack() as stack:
+            try:
+                src = stack.enter_context(storage.open_for_reading(uri, block_size=cfg.read_block_size))
+            except FileNotFoundError:
+                return [], error_row(uri, "open", "file not found")
+            except Exception as e:  # noqa: BLE001 - any storage failure is a row error
+                return [], error_row(uri, "open", f"{type(e).__name__}: {e}")
+            return video_clips(src, row, cfg, mode=mode, seed=seed, epoch=epoch), None
     except vdecode.DecodeError as e:
         return [], error_row(uri, e.stage, e.message)
     except Exception as e:  # noqa: BLE001 - never fail the job for one video
