@@ -24,13 +24,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--videos", type=int, required=True, help="number of short labelled videos")
     p.add_argument("--long-videos", type=int, default=0, help="number of long multi-segment videos")
     p.add_argument("--seconds", type=float, default=2.0, help="length of each short video")
-    p.add_argument("--size", type=_size, default=(128, 96), help="WxH of short videos (even)")
+    p.add_argument("--size", type=_size, default=(64, 48), help="WxH of short videos (even)")
     p.add_argument("--fps", type=float, default=30)
     p.add_argument("--long-segments", type=int, default=4)
     p.add_argument("--segment-seconds", type=float, default=15.0)
-    p.add_argument("--long-size", type=_size, default=(96, 72))
+    p.add_argument("--long-size", type=_size, default=(64, 48))
     p.add_argument("--long-fps", type=float, default=15)
     p.add_argument("--val-fraction", type=float, default=0.25)
+    p.add_argument("--textured", action="store_true",
+                   help="textured object and background (harder to learn) instead of flat colours")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     t0 = time.time()
@@ -39,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
                                seconds=args.seconds, size=args.size, seed=args.seed, fps=args.fps,
                                val_fraction=args.val_fraction, long_segments=args.long_segments,
                                segment_seconds=args.segment_seconds, long_size=args.long_size,
-                               long_fps=args.long_fps)
+                               long_fps=args.long_fps, textured=args.textured)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

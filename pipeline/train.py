@@ -723,13 +723,16 @@ def train_func(config: dict) -> None:
         window["steps"] += 1
         epoch_end = step % plan.steps_per_epoch == 0
         epoch = step // plan.steps_per_epoch
+        do_eval = epoch_end and (epoch % cfg.loop.eval_every_epochs == 0 or step == plan.total_steps)
         metrics: dict[str, Any] = {}
-        if step % cfg.loop.log_every_steps == 0 or epoch_end:
+        # a report is a round trip through the Ray Train controller: log at the set interval and
+        # with each validation, not at every (possibly short) epoch end
+        if step % cfg.loop.log_every_steps == 0 or do_eval:
             metrics = window_metrics(window, step=step, plan=plan, lr=lr, world=world, device=device)
             window = new_window()
             if rank == 0:
                 records.append(dict(metrics))
-        if epoch_end and (epoch % cfg.loop.eval_every_epochs == 0 or step == plan.total_steps):
+        if do_eval:
             val = evaluate_clips(net, val_shard, batch_size=eval_bs, device=device)
             metrics.update(val)
             if rank == 0:

@@ -1,8 +1,8 @@
 """Long-video inference end to end on a real local Ray with real PyAV-encoded videos.
 
-- a debug TimeSformer trained here (plain torch loop, ~40 s) on synthetic motion videos
-  classifies >= 60 s videos of known segments: the video label is the majority segment label
-  and the per-clip timeline follows the segments (see `trained_ckpt` for what it was fit on);
+- a debug TimeSformer trained here (plain torch loop, ~25 s) on short synthetic motion videos
+  classifies unseen >= 60 s videos of known segments: the video label is the majority segment
+  label and the per-clip timeline follows the segments;
 - a job killed midway (SIGKILL of a real `python -m jobs.infer` process) and rerun gives every
   video exactly once;
 - missing / corrupt / empty videos become error rows, exit code 0;
@@ -93,41 +93,33 @@ def long_videos(tmp_path_factory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def trained_ckpt(tmp_path_factory, long_videos) -> str:
-    """A debug TimeSformer trained in-process (plain torch loop, ~40 s) on the synthetic corpus.
-
-    It is fit on clips of the long videos themselves, taken on a uniform grid offset from the
-    cover grid that inference uses (so no training clip is an inference clip), and only inside
-    segments. A minute of CPU training does not give a model that generalises reliably to
-    unseen synthetic videos (measured here: 38-93 % clip accuracy per video), while this one
-    knows what happens when in each video: the test then checks what inference owes the user,
-    that every clip score lands at its video and time and is aggregated right.
-    """
+def trained_ckpt(tmp_path_factory) -> str:
+    """A debug TimeSformer trained in-process (plain torch loop, ~25 s) on 96 separate short
+    motion videos (6 clips each), with the from-scratch init of configs/debug.yaml. It never sees
+    the long videos; measured on them: 87-100 % of the clips inside a segment right."""
     import torch
     import torch.nn.functional as F
 
     from pipeline.data.transforms import to_model_input
     from pipeline.model import create
 
+    d = tmp_path_factory.mktemp("train_videos")
     xs, ys = [], []
-    for vid, path in long_videos.items():
-        labels = LONG_PLANS[vid]
-        spec = ClipSpec(cover=False, clips=2 * int(len(labels) * SEGMENT_SECONDS), crops=1, **CLIP)
-        meta, clips = video_clips(path, spec)
-        for k, (s, e) in enumerate(zip(meta["starts"], meta["ends"])):
-            if int(s // SEGMENT_SECONDS) == int((e - 1e-6) // SEGMENT_SECONDS):
-                xs.append(clips[k, 0])
-                ys.append(synthetic.CLASSES.index(labels[int(s // SEGMENT_SECONDS)]))
+    for i in range(96):
+        path = str(d / f"train{i}.mp4")
+        synthetic.write_motion_video(path, i % 4, seconds=3, fps=FPS, size=SIZE, seed=1000 + i)
+        _, clips = video_clips(path, ClipSpec(cover=False, clips=6, crops=1, **CLIP))
+        xs += list(clips[:, 0])
+        ys += [i % 4] * len(clips)
     x_all, y_all = torch.from_numpy(np.stack(xs)), torch.tensor(ys)
-    weights = (1.0 / torch.bincount(y_all, minlength=4).clamp(min=1).float())[y_all]  # class-balanced
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    model = create("debug", num_classes=4)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
+    model = create("debug", num_classes=4, linear_init_std=0.1, time_embed_init_std=1.0, temporal_fc_init_std=0.02)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
     g = torch.Generator().manual_seed(0)
     model.train()
-    for _ in range(500):
-        idx = torch.multinomial(weights, 16, replacement=True, generator=g)
+    for _ in range(600):
+        idx = torch.randint(0, len(x_all), (16,), generator=g)
         loss = F.cross_entropy(model(to_model_input(x_all[idx])), y_all[idx])
         opt.zero_grad()
         loss.backward()

@@ -65,6 +65,16 @@ class TimeSformerConfig:
     drop_path_rate: float = 0.1
     layer_norm_eps: float = 1e-6
     grad_checkpointing: bool = False  # recompute each block in backward (TimeSformer-L: 96 frames)
+    # Init. The official values: trunc-normal(0.02) Linear weights (sized for width 768), zero
+    # `time_embed` and `temporal_fc`, so a model built from an image ViT starts equal to it, blind
+    # to frame order (with `time_embed` at zero every scheme is invariant to permuting frames);
+    # pretrained features and a large corpus get it out. A small model trained from scratch stays
+    # stuck there (near-uniform attention, order-blind): it learns motion direction only with
+    # wider Linear init (~1/sqrt(width)) and random `time_embed` (configs/debug.yaml: 0.1 / 1.0 /
+    # 0.02; docs/BENCHMARKS.md, "Learnability").
+    linear_init_std: float = 0.02
+    time_embed_init_std: float = 0.0
+    temporal_fc_init_std: float = 0.0
     # Input normalisation the weights expect (applied by the data side, recorded here).
     mean: tuple[float, float, float] = (0.45, 0.45, 0.45)
     std: tuple[float, float, float] = (0.225, 0.225, 0.225)
@@ -72,6 +82,8 @@ class TimeSformerConfig:
     def __post_init__(self) -> None:
         if self.attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {list(ATTENTIONS)}, got {self.attention!r}")
+        if self.linear_init_std <= 0:
+            raise ValueError(f"linear_init_std must be > 0, got {self.linear_init_std}")
         if self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
         if self.image_size % self.patch_size:
@@ -79,6 +91,9 @@ class TimeSformerConfig:
         for name in ("num_classes", "num_frames", "image_size", "patch_size", "in_chans", "depth"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("time_embed_init_std", "temporal_fc_init_std"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         self.mean = tuple(float(v) for v in self.mean)
         self.std = tuple(float(v) for v in self.std)
 
@@ -320,10 +335,11 @@ class TimeSformer(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Official init: trunc-normal(0.02) linears, cls and pos_embed; zero time_embed and temporal_fc."""
+        """Official init (by default): trunc-normal(0.02) linears, cls and pos_embed; zero time_embed
+        and temporal_fc. The `*_init_std` config fields change it for training from scratch."""
         for m in self.modules():
             if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.trunc_normal_(m.weight, std=self.config.linear_init_std)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
             elif isinstance(m, nn.LayerNorm):
@@ -331,11 +347,18 @@ class TimeSformer(nn.Module):
                 nn.init.zeros_(m.bias)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        cfg = self.config
         if hasattr(self, "time_embed"):
-            nn.init.zeros_(self.time_embed)
+            if cfg.time_embed_init_std > 0:
+                nn.init.normal_(self.time_embed, std=cfg.time_embed_init_std)
+            else:
+                nn.init.zeros_(self.time_embed)
         for blk in self.blocks:
-            if hasattr(blk, "temporal_fc"):  # the model starts equal to the image ViT
-                nn.init.zeros_(blk.temporal_fc.weight)
+            if hasattr(blk, "temporal_fc"):
+                if cfg.temporal_fc_init_std > 0:
+                    nn.init.trunc_normal_(blk.temporal_fc.weight, std=cfg.temporal_fc_init_std)
+                else:  # the model starts equal to the image ViT
+                    nn.init.zeros_(blk.temporal_fc.weight)
                 nn.init.zeros_(blk.temporal_fc.bias)
 
     def _check_input(self, x: torch.Tensor) -> None:

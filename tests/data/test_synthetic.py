@@ -52,6 +52,34 @@ def test_motion_video_decodes_and_moves_in_its_class_direction(tmp_path, label):
     assert (dx * ux + dy * uy) >= 3  # moved several pixels along the class direction
 
 
+def test_object_moves_in_sub_pixel_steps():
+    """Half a pixel to the right renders halfway between the whole-pixel frames (bilinear
+    coverage at the edges), so slow motion is smooth rather than whole-pixel jumps."""
+    rng = np.random.default_rng(0)
+    bg = synthetic._background(rng, 48, 64, textured=False)
+    sprite = synthetic._sprite(rng, 24, textured=False)
+
+    def at(x: float) -> np.ndarray:
+        return synthetic._render(bg, sprite, x, 10.0, rng, noise=0.0).astype(np.float32)
+
+    half = at(20.5)
+    np.testing.assert_allclose(half, (at(20.0) + at(21.0)) / 2, atol=1.0)
+    assert np.abs(half - at(20.0)).max() > 20  # the edge columns really changed
+    wrapped = at(60.25)  # wraps around the right edge onto column 0
+    assert np.abs(wrapped[:, 0] - at(0.0)[:, 0]).max() > 20
+
+
+def test_flat_and_textured_styles():
+    """Flat (default): one background colour and one object colour; textured: both vary."""
+    rng = np.random.default_rng(0)
+    flat_bg, flat_obj = synthetic._background(rng, 48, 64, False), synthetic._sprite(rng, 24, False)
+    tex_bg, tex_obj = synthetic._background(rng, 48, 64, True), synthetic._sprite(rng, 24, True)
+    inner = (slice(3, -3), slice(3, -3))  # inside the dark rim
+    assert len(np.unique(flat_bg.reshape(-1, 3), axis=0)) == 1
+    assert len(np.unique(flat_obj[inner].reshape(-1, 3), axis=0)) == 1
+    assert tex_bg.reshape(-1, 3).std(axis=0).min() > 3 and tex_obj[inner].reshape(-1, 3).std(axis=0).min() > 3
+
+
 def test_one_frame_does_not_tell_the_class():
     """Same seed, different labels: the first frames are identical; only motion differs."""
     firsts = [next(synthetic._motion_frames([lab] * 5, fps=30, size=(64, 48), seed=7))

@@ -85,6 +85,24 @@ def test_fresh_model_starts_as_an_image_model():
     torch.testing.assert_close(model(x), model(shuffled), atol=1e-5, rtol=1e-5)
 
 
+def test_from_scratch_init_sees_frame_order_at_step_0():
+    """The init fields for training from scratch (configs/debug.yaml): random time_embed and
+    temporal_fc break the official init's frame-order blindness before any step; Linear weights
+    take `linear_init_std`; negative stds are errors."""
+    torch.manual_seed(0)
+    model = create("debug", linear_init_std=0.1, time_embed_init_std=1.0, temporal_fc_init_std=0.02).eval()
+    assert 0.8 < model.time_embed.std().item() < 1.2
+    assert 0.015 < model.blocks[1].temporal_fc.weight.std().item() < 0.025
+    assert 0.08 < model.blocks[0].mlp.fc1.weight.std().item() < 0.12
+    x = clip(b=1)
+    assert (model(x) - model(x.flip(2))).abs().max() > 1e-3
+    assert 0.015 < create("debug").blocks[0].mlp.fc1.weight.std().item() < 0.025  # official 0.02
+    with pytest.raises(ValueError, match="time_embed_init_std must be >= 0"):
+        TimeSformerConfig(time_embed_init_std=-1.0)
+    with pytest.raises(ValueError, match="linear_init_std must be > 0"):
+        TimeSformerConfig(linear_init_std=0.0)
+
+
 def test_divided_sees_frame_order_space_only_does_not():
     """Motion direction needs time: reversed clips differ for divided, not for space-only."""
     x = clip(b=1)
