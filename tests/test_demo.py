@@ -35,5 +35,6 @@ def test_demo_runs_the_whole_pipeline(ray_local, tmp_path, capsys):
         ends = [c["end_sec"] for c in r["timeline"]]
         assert r["num_clips"] == len(ends) and max(ends) == pytest.approx(60.0, abs=0.1)
     assert len(list((out / "predictions" / "plots").glob("*.png"))) == 2
-    for line in ("validation clip accuracy:", "video-level accuracy:", "training curves:", "timelines:"):
+    for line in ("validation clip accuracy:", "video-level accuracy:", "timeline clip accuracy:", "training curves:",
+                 "timelines:"):
         assert line in printed
