@@ -6,12 +6,11 @@ texture). Position wraps around the frame and starts anywhere, speed is random p
 object's position distribution in any single frame is the same for every class: only the order
 of frames tells the class (a model blind to frame order can at best tell the axis, 50 %).
 
-Measured (`configs/debug.yaml`: the `debug` TimeSformer, 8 frames x 32 px at sampling rate 4,
-`train_jitter: false`, AdamW lr 1e-3 for 16 clips, about 1,000 steps, 120 flat training videos):
-divided attention 0.975-1.0 validation accuracy over 3 seeds, space-only 0.33 (chance 0.25).
-Random clip starts and crops (`train_jitter: true`) and the textured style slow this down to
-0.6-0.8 at the same step count, and the official zero init of `time_embed` / `temporal_fc` stays
-at 0.5: see docs/BENCHMARKS.md ("Learnability").
+Measured (`configs/debug.yaml`: the `debug` TimeSformer with its from-scratch init, 8 frames x
+32 px at sampling rate 4, AdamW lr 1e-3 for 16 clips, 160 flat videos, 2 Ray Train workers):
+divided attention reaches 0.95-1.0 validation accuracy in 500-700 steps, space-only 0.35
+(chance 0.25). With whole-pixel motion, or the official init, it stays near 0.5 (the axis): see
+docs/BENCHMARKS.md ("Learnability").
 
 Speeds are 0.4-0.8 frame sizes per second, so sampled frames up to ~0.6 s apart (sampling_rate
 <= 16 at 30 fps; 2-8 gives small, easy steps) move the object less than half the frame and the

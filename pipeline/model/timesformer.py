@@ -70,7 +70,7 @@ class TimeSformerConfig:
     # to frame order (with `time_embed` at zero every scheme is invariant to permuting frames);
     # pretrained features and a large corpus get it out. A small model trained from scratch stays
     # stuck there (near-uniform attention, order-blind): it learns motion direction only with
-    # wider Linear init (~1/sqrt(width)) and random `time_embed` (configs/debug.yaml: 0.1 / 1.0 /
+    # wider Linear init (~1/sqrt(width)) and random `time_embed` (configs/debug.yaml: 0.13 / 1.0 /
     # 0.02; docs/BENCHMARKS.md, "Learnability").
     linear_init_std: float = 0.02
     time_embed_init_std: float = 0.0
