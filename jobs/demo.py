@@ -37,34 +37,34 @@ def _step(title: str, fn, argv: list[str]) -> None:
     print(f"--- {title}: done in {time.time() - t0:.0f}s", flush=True)
 
 
-def video_accuracy(predictions_uri: str) -> tuple[float, int]:
-    """Fraction of videos whose top-1 label equals the manifest label (the long videos' majority
-    segment label), over the videos that were scored."""
+def scored_rows(predictions_uri: str) -> list[dict]:
+    """The `status == "ok"` rows of an inference job's predictions.parquet."""
     import pyarrow.parquet as pq
 
     with storage.open_uri(predictions_uri, "rb") as f:
-        rows = [r for r in pq.read_table(f).to_pylist() if r.get("status") == "ok"]
+        return [r for r in pq.read_table(f).to_pylist() if r.get("status") == "ok"]
+
+
+def video_accuracy(rows: list[dict]) -> tuple[float, int]:
+    """Fraction of scored videos whose top-1 label equals the manifest label (the long videos'
+    majority segment label)."""
     hits = sum(1 for r in rows if r.get("target") is not None and r["label"] == r["target"])
     return (hits / len(rows) if rows else 0.0), len(rows)
 
 
-def timeline_accuracy(predictions_uri: str, long_manifest: Path, labels: list[str]) -> tuple[float, int]:
+def timeline_accuracy(rows: list[dict], long_manifest: Path, labels: list[str]) -> tuple[float, int]:
     """Fraction of timeline clips whose top class (`labels[argmax]`) is the true segment label,
     over the clips that lie inside one segment (`long.csv`'s `segments` column)."""
     import csv
-
-    import pyarrow.parquet as pq
 
     from pipeline.aggregate import label_at
 
     with long_manifest.open(newline="") as f:
         segments = {r["video_id"]: json.loads(r["segments"]) for r in csv.DictReader(f)}
-    with storage.open_uri(predictions_uri, "rb") as f:
-        rows = [r for r in pq.read_table(f).to_pylist() if r.get("status") == "ok"]
     hits = total = 0
     for r in rows:
-        segs = segments.get(r["video_id"], [])
-        for clip in r["timeline"] if segs else []:
+        segs = segments.get(r["video_id"], [])  # none: every clip is skipped below
+        for clip in r["timeline"]:
             truth = label_at(segs, clip["start_sec"])
             if truth is None or truth != label_at(segs, clip["end_sec"] - 1e-6):
                 continue  # across a segment boundary: no single true label
@@ -110,9 +110,10 @@ def main(argv: list[str] | None = None) -> int:
 
     summary = json.loads((shards / "summary.json").read_text())
     val_acc = _final_val_accuracy(run_dir / "metrics.jsonl")
-    acc, n = video_accuracy(str(preds / "predictions.parquet"))
+    rows = scored_rows(str(preds / "predictions.parquet"))  # read once for both accuracies
+    acc, n = video_accuracy(rows)
     names = json.loads((run_dir / "labels.json").read_text())["names"]
-    clip_acc, clips = timeline_accuracy(str(preds / "predictions.parquet"), data / "long.csv", names)
+    clip_acc, clips = timeline_accuracy(rows, data / "long.csv", names)
     plots = sorted((preds / "plots").glob("*.png"))
     print("\n=== demo summary")
     print(f"parquet shards:          {shards} ({summary.get('clips', '?')} clips)")
