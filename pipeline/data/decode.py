@@ -331,6 +331,14 @@ class Video:
             frame_count_source=self._how,
         )
 
+    def time_of(self, i: int) -> float:
+        """Seconds from the first presented frame to frame `i` (`i == num_frames`: the end)."""
+        return i / self.info.fps
+
+    def index_at(self, seconds: float) -> int:
+        """The frame index shown at `seconds` from the first frame, clamped to [0, num_frames]."""
+        return min(max(0, int(round(seconds * self.info.fps))), self.info.num_frames)
+
     def read(self, frame_indices: Sequence[int], *, size: int | None = None,
              skip_nonref: bool = True) -> tuple[np.ndarray, int]:
         """The frames `frame_indices` (see `decode`) and how many were past the stream's real end.
