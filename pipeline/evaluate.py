@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.data.transforms import to_model_input
+from pipeline.model.forward import to_model_input
 
 
 @dataclass

@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import io
 import json
 import logging
 import os
@@ -48,6 +47,7 @@ import ray
 
 from pipeline import aggregate as agg
 from pipeline import storage
+from pipeline.plots import plot_timeline
 
 log = logging.getLogger(__name__)
 
@@ -325,7 +325,7 @@ class ClipScorer:
         import torch
         from einops import rearrange
 
-        from pipeline.data.transforms import to_model_input
+        from pipeline.model.forward import to_model_input
 
         t0 = time.perf_counter()
         arrays = ray.get([ref for ref, _ in parts])
@@ -467,60 +467,6 @@ def merge_parts(output: str, video_ids: Sequence[str], *, jsonl: bool = False) -
 # ----------------------------------------------------------------------------- plots
 
 
-def parse_segments(value: Any) -> list[tuple[float, float, str]]:
-    """Known segments `[[start_sec, end_sec, label], ...]` (a list or its JSON text) -> tuples;
-    [] when absent or unreadable (they only decorate plots)."""
-    if value is None or (isinstance(value, float) and np.isnan(value)) or value == "":
-        return []
-    try:
-        segs = json.loads(value) if isinstance(value, str) else value
-        return [(float(a), float(b), str(lab)) for a, b, lab in segs]
-    except (TypeError, ValueError):
-        return []
-
-
-def plot_timeline(row: dict[str, Any], names: Sequence[str], uri: str, top: int = 5,
-                  segments: Any = None) -> None:
-    """PNG of class probability over time for one video (its top classes), written atomically.
-
-    `segments` (known `[start, end, label]` spans, e.g. the synthetic corpus' `segments`
-    column) are drawn as labelled bands behind the curves.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tl = row["timeline"]
-    starts = np.array([c["start_sec"] for c in tl])
-    ends = np.array([c["end_sec"] for c in tl])
-    probs = np.array([c["scores"] for c in tl])  # [K, C]
-    classes = list(row["top_ids"][:top])
-    fig, ax = plt.subplots(figsize=(11, 3.2), dpi=100)
-    for j, (a, b, lab) in enumerate(parse_segments(segments)):
-        ax.axvspan(a, b, color="0.9" if j % 2 else "0.82", zorder=0)
-        ax.text((a + b) / 2, 1.04, f"true: {lab}", ha="center", va="bottom", fontsize=8, color="0.3",
-                transform=ax.get_xaxis_transform())
-    for c in classes:
-        # a step per clip: its probability holds over [start, end)
-        xs = np.stack([starts, ends], axis=1).reshape(-1)  # [2K]: s0 e0 s1 e1 ...
-        ys = np.repeat(probs[:, c], 2)
-        ax.plot(xs, ys, label=f"{names[c]}", linewidth=1.6)
-    ax.set_xlim(0, max(float(ends.max()), row.get("duration") or 0.0))
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel("time (s)")
-    ax.set_ylabel("probability")
-    title = f"{row['video_id']}: {row['label']} ({row['score']:.2f})"
-    if row.get("target"):
-        title += f"   true: {row['target']}"
-    ax.set_title(title, fontsize=10, pad=16)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    storage.write_bytes_atomic(uri, buf.getvalue())
 
 
 @ray.remote(num_cpus=0.25)

@@ -38,6 +38,7 @@ from torch import nn
 from pipeline import storage
 from pipeline.config import ConfigError, from_dict, to_dict
 from pipeline.data.dataset import DataConfig
+from pipeline.plots import plot_metrics
 
 # ----------------------------------------------------------------------------------- config
 
@@ -386,35 +387,6 @@ def write_metrics(run_dir: str, records: list[dict[str, Any]]) -> None:
     storage.write_bytes_atomic(metrics_uri(run_dir), text.encode())
 
 
-def plot_metrics(records: list[dict[str, Any]], out_uri: str) -> None:
-    """Loss, accuracy (train and val) and lr against step, as a PNG."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    train = [r for r in records if r.get("kind") == "train"]
-    val = [r for r in records if r.get("kind") == "val"]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    axes[0].plot([r["step"] for r in train], [r["loss"] for r in train], label="train")
-    axes[0].plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", label="val")
-    axes[0].set_title("loss")
-    axes[1].plot([r["step"] for r in train], [r["acc"] for r in train], label="train (batch)")
-    axes[1].plot([r["step"] for r in val], [r["val_acc"] for r in val], "o-", label="val clip acc")
-    axes[1].set_title("accuracy")
-    axes[2].plot([r["step"] for r in train], [r["lr"] for r in train])
-    axes[2].set_title("lr")
-    for ax in axes:
-        ax.set_xlabel("step")
-    axes[0].legend()
-    axes[1].legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    storage.write_bytes_atomic(out_uri, buf.getvalue())
 
 
 # ----------------------------------------------------------------------------------- plan (driver)
@@ -519,7 +491,7 @@ def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterat
     """One optimizer step over `plan.accum` micro-batches; None when the shard ran out first."""
     model = _unwrap(net)
     mean, std = model.config.mean, model.config.std
-    from pipeline.data.transforms import to_model_input
+    from pipeline.model.forward import to_model_input
 
     net.train()
     wait = 0.0
@@ -562,7 +534,7 @@ def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterat
 def evaluate_clips(net: nn.Module, shard: Any, *, batch_size: int,
                    device: torch.device) -> dict[str, float]:
     """Clip accuracy and loss over this worker's validation shard, summed over all workers."""
-    from pipeline.data.transforms import to_model_input
+    from pipeline.model.forward import to_model_input
 
     model = _unwrap(net)
     model.eval()

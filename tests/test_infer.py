@@ -100,7 +100,7 @@ def trained_ckpt(tmp_path_factory) -> str:
     import torch
     import torch.nn.functional as F
 
-    from pipeline.data.transforms import to_model_input
+    from pipeline.model.forward import to_model_input
     from pipeline.model import create
 
     d = tmp_path_factory.mktemp("train_videos")

@@ -1,12 +1,12 @@
-"""Clip transforms on uint8 numpy `[T, H, W, 3]` (no Ray), plus `to_model_input` (torch).
+"""Clip transforms on uint8 numpy `[T, H, W, 3]` (no Ray, no torch).
 
-Spatial ops run on uint8 with OpenCV (INTER_LINEAR, one thread): SPEC §3 measured this 5-10x
-faster than float resizing in torch on CPU. Normalisation happens on the training device.
+Spatial ops run on uint8 with OpenCV (INTER_LINEAR, one thread), 5-10x faster than float resizing
+in torch on CPU (docs/DATA.md). Normalisation happens on the model's device
+(`pipeline.model.forward.to_model_input`).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -91,21 +91,3 @@ def hflip(clip: np.ndarray) -> np.ndarray:
 def _check_clip(clip: np.ndarray) -> None:
     if clip.ndim != 4 or clip.shape[-1] != 3:
         raise ValueError(f"expected a clip [T, H, W, 3], got shape {clip.shape}")
-
-
-def to_model_input(frames, mean: Sequence[float] = (0.45, 0.45, 0.45),
-                   std: Sequence[float] = (0.225, 0.225, 0.225), dtype=None):
-    """uint8 torch [B, T, H, W, 3] -> normalised float [B, 3, T, H, W] on the frames' device."""
-    import torch
-    from einops import rearrange
-
-    if dtype is None:
-        dtype = torch.float32
-    if frames.dim() != 5 or frames.shape[-1] != 3:
-        raise ValueError(f"expected frames [B, T, H, W, 3], got {tuple(frames.shape)}")
-    if frames.dtype != torch.uint8:
-        raise ValueError(f"expected uint8 frames, got {frames.dtype}")
-    x = rearrange(frames, "b t h w c -> b c t h w").to(dtype).div_(255.0)
-    m = torch.as_tensor(mean, dtype=dtype, device=x.device).view(1, 3, 1, 1, 1)
-    s = torch.as_tensor(std, dtype=dtype, device=x.device).view(1, 3, 1, 1, 1)
-    return (x - m) / s

@@ -1,13 +1,12 @@
-"""uint8 clip transforms and model-input normalisation."""
+"""uint8 clip transforms."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from pipeline.data.transforms import (center_crop, hflip, random_crop, random_short_side_resize,
-                                      short_side_resize, three_crops, to_model_input)
+                                      short_side_resize, three_crops)
 
 
 def _coords_clip(t: int, h: int, w: int) -> np.ndarray:
@@ -75,15 +74,3 @@ def test_hflip_mirrors_columns():
     out = hflip(clip)
     assert list(out[0, 0, :, 1]) == [5, 4, 3, 2, 1, 0]
     np.testing.assert_array_equal(hflip(out), clip)
-
-
-def test_to_model_input_layout_and_normalisation():
-    frames = torch.from_numpy(np.stack([_coords_clip(4, 8, 10)] * 2))  # [B, T, H, W, 3]
-    x = to_model_input(frames)
-    assert x.shape == (2, 3, 4, 8, 10) and x.dtype == torch.float32
-    # channel 2 (B) holds the frame index t: (t / 255 - 0.45) / 0.225
-    expected = (torch.arange(4, dtype=torch.float32) / 255 - 0.45) / 0.225
-    torch.testing.assert_close(x[0, 2, :, 3, 5], expected)
-    assert to_model_input(frames, dtype=torch.float64).dtype == torch.float64
-    with pytest.raises(ValueError):
-        to_model_input(frames.float())

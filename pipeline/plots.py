@@ -1,0 +1,107 @@
+"""PNG plots of a training run's curves and of one video's predicted timeline (no Ray).
+
+    plot_metrics(records, "runs/debug/metrics.png")        # records of metrics.jsonl
+    plot_timeline(row, names, "out/plots/v1.png", segments=row_segments)
+
+Both render with matplotlib's Agg backend into memory and write the PNG atomically through
+`pipeline.storage`, so the target may be local or on object storage.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any, Sequence
+
+import numpy as np
+
+from pipeline import storage
+
+
+def _pyplot():
+    """matplotlib.pyplot on the Agg backend (no display; imported only when plotting)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, uri: str, **kwargs: Any) -> None:
+    """Render `fig` to PNG bytes, close it, and write it atomically to `uri`."""
+    plt = _pyplot()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", **kwargs)
+    plt.close(fig)
+    storage.write_bytes_atomic(uri, buf.getvalue())
+
+def plot_metrics(records: list[dict[str, Any]], out_uri: str) -> None:
+    """Loss, accuracy (train and val) and lr against step, as a PNG."""
+    plt = _pyplot()
+    train = [r for r in records if r.get("kind") == "train"]
+    val = [r for r in records if r.get("kind") == "val"]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    axes[0].plot([r["step"] for r in train], [r["loss"] for r in train], label="train")
+    axes[0].plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", label="val")
+    axes[0].set_title("loss")
+    axes[1].plot([r["step"] for r in train], [r["acc"] for r in train], label="train (batch)")
+    axes[1].plot([r["step"] for r in val], [r["val_acc"] for r in val], "o-", label="val clip acc")
+    axes[1].set_title("accuracy")
+    axes[2].plot([r["step"] for r in train], [r["lr"] for r in train])
+    axes[2].set_title("lr")
+    for ax in axes:
+        ax.set_xlabel("step")
+    axes[0].legend()
+    axes[1].legend()
+    fig.tight_layout()
+    _save(fig, out_uri, dpi=90)
+
+
+def parse_segments(value: Any) -> list[tuple[float, float, str]]:
+    """Known segments `[[start_sec, end_sec, label], ...]` (a list or its JSON text) -> tuples;
+    [] when absent or unreadable (they only decorate plots)."""
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value == "":
+        return []
+    try:
+        segs = json.loads(value) if isinstance(value, str) else value
+        return [(float(a), float(b), str(lab)) for a, b, lab in segs]
+    except (TypeError, ValueError):
+        return []
+
+
+def plot_timeline(row: dict[str, Any], names: Sequence[str], uri: str, top: int = 5,
+                  segments: Any = None) -> None:
+    """PNG of class probability over time for one video (its top classes), written atomically.
+
+    `segments` (known `[start, end, label]` spans, e.g. the synthetic corpus' `segments`
+    column) are drawn as labelled bands behind the curves.
+    """
+    plt = _pyplot()
+    tl = row["timeline"]
+    starts = np.array([c["start_sec"] for c in tl])
+    ends = np.array([c["end_sec"] for c in tl])
+    probs = np.array([c["scores"] for c in tl])  # [K, C]
+    classes = list(row["top_ids"][:top])
+    fig, ax = plt.subplots(figsize=(11, 3.2), dpi=100)
+    for j, (a, b, lab) in enumerate(parse_segments(segments)):
+        ax.axvspan(a, b, color="0.9" if j % 2 else "0.82", zorder=0)
+        ax.text((a + b) / 2, 1.04, f"true: {lab}", ha="center", va="bottom", fontsize=8, color="0.3",
+                transform=ax.get_xaxis_transform())
+    for c in classes:
+        # a step per clip: its probability holds over [start, end)
+        xs = np.stack([starts, ends], axis=1).reshape(-1)  # [2K]: s0 e0 s1 e1 ...
+        ys = np.repeat(probs[:, c], 2)
+        ax.plot(xs, ys, label=f"{names[c]}", linewidth=1.6)
+    ax.set_xlim(0, max(float(ends.max()), row.get("duration") or 0.0))
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("probability")
+    title = f"{row['video_id']}: {row['label']} ({row['score']:.2f})"
+    if row.get("target"):
+        title += f"   true: {row['target']}"
+    ax.set_title(title, fontsize=10, pad=16)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _save(fig, uri)

@@ -1,0 +1,61 @@
+"""uint8 clips -> logits: normalisation layout and the one forward entry."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.model import create
+from pipeline.model.forward import autocast, clip_logits, to_model_input
+
+
+def _coords_clip(t: int, h: int, w: int) -> np.ndarray:
+    """[T, H, W, 3] whose R = row, G = column, B = frame."""
+    clip = np.zeros((t, h, w, 3), np.uint8)
+    clip[..., 0] = np.arange(h)[None, :, None]
+    clip[..., 1] = np.arange(w)[None, None, :]
+    clip[..., 2] = np.arange(t)[:, None, None]
+    return clip
+
+
+def test_to_model_input_layout_and_normalisation():
+    frames = torch.from_numpy(np.stack([_coords_clip(4, 8, 10)] * 2))  # [B, T, H, W, 3]
+    x = to_model_input(frames)
+    assert x.shape == (2, 3, 4, 8, 10) and x.dtype == torch.float32
+    # channel 2 (B) holds the frame index t: (t / 255 - 0.45) / 0.225
+    expected = (torch.arange(4, dtype=torch.float32) / 255 - 0.45) / 0.225
+    torch.testing.assert_close(x[0, 2, :, 3, 5], expected)
+    assert to_model_input(frames, dtype=torch.float64).dtype == torch.float64
+    with pytest.raises(ValueError):
+        to_model_input(frames.float())
+
+
+def test_clip_logits_equals_the_model_on_normalised_input():
+    torch.manual_seed(0)
+    model = create("debug", num_classes=3, num_frames=4, image_size=32).eval()
+    frames = torch.randint(0, 256, (2, 4, 32, 32, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        want = model(to_model_input(frames, model.config.mean, model.config.std))
+        got = clip_logits(model, frames)
+        wrapped = clip_logits(_Wrap(model), frames)
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(wrapped, want)
+
+
+class _Wrap(torch.nn.Module):
+    """A DDP-like wrapper: the real model under `.module`."""
+
+    def __init__(self, module: torch.nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x)
+
+
+def test_autocast_is_fp32_on_cpu_and_rejects_unknown_precision():
+    with autocast(torch.device("cpu"), "auto"):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+    with pytest.raises(ValueError, match="precision"):
+        autocast(torch.device("cpu"), "fp8")
