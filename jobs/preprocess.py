@@ -1,10 +1,5 @@
 """Decode a manifest's videos into sharded Parquet clip files on local or object storage.
 
-    python -m jobs.preprocess --manifest s3://b/train.csv --output s3://b/clips-8x32 \
-        --num-frames 8 --sampling-rate 32 --clips-per-video 2 --size 224 --crop 224
-    python -m jobs.preprocess --manifest howto.csv --howto100m-template 's3://b/v/{video_id}.mp4' \
-        --output s3://b/howto-cover --cover --size 224
-
 Output layout:
 
     <output>/clips/shard-00000-000.parquet   frames uint8 [T, H, W, 3] (Ray tensor extension),
@@ -26,21 +21,23 @@ errors.parquet; the job exits 0 and prints the counts.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
 import os
 import sys
 import time
-from dataclasses import asdict
-from typing import Any, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import pyarrow as pa
 
 from pipeline import storage
-from pipeline.data.dataset import DataConfig, errors_table, process_row, views_to_batch
+from pipeline.cli import job_parser, parse_config
+from pipeline.config import ConfigError
+from pipeline.data.errors import errors_table
+from pipeline.data.rows import DataConfig, process_row, views_to_batch
 from pipeline.data.manifest import load_manifest, write_labels
 
 log = logging.getLogger("jobs.preprocess")
@@ -49,53 +46,68 @@ MB = 1024 * 1024
 COVER_CLIPS_GUESS = 8  # clips per video assumed when sizing shards in --cover mode
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    """Command-line options."""
-    p = argparse.ArgumentParser(prog="python -m jobs.preprocess", description=__doc__.split("\n")[0])
-    p.add_argument("--manifest", required=True, help="CSV / JSONL / Parquet manifest, class folder, "
-                   "or HowTo100M CSV (with --howto100m-template)")
-    p.add_argument("--output", required=True, help="output folder URI (local, file://, s3://, gs://)")
-    p.add_argument("--labels", default=None, help="labels.json to fix label ids")
-    p.add_argument("--howto100m-template", default=None,
-                   help="path template for HowTo100M CSVs, e.g. s3://b/videos/{video_id}.mp4")
-    p.add_argument("--num-frames", type=int, default=8)
-    p.add_argument("--sampling-rate", type=int, default=32)
-    clips = p.add_mutually_exclusive_group()
-    clips.add_argument("--clips-per-video", type=int, default=1, help="uniform clips per video")
-    clips.add_argument("--cover", action="store_true",
-                       help="non-overlapping clips covering each whole video (HowTo100M protocol)")
-    p.add_argument("--size", type=int, default=224, help="short side of stored frames")
-    p.add_argument("--crop", type=int, default=None,
-                   help="centre crop size (default: --size; 0 keeps whole frames)")
-    p.add_argument("--three-crops", action="store_true", help="store 3 spatial crops per clip")
-    p.add_argument("--shard-mb", type=float, default=256.0, help="target size of one Parquet file")
-    p.add_argument("--rows-per-shard", type=int, default=None,
-                   help="manifest rows per shard (default: estimated from --shard-mb)")
-    p.add_argument("--decode-threads", type=int, default=1)
-    p.add_argument("--num-cpus", type=float, default=1.0, help="CPUs per shard task")
-    p.add_argument("--memory-mb", type=int, default=1024, help="memory reserved per shard task")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--overwrite", action="store_true", help="discard earlier output in --output")
-    return p.parse_args(argv)
+@dataclass
+class PreprocessConfig:
+    """Everything `jobs.preprocess` takes; the clip fields use the clip recipe's names."""
+
+    manifest: str = ""  # CSV / JSONL / Parquet manifest, class folder, or HowTo100M CSV (required)
+    output: str = ""  # output folder URI: local, file://, s3://, gs:// (required)
+    labels: str = ""  # labels.json that fixes label ids (default: derived from the manifest)
+    howto100m_template: str = ""  # read --manifest as a HowTo100M task CSV, paths like s3://b/v/{video_id}.mp4
+    num_frames: int = 8  # frames per clip
+    sampling_rate: int = 32  # source frames between sampled frames at 30 fps
+    sampling: Literal["uniform", "cover"] = "uniform"  # `clips` evenly spaced clips, or clips covering each video (HowTo100M)
+    clips: int = 1  # clips per video with sampling=uniform
+    short_side: int = 224  # short side of stored frames
+    crop_size: int | None = None  # square crop side (None: short_side; 0 keeps whole frames)
+    crops: int = 1  # views per clip: 1 centre crop, or 3 crops along the long side
+    shard_mb: float = 256.0  # target size of one Parquet file
+    rows_per_shard: int | None = None  # manifest rows per shard (None: estimated from shard_mb)
+    decode_threads: int = 1  # PyAV decoder threads per video
+    num_cpus: float = 1.0  # CPUs per shard task
+    memory_mb: int = 1024  # memory reserved per shard task
+    seed: int = 0
+    overwrite: bool = False  # discard earlier output in --output
 
 
-def data_config(args: argparse.Namespace) -> DataConfig:
-    """The DataConfig for val/test-style deterministic clips from the options."""
-    crop = args.size if args.crop is None else (args.crop or None)
+EXAMPLES = """examples:
+  python -m jobs.preprocess --manifest s3://b/train.csv --output s3://b/clips-8x32 \\
+      --num-frames 8 --sampling-rate 32 --clips 2 --short-side 224 --crop-size 224
+  python -m jobs.preprocess --manifest howto.csv --howto100m-template 's3://b/v/{video_id}.mp4' \\
+      --output s3://b/howto-cover --sampling cover --short-side 224"""
+
+
+def data_config(cfg: PreprocessConfig) -> DataConfig:
+    """The DataConfig for val/test-style deterministic clips of the job."""
+    crop = cfg.short_side if cfg.crop_size is None else (cfg.crop_size or None)
     return DataConfig(
-        num_frames=args.num_frames, sampling_rate=args.sampling_rate, crop_size=crop,
-        train_short_side=(args.size, args.size), test_short_side=args.size,
-        clips_per_video=args.clips_per_video, test_crops=3 if args.three_crops else 1,
-        eval_sampling="cover" if args.cover else "uniform", decode_threads=args.decode_threads,
-        num_cpus=args.num_cpus, memory=args.memory_mb * MB, batch_size=1)
+        num_frames=cfg.num_frames, sampling_rate=cfg.sampling_rate, crop_size=crop,
+        train_short_side=(cfg.short_side, cfg.short_side), short_side=cfg.short_side,
+        clips=cfg.clips, crops=cfg.crops, sampling=cfg.sampling, decode_threads=cfg.decode_threads,
+        num_cpus=cfg.num_cpus, memory=cfg.memory_mb * MB, batch_size=1)
 
 
-def estimate_row_bytes(cfg: DataConfig, cover: bool) -> int:
+def validate(cfg: PreprocessConfig) -> DataConfig:
+    """Checks the schema cannot express; returns the job's DataConfig (raises ConfigError)."""
+    for name in ("manifest", "output"):
+        if not getattr(cfg, name):
+            raise ConfigError(f"--{name}: missing (required)")
+    if cfg.rows_per_shard is not None and cfg.rows_per_shard < 1:
+        raise ConfigError(f"--rows-per-shard: must be >= 1, got {cfg.rows_per_shard}")
+    if not cfg.shard_mb > 0:
+        raise ConfigError(f"--shard-mb: must be > 0, got {cfg.shard_mb}")
+    try:
+        return data_config(cfg)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+
+
+def estimate_row_bytes(cfg: DataConfig) -> int:
     """Rough bytes of one manifest row's output (clips x crops x frames)."""
-    side = cfg.crop_size or cfg.test_size()
+    side = cfg.crop_size or cfg.eval_short_side()
     other = cfg.crop_size or round(side * 16 / 9)
-    clips = COVER_CLIPS_GUESS if cover else cfg.clips_per_video
-    return clips * cfg.test_crops * cfg.num_frames * side * other * 3
+    clips = COVER_CLIPS_GUESS if cfg.sampling == "cover" else cfg.clips
+    return clips * cfg.crops * cfg.num_frames * side * other * 3
 
 
 def plan_shards(num_rows: int, rows_per_shard: int) -> list[tuple[int, int, int]]:
@@ -121,7 +133,7 @@ def _clip_table(views: list[dict[str, Any]], paths: list[str], cfg: DataConfig) 
     """Views -> an Arrow table whose frames column is Ray's tensor extension type."""
     from ray.data.extensions import ArrowTensorArray
 
-    batch = views_to_batch(views, cfg)
+    batch = views_to_batch(views)
     cols: dict[str, Any] = {"frames": ArrowTensorArray.from_numpy(batch.pop("frames"))}
     cols.update({k: pa.array(v.tolist() if v.dtype == object else v) for k, v in batch.items()
                  if k != "epoch"})
@@ -198,23 +210,24 @@ def _check_config(progress_dir: str, job_config: dict[str, Any], overwrite: bool
     storage.write_json(uri, job_config)
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(job: PreprocessConfig) -> dict[str, Any]:
     """Run the job; returns the summary dict (also written to summary.json)."""
     import ray
 
     t0 = time.time()
-    cfg = data_config(args)
-    manifest = load_manifest(args.manifest, labels=args.labels, howto100m_template=args.howto100m_template)
-    out = args.output.rstrip("/")
+    cfg = validate(job)
+    manifest = load_manifest(job.manifest, labels=job.labels or None,
+                             howto100m_template=job.howto100m_template or None)
+    out = job.output.rstrip("/")
     clips_dir, progress_dir = storage.join(out, "clips"), storage.join(out, "_progress")
-    row_bytes = max(1, estimate_row_bytes(cfg, args.cover))
-    shard_bytes = max(1, int(args.shard_mb * MB))
-    rows_per_shard = args.rows_per_shard or max(1, min(1000, shard_bytes // row_bytes))
-    job_config = _jsonable({"manifest": args.manifest, "data": asdict(cfg), "seed": args.seed,
-                  "rows_per_shard": rows_per_shard, "shard_mb": args.shard_mb,
+    row_bytes = max(1, estimate_row_bytes(cfg))
+    shard_bytes = max(1, int(job.shard_mb * MB))
+    rows_per_shard = job.rows_per_shard or max(1, min(1000, shard_bytes // row_bytes))
+    job_config = _jsonable({"manifest": job.manifest, "data": asdict(cfg), "seed": job.seed,
+                  "rows_per_shard": rows_per_shard, "shard_mb": job.shard_mb,
                   "labels": list(manifest.labels.names),
                   "manifest_rows": len(manifest.rows), "manifest_sha1": manifest_fingerprint(manifest.rows)})
-    _check_config(progress_dir, job_config, args.overwrite, out)
+    _check_config(progress_dir, job_config, job.overwrite, out)
     write_labels(storage.join(out, "labels.json"), manifest.labels)
 
     shards = plan_shards(len(manifest.rows), rows_per_shard)
@@ -231,7 +244,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                              "clips_dir": clips_dir, "progress_dir": progress_dir}) for i, lo, hi in pending]
         ds = ray.data.from_items([{"spec": s} for s in specs], override_num_blocks=len(specs))
         ds = ds.map_batches(_shard_udf, batch_size=1, num_cpus=cfg.num_cpus, memory=cfg.memory,
-                            fn_kwargs={"cfg": cfg, "seed": args.seed, "shard_bytes": shard_bytes})
+                            fn_kwargs={"cfg": cfg, "seed": job.seed, "shard_bytes": shard_bytes})
         for n, r in enumerate(ds.iter_rows(), start=1):
             print(f"[preprocess] shard {r['shard']:05d} done ({n}/{len(pending)}): {r['videos_ok']} ok, "
                   f"{r['videos_failed']} failed, {r['clips']} clips in {r['files']} file(s)", flush=True)
@@ -274,18 +287,20 @@ def _summarise(out: str, progress_dir: str, manifest, shards, job_config, second
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit code (0 even when some videos failed)."""
+    """Entry point; returns the exit code (0 even when some videos failed, 2 for bad arguments)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = parse_args(argv)
+    parser = job_parser(PreprocessConfig, prog="python -m jobs.preprocess", doc=__doc__, examples=EXAMPLES)
     try:
-        summary = run(args)
-    except OutputConflict as e:
+        job, _ = parse_config(PreprocessConfig, parser, argv)
+        validate(job)
+        summary = run(job)
+    except (ConfigError, OutputConflict) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2
     print(f"[preprocess] {summary['videos_ok']}/{summary['videos']} videos ok, "
           f"{summary['videos_failed']} failed, {summary['clips']} clips in {len(summary['files'])} "
-          f"file(s) -> {args.output}" + (f"; errors: {storage.join(args.output, 'errors.parquet')}"
-                                         if summary["errors"] else ""), flush=True)
+          f"file(s) -> {job.output}" + (f"; errors: {storage.join(job.output, 'errors.parquet')}"
+                                        if summary["errors"] else ""), flush=True)
     return 0
 
 

@@ -102,7 +102,7 @@ def job_parser(cls: type, *, prog: str, doc: str, examples: str = "",
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", metavar="FILE.yaml", help="YAML file with overrides of the defaults below")
     p.add_argument("--set", dest="_set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config key, e.g. --set optim.lr=0.01 (repeatable; wins over flags)")
+                   help="override any config key, dotted for sections: --set section.key=value (repeatable; wins over flags)")
     if extra is not None:
         extra(p)
     groups: dict[str, argparse._ArgumentGroup] = {}

@@ -8,7 +8,7 @@ the softmax scores of its views are summed and the video is classified by the su
 
 `batches` is any iterable of mappings with `frames` (uint8 [B, T, H, W, 3], numpy or torch),
 `label` ([B] ints) and `video_id` ([B] strings): e.g. `ds.iter_batches(batch_format="numpy")`
-over a `build_clip_dataset(..., mode="test")` dataset with `clips_per_video=K, test_crops=3`.
+over a `build_clip_dataset(..., mode="test")` dataset with `clips=K, crops=3`.
 """
 
 from __future__ import annotations

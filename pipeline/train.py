@@ -37,7 +37,7 @@ from torch import nn
 
 from pipeline import storage
 from pipeline.config import ConfigError, from_dict, to_dict
-from pipeline.data.dataset import DataConfig
+from pipeline.data.rows import DataConfig
 from pipeline.plots import plot_metrics
 
 # ----------------------------------------------------------------------------------- config
@@ -816,7 +816,7 @@ def fit(cfg: TrainJobConfig, *, datasets: dict[str, Any] | None = None,
         datasets = build_datasets(cfg, train.rows, val.rows, data_start_epoch=start_epoch)
         manifest_errors = train.errors + val.errors
         if manifest_errors:
-            from pipeline.data.dataset import write_errors
+            from pipeline.data.errors import write_errors
 
             write_errors(storage.join(run_dir, "errors"), manifest_errors)
     else:
@@ -835,8 +835,8 @@ def fit(cfg: TrainJobConfig, *, datasets: dict[str, Any] | None = None,
 def evaluate_run(cfg: TrainJobConfig) -> dict[str, Any]:
     """`--eval-only`: video-level multi-view evaluation of a trained model on `val_manifest`.
 
-    Views: `data.clips_per_video` temporal clips x `data.test_crops` crops per video (set
-    `data.test_crops=3` for the official 1 x 3 protocol), decoded by Ray Data, scored on the
+    Views: `data.clips` temporal clips x `data.crops` crops per video (set
+    `data.crops=3` for the official 1 x 3 protocol), decoded by Ray Data, scored on the
     driver (`eval.device`). Writes `eval.json` to the run folder and returns it.
     """
     from pipeline import model as models
@@ -859,8 +859,8 @@ def evaluate_run(cfg: TrainJobConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     result = evaluate_views(model, ds.iter_batches(batch_size=cfg.eval.batch_size, batch_format="numpy"),
                             device=cfg.eval.device)
-    result.update({"checkpoint": ckpt, "manifest": cfg.val_manifest, "clips_per_video": cfg.data.clips_per_video,
-                   "crops": cfg.data.test_crops, "seconds": time.perf_counter() - t0,
+    result.update({"checkpoint": ckpt, "manifest": cfg.val_manifest, "clips_per_video": cfg.data.clips,
+                   "crops": cfg.data.crops, "seconds": time.perf_counter() - t0,
                    "manifest_errors": len(val.errors)})
     storage.write_json(storage.join(run_dir, "eval.json"), result)
     return result

@@ -155,8 +155,8 @@ def test_worker_failure_and_job_restart_resume_exactly_from_s3(ray_local, s3_buc
     # --eval-only: video-level evaluation of the final model, 2 clips x 3 crops per video
     rc = job.main(["--config", "configs/debug.yaml", "--eval-only",
                    "--set", f"val_manifest={small_corpus}/val.csv", "--set", f"run.storage_path={runs}",
-                   "--set", "run.name=resume", "--set", "data.clips_per_video=2", "--set", "data.test_crops=3",
-                   "--set", "data.test_short_side=40"])
+                   "--set", "run.name=resume", "--set", "data.clips=2", "--set", "data.crops=3",
+                   "--set", "data.short_side=40"])
     assert rc == 0
     result = storage.read_json(f"{run_dir}/eval.json")
     assert result["num_videos"] == 16 and result["views_per_video"] == [6, 6]

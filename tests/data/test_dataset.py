@@ -14,7 +14,9 @@ import pytest
 from conftest import write_index_video
 from pipeline import storage
 from pipeline.data import sampling
-from pipeline.data.dataset import DataConfig, build_clip_dataset, collect_errors
+from pipeline.data.dataset import build_clip_dataset
+from pipeline.data.errors import collect_errors
+from pipeline.data.rows import DataConfig
 
 FPS = 30
 SPAN = 16  # 4 frames x rate 4 at 30 fps
@@ -87,7 +89,7 @@ def test_seed_fixes_clips_and_epochs_change_them(ray_local, videos):
 
 
 def test_val_uniform_clips_times_three_crops(ray_local, videos):
-    ds = build_clip_dataset(videos, _cfg(clips_per_video=2, test_crops=3), mode="val", seed=0,
+    ds = build_clip_dataset(videos, _cfg(clips=2, crops=3), mode="val", seed=0,
                             materialize=True)
     out = ds.take_all()
     assert len(out) == 4 * 2 * 3
@@ -106,7 +108,7 @@ def test_val_uniform_clips_times_three_crops(ray_local, videos):
 
 
 def test_cover_clips_and_segments(ray_local, videos):
-    cfg = _cfg(eval_sampling="cover")
+    cfg = _cfg(sampling="cover")
     v0 = next(r for r in videos if r["video_id"] == "v0")
     out = build_clip_dataset([v0], cfg, mode="test", seed=0).take_all()
     spans = sorted((round(r["start_sec"] * FPS), round(r["end_sec"] * FPS)) for r in out)
@@ -157,7 +159,7 @@ def test_videos_and_errors_on_s3(ray_local, videos, s3_bucket):
 def test_bad_arguments_are_clear():
     with pytest.raises(ValueError, match="mode"):
         build_clip_dataset([{"path": "x"}], _cfg(), mode="eval", seed=0)
-    with pytest.raises(ValueError, match="test_crops"):
-        _cfg(test_crops=2)
+    with pytest.raises(ValueError, match="crops"):
+        _cfg(crops=2)
     with pytest.raises(ValueError, match="crop_size"):
         DataConfig(crop_size=224, train_short_side=(128, 160))

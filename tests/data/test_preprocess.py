@@ -12,12 +12,12 @@ import ray
 
 from jobs.preprocess import main
 from pipeline import storage
-from pipeline.data.dataset import DataConfig, video_clips
+from pipeline.data.rows import DataConfig, video_clips
 from pipeline.data.manifest import read_labels
 from pipeline.data.synthetic import make_corpus
 
-ARGS = ["--num-frames", "4", "--sampling-rate", "4", "--clips-per-video", "2", "--size", "40",
-        "--crop", "32", "--rows-per-shard", "4", "--shard-mb", "0.03", "--memory-mb", "64"]
+ARGS = ["--num-frames", "4", "--sampling-rate", "4", "--clips", "2", "--short-side", "40",
+        "--crop-size", "32", "--rows-per-shard", "4", "--shard-mb", "0.03", "--memory-mb", "64"]
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,7 @@ def test_preprocess_to_s3_rerun_and_errors(ray_local, corpus, corrupt_videos, s3
     rows = ray.data.read_parquet(path, filesystem=fs).take_all()
     assert len(rows) == 12
     cfg = DataConfig(num_frames=4, sampling_rate=4, crop_size=32, train_short_side=(40, 40),
-                     test_short_side=40, clips_per_video=2)
+                     short_side=40, clips=2)
     for r in rows:
         assert r["frames"].shape == (4, 32, 32, 3) and r["frames"].dtype == np.uint8
         local = os.path.join(corpus, "videos", f"{r['video_id']}.mp4")
@@ -104,8 +104,8 @@ def test_preprocess_to_s3_rerun_and_errors(ray_local, corpus, corrupt_videos, s3
 
 def test_preprocess_cover_whole_frames_local(ray_local, corpus, tmp_path, capsys):
     out = str(tmp_path / "out")
-    argv = ["--manifest", os.path.join(corpus, "train.csv"), "--output", out, "--cover",
-            "--num-frames", "4", "--sampling-rate", "4", "--size", "40", "--crop", "0",
+    argv = ["--manifest", os.path.join(corpus, "train.csv"), "--output", out, "--sampling", "cover",
+            "--num-frames", "4", "--sampling-rate", "4", "--short-side", "40", "--crop-size", "0",
             "--memory-mb", "64"]
     assert main(argv) == 0
     assert "4/4 videos ok, 0 failed, 16 clips" in capsys.readouterr().out  # train split: 4 of 6
@@ -117,4 +117,4 @@ def test_preprocess_cover_whole_frames_local(ray_local, corpus, tmp_path, capsys
         starts = sorted(round(r["start_sec"] * 30) for r in rows if r["video_id"] == vid)
         assert starts == [0, 16, 32, 48]
     summary = json.loads(open(os.path.join(out, "summary.json")).read())
-    assert summary["config"]["data"]["eval_sampling"] == "cover"
+    assert summary["config"]["data"]["sampling"] == "cover"
