@@ -1,7 +1,7 @@
 """Clip scores -> one video prediction, plus a per-clip timeline. Pure numpy, no ray.
 
 A long video is covered by K clips; the model gives clip logits `[K, C]`. The video score is
-one of (SPEC §3, HowTo100M protocol: clip predictions averaged):
+one of (the HowTo100M protocol averages clip predictions: docs/DATA.md):
 
 - `mean_logits`: softmax of the mean clip logits;
 - `mean_probs`:  mean of the clip softmax probabilities;

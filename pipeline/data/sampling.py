@@ -10,7 +10,7 @@ import numpy as np
 
 
 def clip_span(num_frames: int, sampling_rate: int, fps: float) -> int:
-    """Source frames per clip: sampling_rate * num_frames * fps / 30, rounded, >= 1 (SPEC §3)."""
+    """Source frames per clip: sampling_rate * num_frames * fps / 30, rounded, >= 1 (docs/DATA.md)."""
     if num_frames <= 0 or sampling_rate <= 0:
         raise ValueError(f"num_frames and sampling_rate must be positive ({num_frames}, {sampling_rate})")
     if not fps or fps <= 0:

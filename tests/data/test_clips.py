@@ -1,0 +1,90 @@
+"""The one clip function on real lossless index videos (no Ray): every stage's recipe picks the
+exact source frames the samplers promise, and chunked decoding changes nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import write_index_video
+from pipeline.data import sampling
+from pipeline.data.clips import ClipConfig, read_clips, row_rng
+from pipeline.data.decode import DecodeError, Video
+
+SPAN = 16  # 4 frames x rate 4 at 30 fps
+
+
+@pytest.fixture(scope="module")
+def video90(tmp_path_factory) -> str:
+    return write_index_video(tmp_path_factory.mktemp("clips") / "v.mp4", num_frames=90, fps=30, gop=12,
+                             size=(64, 48))
+
+
+def _indices(frames: np.ndarray) -> list[int]:
+    """Source frame index of every frame of a clip [T, H, W, 3] (R = i % 256, G = i // 256)."""
+    r, g = frames[..., 0].astype(np.int64), frames[..., 1].astype(np.int64)
+    assert (r == r[:, :1, :1]).all() and (g == g[:, :1, :1]).all(), "frame is not an exact frame"
+    return (r[:, 0, 0] + 256 * g[:, 0, 0]).tolist()
+
+
+def _cfg(**kw) -> ClipConfig:
+    return ClipConfig(num_frames=4, sampling_rate=4, crop_size=32, **kw)
+
+
+def test_cover_clips_hold_the_sampled_frames_with_their_times(video90):
+    row = {"path": video90, "video_id": "v"}
+    with Video(video90) as video:
+        clips = read_clips(video, row, _cfg(sampling="cover", crops=3), mode="test")
+    spans = sampling.cover_clips(90, SPAN)
+    assert clips.frames.shape == (len(spans), 3, 4, 32, 32, 3) and clips.frames.dtype == np.uint8
+    for k, (s, e) in enumerate(spans):
+        want, pad = sampling.clip_indices(s, e, 4, 90)
+        assert all(_indices(view) == want.tolist() for view in clips.frames[k])
+        assert clips.starts[k] == s / 30 and clips.ends[k] == min(e, 90) / 30
+        assert clips.num_padded[k] == pad
+    assert clips.num_padded[-1] > 0  # the last clip reaches past the end: padded and counted
+
+
+def test_decoding_in_chunks_gives_the_same_clips(video90):
+    row = {"path": video90, "video_id": "v"}
+    with Video(video90) as video:
+        one = read_clips(video, row, _cfg(sampling="cover", clips_per_decode=100), mode="test")
+        many = read_clips(video, row, _cfg(sampling="cover", clips_per_decode=1), mode="test")
+    np.testing.assert_array_equal(one.frames, many.frames)
+    assert (one.starts, one.ends, one.num_padded) == (many.starts, many.ends, many.num_padded)
+
+
+def test_segment_limits_the_clips_to_its_frames(video90):
+    row = {"path": video90, "video_id": "v", "start_sec": 1.0, "end_sec": 2.0}  # frames [30, 60)
+    with Video(video90) as video:
+        clips = read_clips(video, row, _cfg(clips=3), mode="val")
+        got = sorted(i for clip in clips.frames for i in _indices(clip[0]))
+        assert got[0] >= 30 and got[-1] <= 59
+        assert clips.starts[0] == pytest.approx(1.0)
+        with pytest.raises(DecodeError, match="segment"):
+            read_clips(video, {**row, "start_sec": 5.0, "end_sec": 6.0}, _cfg(), mode="val")
+
+
+def test_train_clips_are_reproducible_from_the_row_rng(video90):
+    row = {"path": video90, "video_id": "v"}
+    with Video(video90) as video:
+        a = read_clips(video, row, _cfg(), mode="train", rng=row_rng(0, 1, row))
+        b = read_clips(video, row, _cfg(), mode="train", rng=row_rng(0, 1, row))
+        c = read_clips(video, row, _cfg(), mode="train", rng=row_rng(0, 2, row))
+    assert a.frames.shape == (1, 1, 4, 32, 32, 3)
+    np.testing.assert_array_equal(a.frames, b.frames)
+    assert (a.starts, _indices(a.frames[0, 0])) != (c.starts, _indices(c.frames[0, 0])) or \
+        not np.array_equal(a.frames, c.frames)
+    step = _indices(a.frames[0, 0])
+    assert step == sorted(step) and step[-1] - step[0] <= SPAN
+
+
+def test_config_names_the_bad_field():
+    with pytest.raises(ValueError, match="crops"):
+        ClipConfig(crops=2)
+    with pytest.raises(ValueError, match="sampling"):
+        ClipConfig(sampling="dense")
+    with pytest.raises(ValueError, match="short_side"):
+        ClipConfig(crop_size=224, short_side=200)
+    with pytest.raises(ValueError, match="train mode"):
+        read_clips(None, {}, ClipConfig(), mode="train")
