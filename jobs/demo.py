@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
            "--segment-seconds", str(args.segment_seconds), "--seed", str(args.seed)])
     _step("2/4 preprocess val split to Parquet", preprocess.main,
           ["--manifest", str(data / "val.csv"), "--output", str(shards), "--num-frames", "8",
-           "--sampling-rate", "4", "--size", "32", "--crop", "32", "--overwrite"])
+           "--sampling-rate", "4", "--short-side", "32", "--crop-size", "32", "--overwrite"])
     _step("3/4 train (debug TimeSformer, 2 CPU workers)", train_job.main,
           ["--config", str(Path(__file__).resolve().parents[1] / "configs" / "debug.yaml"),
            "--set", f"train_manifest={data / 'train.csv'}", "--set", f"val_manifest={data / 'val.csv'}",

@@ -1,51 +1,65 @@
 """Write the synthetic motion-direction corpus (real H.264 MP4s) to a folder or URI.
 
-    python -m jobs.make_synthetic --output /tmp/synth --videos 64 --long-videos 2
-    python -m jobs.make_synthetic --output s3://bucket/synth --videos 200 --seconds 3
+Short labelled videos of a flat-coloured object moving left/right/up/down (train.csv, val.csv),
+and optionally long videos of several labelled segments (long.csv with a `segments` column).
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
+from dataclasses import dataclass
 
+from pipeline.cli import job_parser, parse_config
+from pipeline.config import ConfigError
 from pipeline.data.synthetic import CLASSES, make_corpus
 
+EXAMPLES = """examples:
+  python -m jobs.make_synthetic --output /tmp/synth --videos 64 --long-videos 2
+  python -m jobs.make_synthetic --output s3://bucket/synth --videos 200 --seconds 3"""
 
-def _size(text: str) -> tuple[int, int]:
+
+@dataclass
+class SyntheticConfig:
+    output: str = ""  # output folder or URI: local, s3://, gs://, file:// (required)
+    videos: int = 0  # number of short labelled videos (required)
+    long_videos: int = 0  # number of long multi-segment videos
+    seconds: float = 2.0  # length of each short video
+    size: str = "64x48"  # WxH of short videos (even)
+    fps: float = 30.0
+    long_segments: int = 4  # labelled segments per long video
+    segment_seconds: float = 15.0  # seconds per long-video segment
+    long_size: str = "64x48"  # WxH of long videos (even)
+    long_fps: float = 15.0
+    val_fraction: float = 0.25  # share of short videos in val.csv
+    textured: bool = False  # textured object and background (harder to learn) instead of flat colours
+    seed: int = 0
+
+
+def _size(name: str, text: str) -> tuple[int, int]:
+    """"64x48" -> (64, 48)."""
     w, _, h = text.lower().partition("x")
+    if not (w.isdigit() and h.isdigit()):
+        raise ConfigError(f"{name}: expected WxH such as 64x48, got {text!r}")
     return int(w), int(h)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--output", required=True, help="output folder or URI (s3://, gs://, file://)")
-    p.add_argument("--videos", type=int, required=True, help="number of short labelled videos")
-    p.add_argument("--long-videos", type=int, default=0, help="number of long multi-segment videos")
-    p.add_argument("--seconds", type=float, default=2.0, help="length of each short video")
-    p.add_argument("--size", type=_size, default=(64, 48), help="WxH of short videos (even)")
-    p.add_argument("--fps", type=float, default=30)
-    p.add_argument("--long-segments", type=int, default=4)
-    p.add_argument("--segment-seconds", type=float, default=15.0)
-    p.add_argument("--long-size", type=_size, default=(64, 48))
-    p.add_argument("--long-fps", type=float, default=15)
-    p.add_argument("--val-fraction", type=float, default=0.25)
-    p.add_argument("--textured", action="store_true",
-                   help="textured object and background (harder to learn) instead of flat colours")
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
+    parser = job_parser(SyntheticConfig, prog="python -m jobs.make_synthetic", doc=__doc__, examples=EXAMPLES)
     t0 = time.time()
     try:
-        manifest = make_corpus(args.output, videos=args.videos, long_videos=args.long_videos,
-                               seconds=args.seconds, size=args.size, seed=args.seed, fps=args.fps,
-                               val_fraction=args.val_fraction, long_segments=args.long_segments,
-                               segment_seconds=args.segment_seconds, long_size=args.long_size,
-                               long_fps=args.long_fps, textured=args.textured)
-    except ValueError as e:
+        cfg, _ = parse_config(SyntheticConfig, parser, argv)
+        if not cfg.output or cfg.videos < 1:
+            raise ConfigError("--output and --videos (>= 1) are required")
+        manifest = make_corpus(cfg.output, videos=cfg.videos, long_videos=cfg.long_videos,
+                               seconds=cfg.seconds, size=_size("size", cfg.size), seed=cfg.seed, fps=cfg.fps,
+                               val_fraction=cfg.val_fraction, long_segments=cfg.long_segments,
+                               segment_seconds=cfg.segment_seconds, long_size=_size("long_size", cfg.long_size),
+                               long_fps=cfg.long_fps, textured=cfg.textured)
+    except ValueError as e:  # ConfigError included
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {args.videos} videos + {args.long_videos} long videos ({len(CLASSES)} classes: "
+    print(f"wrote {cfg.videos} videos + {cfg.long_videos} long videos ({len(CLASSES)} classes: "
           f"{', '.join(CLASSES)}) in {time.time() - t0:.1f}s; manifest: {manifest}")
     return 0
 
