@@ -10,7 +10,7 @@ Every run measures three things on the same videos, in the same Ray cluster:
 3. the model alone: one actor scoring ready-made uint8 batches (clips/s);
 and prints the job's clips/s against min(decode, model) (pipeline efficiency) and the actors'
 idle fraction (target < 10 %). With CUDA it samples GPU utilisation (nvidia-smi) during the job
-and compares views/s per GPU with the paper's inference rate (SPEC §4: 20 K videos x 3 views on
+and compares views/s per GPU with the TimeSformer paper's inference rate (20 K videos x 3 views on
 8 V100: TimeSformer 36 min, -HR 1.06 h, -L 2.6 h); target >= 2x.
 """
 
@@ -59,7 +59,7 @@ def decode_only(paths: list[str], spec, decode_cpus: float) -> tuple[float, int]
     """(seconds, clips) to run every decode task with nothing consuming the clips."""
     import ray
 
-    from pipeline.infer import decode_video_task
+    from pipeline.infer.tasks import decode_video_task
 
     t0 = time.perf_counter()
     pending, clips = [], 0

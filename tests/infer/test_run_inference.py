@@ -22,114 +22,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from infer_cases import CLIP, CLIP_ARGS, FPS, LONG_PLANS, SEGMENT_SECONDS, read_rows
 
 from pipeline import storage
 from pipeline.aggregate import label_at
 from pipeline.data import synthetic
-from pipeline.data.manifest import LabelMap, write_labels
-from pipeline.infer import (SCHEMA, ClipSpec, InferConfig, error_row, list_parts, merge_parts,
-                            part_name, video_clips, write_part)
+from pipeline.infer import SCHEMA, InferConfig
 
-REPO = Path(__file__).resolve().parents[1]
-FPS = 15
-SIZE = (96, 72)  # W, H of the synthetic videos
-CLIP = dict(num_frames=4, sampling_rate=8, short_side=32, crop_size=32)  # 16 source frames ~ 1.07 s
-CLIP_ARGS = ["--sampling-rate", "8", "--short-side", "32", "--crop-size", "32"]
-
-
-# ----------------------------------------------------------------------------- fixtures
-
-
-def _save_with_labels(model, folder: Path) -> str:
-    from pipeline.model import save
-
-    folder.mkdir(parents=True, exist_ok=True)
-    save(model, str(folder / "model.pt"))
-    write_labels(str(folder / "labels.json"), LabelMap(tuple(synthetic.CLASSES)))
-    return str(folder / "model.pt")
-
-
-@pytest.fixture(scope="session")
-def untrained_ckpt(tmp_path_factory) -> str:
-    """A random debug TimeSformer (4 classes, 4 frames of 32 px) with labels.json beside it."""
-    import torch
-
-    from pipeline.model import create
-
-    torch.manual_seed(0)
-    return _save_with_labels(create("debug", num_classes=4), tmp_path_factory.mktemp("untrained"))
-
-
-@pytest.fixture(scope="session")
-def short_videos(tmp_path_factory) -> list[str]:
-    """Six 3 s motion videos (plain H.264 MP4)."""
-    d = tmp_path_factory.mktemp("short")
-    paths = []
-    for i in range(6):
-        p = str(d / f"clip{i}.mp4")
-        synthetic.write_motion_video(p, i % 4, seconds=3, fps=FPS, size=SIZE, seed=i)
-        paths.append(p)
-    return paths
-
-
-SEGMENT_SECONDS = 15.0
-LONG_PLANS = {  # video -> segment labels (60-75 s in total); the majority differs per video
-    "long_a": ["left", "up", "left", "left"],
-    "long_b": ["down", "right", "down", "down", "up"],
-    "long_c": ["up", "up", "right", "up"],
-}
-
-
-@pytest.fixture(scope="session")
-def long_videos(tmp_path_factory) -> dict[str, str]:
-    """Three >= 60 s synthetic videos made of 15 s segments of known motion: id -> path."""
-    d = tmp_path_factory.mktemp("long")
-    paths = {}
-    for i, (vid, labels) in enumerate(LONG_PLANS.items()):
-        paths[vid] = str(d / f"{vid}.mp4")
-        synthetic.write_long_video(paths[vid], [synthetic.CLASSES.index(x) for x in labels],
-                                   segment_seconds=SEGMENT_SECONDS, fps=FPS, size=SIZE, seed=500 + i)
-    return paths
-
-
-@pytest.fixture(scope="session")
-def trained_ckpt(tmp_path_factory) -> str:
-    """A debug TimeSformer trained in-process (plain torch loop, ~25 s) on 96 separate short
-    motion videos (6 clips each), with the from-scratch init of configs/debug.yaml. It never sees
-    the long videos; measured on them: 87-100 % of the clips inside a segment right."""
-    import torch
-    import torch.nn.functional as F
-
-    from pipeline.model.forward import to_model_input
-    from pipeline.model import create
-
-    d = tmp_path_factory.mktemp("train_videos")
-    xs, ys = [], []
-    for i in range(96):
-        path = str(d / f"train{i}.mp4")
-        synthetic.write_motion_video(path, i % 4, seconds=3, fps=FPS, size=SIZE, seed=1000 + i)
-        _, clips = video_clips(path, ClipSpec(cover=False, clips=6, crops=1, **CLIP))
-        xs += list(clips[:, 0])
-        ys += [i % 4] * len(clips)
-    x_all, y_all = torch.from_numpy(np.stack(xs)), torch.tensor(ys)
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
-    model = create("debug", num_classes=4, linear_init_std=0.1, time_embed_init_std=1.0, temporal_fc_init_std=0.02)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
-    g = torch.Generator().manual_seed(0)
-    model.train()
-    for _ in range(600):
-        idx = torch.randint(0, len(x_all), (16,), generator=g)
-        loss = F.cross_entropy(model(to_model_input(x_all[idx])), y_all[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    return _save_with_labels(model, tmp_path_factory.mktemp("trained"))
-
-
-def _rows(output: str) -> list[dict]:
-    return pq.read_table(os.path.join(output, "predictions.parquet")).to_pylist()
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _run_job(ckpt: str, videos: str, output: str, *extra: str) -> int:
@@ -145,71 +45,6 @@ def _manifest(path: Path, rows: list[tuple]) -> str:
     return str(path)
 
 
-# ----------------------------------------------------------------------------- pure pieces
-
-
-def test_video_clips_cover_the_video_without_overlap(short_videos):
-    spec = ClipSpec(cover=True, clips=1, crops=1, **CLIP)
-    meta, clips = video_clips(short_videos[0], spec)
-    k = len(meta["starts"])
-    assert k == int(np.ceil(45 / 16))  # 3 s at 15 fps, 16-frame clips
-    assert clips.shape == (k, 1, 4, 32, 32, 3) and clips.dtype == np.uint8
-    assert meta["starts"][0] == 0.0
-    assert meta["ends"][-1] == pytest.approx(3.0)
-    assert all(a == pytest.approx(b) for a, b in zip(meta["ends"][:-1], meta["starts"][1:]))
-
-
-def test_video_clips_uniform_three_crops_differ(short_videos):
-    spec = ClipSpec(cover=False, clips=2, crops=3, **{**CLIP, "short_side": 40})
-    meta, clips = video_clips(short_videos[1], spec)
-    assert clips.shape == (2, 3, 4, 32, 32, 3)
-    assert not np.array_equal(clips[0, 0], clips[0, 2])  # left and right crops of a 53x40 frame
-
-
-def test_part_names_depend_only_on_the_set_of_ids():
-    assert part_name(["b", "a"]) == part_name(["a", "b"])
-    assert part_name(["a"]) != part_name(["a", "b"])
-    assert part_name(["x"]).startswith("part-") and part_name(["x"]).endswith(".parquet")
-
-
-def _ok_row(vid: str, label: str = "left") -> dict:
-    row = error_row(vid, f"/v/{vid}.mp4", "", "")
-    row.update(status="ok", stage=None, error=None, label=label, label_id=0, score=0.9,
-               num_clips=1, duration=1.0, fps=15.0, top_labels=[label], top_ids=[0], top_scores=[0.9],
-               timeline=[{"start_sec": 0.0, "end_sec": 1.0, "scores": [0.9, 0.1]}])
-    return row
-
-
-def test_merge_keeps_one_row_per_video_ok_over_error(tmp_path):
-    out = str(tmp_path / "out")
-    write_part(out, [error_row("a", "/v/a.mp4", "decode.open", "transient"), _ok_row("b")])
-    write_part(out, [_ok_row("a"), error_row("c", "/v/c.mp4", "decode.open", "missing")])  # rerun
-    write_part(out, [_ok_row("b", "up"), _ok_row("zzz")])  # b again; zzz is not in this input
-    (tmp_path / "out" / "parts" / ".part-x.parquet.123.tmp").write_bytes(b"half written")
-    assert len(list_parts(out)) == 3  # temporary files are not parts
-    counts = merge_parts(out, ["a", "b", "c"], jsonl=True)
-    rows = _rows(out)
-    assert sorted(r["video_id"] for r in rows) == ["a", "b", "c"]
-    assert {r["video_id"]: r["status"] for r in rows} == {"a": "ok", "b": "ok", "c": "error"}
-    assert counts == {"rows": 3, "ok": 2, "errors": 1, "with_target": 0, "correct": 0}
-    lines = (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()
-    assert sorted(json.loads(x)["video_id"] for x in lines) == ["a", "b", "c"]
-    errors = pq.read_table(tmp_path / "out" / "errors.parquet").to_pylist()
-    assert errors == [{"uri": "/v/c.mp4", "stage": "decode.open", "error": "missing"}]
-
-
-def test_config_rejects_bad_values():
-    with pytest.raises(ValueError, match="crops"):
-        InferConfig(crops=2)
-    with pytest.raises(ValueError, match="aggregate"):
-        InferConfig(aggregate="median")
-    with pytest.raises(ValueError, match="short_side"):
-        InferConfig(short_side=16, crop_size=32)
-
-
-# ----------------------------------------------------------------------------- the job on Ray
-
-
 def test_bad_videos_become_error_rows_and_exit_zero(ray_local, untrained_ckpt, short_videos, tmp_path):
     corrupt = tmp_path / "corrupt.mp4"
     corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not really a video" * 20)
@@ -223,7 +58,7 @@ def test_bad_videos_become_error_rows_and_exit_zero(ray_local, untrained_ckpt, s
                                           (str(empty), "empty"), (str(truncated), "truncated")])
     out = str(tmp_path / "out")
     assert _run_job(untrained_ckpt, man, out, "--batch-size", "4") == 0
-    rows = {r["video_id"]: r for r in _rows(out)}
+    rows = {r["video_id"]: r for r in read_rows(out)}
     assert sorted(rows) == ["corrupt", "empty", "good", "missing", "truncated"]
     assert rows["good"]["status"] == "ok" and rows["good"]["num_clips"] == 3
     for vid in ("corrupt", "missing", "empty"):
@@ -281,7 +116,7 @@ def test_uniform_clips_three_crops_and_in_flight_bounds(ray_local, untrained_ckp
     assert (res.total, res.ok, res.errors, res.clips) == (6, 6, 0, 12)
     assert res.parts_written == 2  # 4 + 2 videos
     assert res.peak_videos_in_flight == 1 and res.peak_batches_per_actor == 1  # the bounds held
-    assert all(r["num_clips"] == 2 for r in _rows(str(tmp_path / "out")))
+    assert all(r["num_clips"] == 2 for r in read_rows(str(tmp_path / "out")))
     assert ray.is_initialized()  # the job reused the session's Ray
 
 
@@ -337,7 +172,7 @@ def test_killed_job_rerun_gives_every_video_exactly_once(ray_local, untrained_ck
 
     assert main(["--checkpoint", untrained_ckpt, "--videos", str(folder), "--output", str(out),
                  "--part-size", "3", *CLIP_ARGS]) == 0
-    rows = _rows(str(out))
+    rows = read_rows(str(out))
     assert sorted(r["video_id"] for r in rows) == sorted(ids)  # each exactly once
     assert all(r["status"] == "ok" for r in rows)
     summary = json.loads((out / "summary.json").read_text())
@@ -356,7 +191,7 @@ def test_trained_model_follows_the_segments_of_long_videos(ray_local, trained_ck
     man = str(man)
     out = str(tmp_path / "out")
     assert _run_job(trained_ckpt, man, out, "--cover", "--batch-size", "16", "--plot") == 0
-    rows = {r["video_id"]: r for r in _rows(out)}
+    rows = {r["video_id"]: r for r in read_rows(out)}
     assert sorted(rows) == sorted(LONG_PLANS)
     agree_all = inside_all = 0
     for vid, labels in LONG_PLANS.items():
@@ -388,6 +223,6 @@ def test_howto100m_task_csv_with_a_path_template(ray_local, untrained_ckpt, shor
     csv.write_text("clip0,3\nclip1,1\nnot_there,2\n")  # the released files have no header
     out = str(tmp_path / "out")
     assert _run_job(untrained_ckpt, str(csv), out, "--howto100m-template", f"{folder}/{{video_id}}.mp4") == 0
-    rows = {r["video_id"]: r for r in _rows(out)}
+    rows = {r["video_id"]: r for r in read_rows(out)}
     assert {v: (r["status"], r["target"]) for v, r in rows.items()} == {
         "clip0": ("ok", "3"), "clip1": ("ok", "1"), "not_there": ("error", "2")}

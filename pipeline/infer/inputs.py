@@ -1,0 +1,81 @@
+"""The videos to classify (a manifest or a folder/prefix of videos) and the class names (no Ray)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+from typing import Any
+
+from pipeline import storage
+from pipeline.infer.outputs import error_row
+
+log = logging.getLogger(__name__)
+
+
+def list_videos(videos_uri: str, howto100m_template: str | None = None
+                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Input videos from a manifest file or a folder/prefix of videos.
+
+    Returns (items `{video_id, uri, target}`, error rows for bad manifest lines). Duplicate
+    video ids keep the first occurrence. A folder's video ids are paths relative to it,
+    without the extension. `howto100m_template` reads a HowTo100M task CSV
+    (`video_id,task_id`) with paths such as `s3://bucket/howto100m/{video_id}.mp4`.
+    """
+    from pipeline.data.manifest import TABLE_SUFFIXES, VIDEO_SUFFIXES, load_manifest
+
+    errors: list[dict[str, Any]] = []
+    if howto100m_template or videos_uri.lower().rstrip("/").endswith(TABLE_SUFFIXES):
+        man = load_manifest(videos_uri, howto100m_template=howto100m_template)
+        items = [{"video_id": str(r["video_id"]), "uri": r["path"], "target": r.get("label_name"),
+                  "segments": r.get("segments")} for r in man.rows]
+        for e in man.errors:
+            errors.append(error_row(_stem(e["uri"]), e["uri"], e["stage"], e["error"]))
+    else:
+        root = storage.filesystem(videos_uri)[1].rstrip("/")
+        items = []
+        for uri in storage.list_files(videos_uri, VIDEO_SUFFIXES):
+            rel = storage.filesystem(uri)[1][len(root):].lstrip("/")
+            items.append({"video_id": posixpath.splitext(rel)[0], "uri": uri, "target": None})
+        if not items and not storage.exists(videos_uri):
+            raise FileNotFoundError(f"--videos: nothing at {videos_uri}")
+    seen: set[str] = set()
+    unique = []
+    for it in items:
+        if it["video_id"] in seen:
+            log.warning("duplicate video_id %s (%s): kept the first", it["video_id"], it["uri"])
+            continue
+        seen.add(it["video_id"])
+        unique.append(it)
+    bad = []
+    for e in errors:  # one row per id, and never one that shadows a good video
+        if e["video_id"] not in seen:
+            seen.add(e["video_id"])
+            bad.append(e)
+    return unique, bad
+
+
+def _stem(uri: str) -> str:
+    return posixpath.splitext(posixpath.basename(uri.rstrip("/")))[0] or uri
+
+
+def read_label_names(labels_uri: str | None, checkpoint: str, num_classes: int) -> list[str]:
+    """Class names: the given labels file, else `labels.json` beside the checkpoint, else ids."""
+    from pipeline.data.manifest import LABELS_FILE, read_labels
+
+    candidates = [labels_uri] if labels_uri else [_sibling(checkpoint, LABELS_FILE)]
+    for uri in candidates:
+        if uri and storage.exists(uri):
+            names = list(read_labels(uri).names)
+            if len(names) != num_classes:
+                raise ValueError(f"{uri}: {len(names)} labels for a model with {num_classes} classes")
+            return names
+        if labels_uri:
+            raise FileNotFoundError(f"labels file not found: {labels_uri}")
+    return [str(i) for i in range(num_classes)]
+
+
+def _sibling(uri: str, name: str) -> str:
+    if storage.is_local(uri) and not uri.startswith("file://"):
+        return os.path.join(os.path.dirname(os.path.abspath(uri)), name)
+    return uri.rsplit("/", 1)[0] + "/" + name

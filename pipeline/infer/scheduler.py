@@ -1,0 +1,194 @@
+"""The driver's loop: decode tasks -> cross-video batches on the least loaded actor -> rows in part files.
+
+    scheduler = Scheduler(actors, spec, cfg, output, names, result)
+    scheduler.run(items, bad_rows)        # returns when every item has a row
+    scheduler.flush_rows(final=True)      # the last, partial part file
+
+Backpressure: at most `max_videos` videos are decoding or decoded-but-not-scored, and at most
+`cfg.max_batches_per_actor` batches are queued on each actor (`ray.wait` on both), so the memory
+held is bounded whatever the corpus size. Every item gets exactly one row: a prediction row when
+all its clips are scored, else an error row (decode failed, or its actor failed past its restarts).
+`pack_batch`, `pick_actor` and `default_max_videos` are the pure rules the loop follows.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Collection, Iterable, Sequence
+
+import numpy as np
+import ray
+
+from pipeline.infer.config import ClipSpec, InferConfig, InferResult
+from pipeline.infer.outputs import error_row, plot_uri, prediction_row, write_part
+from pipeline.infer.tasks import decode_video_task, plot_task
+
+
+def default_max_videos(cfg: InferConfig, cluster_cpus: float) -> int:
+    """Videos decoding or waiting for scores at once: the configured bound, else 2 x decode slots + 2."""
+    slots = max(1, int(cluster_cpus // cfg.decode_num_cpus))
+    return cfg.max_videos_in_flight or 2 * slots + 2
+
+
+def pick_actor(load: Sequence[int], queued: int, batch_size: int, max_per_actor: int,
+               decoding: bool) -> int | None:
+    """The least loaded actor if a batch may go to it now, else None.
+
+    A full batch goes to an actor with room; a partial one only to an idle actor, or when no
+    decode is running (nothing else can arrive to fill it).
+    """
+    a = min(range(len(load)), key=lambda i: load[i])
+    if load[a] >= max_per_actor:
+        return None
+    if queued >= batch_size or load[a] == 0 or not decoding:
+        return a
+    return None
+
+
+def pack_batch(queue: deque[tuple[str, int]], batch_size: int, open_ids: Collection[str]) -> dict[str, list[int]]:
+    """Pop up to `batch_size` `(video_id, clip index)` from `queue`; group the indices by video
+    (in queue order), dropping the clips of videos no longer open (they already failed)."""
+    groups: dict[str, list[int]] = {}
+    for _ in range(min(batch_size, len(queue))):
+        vid, k = queue.popleft()
+        if vid in open_ids:
+            groups.setdefault(vid, []).append(k)
+    return groups
+
+
+@dataclass
+class _Video:
+    item: dict[str, Any]
+    meta: dict[str, Any]
+    clips_ref: Any
+    logits: np.ndarray  # [K, C], filled as batches come back
+    remaining: int
+
+
+class Scheduler:
+    """All the in-flight state of one inference run, and the loop that moves it along."""
+
+    def __init__(self, actors: list[Any], spec: ClipSpec, cfg: InferConfig, output: str,
+                 names: Sequence[str], result: InferResult, max_videos: int | None = None):
+        self.actors, self.spec, self.cfg, self.output, self.names = actors, spec, cfg, output, names
+        self.result = result  # counts and peaks are added to it
+        self.max_videos = max_videos or default_max_videos(cfg, ray.cluster_resources().get("CPU", 1))
+        self.pending: deque[dict[str, Any]] = deque()  # items not yet decoding
+        self.decoding: dict[Any, tuple[dict[str, Any], Any]] = {}  # meta ref -> (item, clips ref)
+        self.open: dict[str, _Video] = {}  # decoded, waiting for scores
+        self.clip_queue: deque[tuple[str, int]] = deque()  # (video_id, clip index) not yet sent
+        self.calls: dict[Any, tuple[int, list[tuple[str, int]]]] = {}  # result ref -> (actor, clips)
+        self.load = [0] * len(actors)  # calls queued per actor
+        self.busy = [0.0] * len(actors)  # model seconds per actor
+        self.rows: list[dict[str, Any]] = []  # finished, not yet in a part file
+        self.plot_refs: list[Any] = []
+
+    def run(self, items: Iterable[dict[str, Any]], rows: Iterable[dict[str, Any]] = ()) -> None:
+        """Score every item; `rows` (already finished, e.g. bad manifest lines) go into the parts too.
+        Returns when nothing is pending or in flight; rows short of a part stay for `flush_rows`."""
+        self.pending.extend(items)
+        self.rows.extend(rows)
+        while True:
+            self.submit_decodes()
+            self.send_batches()
+            if not self.decoding and not self.calls:
+                if self.clip_queue:  # cannot happen: send_batches flushes when nothing is in flight
+                    raise RuntimeError("clips queued with no work in flight")
+                if not self.pending:
+                    return
+                continue
+            ready, _ = ray.wait(list(self.decoding) + list(self.calls), num_returns=1)
+            for ref in ready:
+                self.on_decoded(ref) if ref in self.decoding else self.on_scored(ref)
+            self.flush_rows()
+
+    def submit_decodes(self) -> None:
+        """Start decode tasks while fewer than `max_videos` videos are in flight."""
+        while self.pending and len(self.decoding) + len(self.open) < self.max_videos:
+            item = self.pending.popleft()
+            meta_ref, clips_ref = decode_video_task.options(num_cpus=self.cfg.decode_num_cpus).remote(
+                item, self.spec)
+            self.decoding[meta_ref] = (item, clips_ref)
+        in_flight = len(self.decoding) + len(self.open)
+        self.result.peak_videos_in_flight = max(self.result.peak_videos_in_flight, in_flight)
+
+    def send_batches(self) -> None:
+        """Send queued clips, in batches of any videos, to the least loaded actors with room."""
+        cfg = self.cfg
+        while self.clip_queue:
+            a = pick_actor(self.load, len(self.clip_queue), cfg.batch_size, cfg.max_batches_per_actor,
+                           bool(self.decoding))
+            if a is None:
+                return
+            groups = pack_batch(self.clip_queue, cfg.batch_size, self.open)
+            if not groups:
+                continue
+            parts = [(self.open[vid].clips_ref, ks) for vid, ks in groups.items()]
+            ref = self.actors[a].score.remote(parts)
+            self.calls[ref] = (a, [(vid, k) for vid, ks in groups.items() for k in ks])
+            self.load[a] += 1
+            self.result.peak_batches_per_actor = max(self.result.peak_batches_per_actor, self.load[a])
+
+    def on_decoded(self, ref: Any) -> None:
+        """A decode task ended: queue the video's clips, or finish it with an error row."""
+        item, clips_ref = self.decoding.pop(ref)
+        try:
+            meta = ray.get(ref)
+        except ray.exceptions.RayError as e:  # the worker died (e.g. out of memory)
+            meta = {"error": f"{type(e).__name__}: {e}", "stage": "decode.worker"}
+        self.result.decode_s += meta.get("decode_s", 0.0)
+        if meta.get("error"):
+            self.finish(error_row(item["video_id"], item["uri"], meta["stage"], meta["error"], item.get("target")))
+            return
+        k = len(meta["starts"])
+        logits = np.zeros((k, len(self.names)), np.float32)
+        self.open[item["video_id"]] = _Video(item, meta, clips_ref, logits, k)
+        self.clip_queue.extend((item["video_id"], j) for j in range(k))
+
+    def on_scored(self, ref: Any) -> None:
+        """An actor call ended: store its clip logits and finish the videos now complete (or
+        finish every video of the batch with an error row when the actor failed)."""
+        a, batch = self.calls.pop(ref)
+        self.load[a] -= 1
+        try:
+            logits, seconds = ray.get(ref)
+            self.busy[a] += seconds
+        except ray.exceptions.RayError as e:  # the actor failed past its restarts
+            logits, err = None, f"{type(e).__name__}: {e}"
+        for j, (vid, k) in enumerate(batch):
+            v = self.open.get(vid)
+            if v is None:  # already failed by an earlier batch
+                continue
+            if logits is None:
+                self.finish(error_row(vid, v.item["uri"], "model", err, v.item.get("target")))
+                del self.open[vid]
+                continue
+            v.logits[k] = logits[j]
+            v.remaining -= 1
+            self.result.clips += 1
+            if v.remaining == 0:
+                row = prediction_row(v.item, v.meta, v.logits, self.names, self.cfg.aggregate, self.cfg.top_k)
+                self.finish(row, v.item)
+                del self.open[vid]  # drops the clips ref: the object store frees it
+
+    def finish(self, row: dict[str, Any], item: dict[str, Any] | None = None) -> None:
+        """A video's one row is ready; with `cfg.plot` the timeline plot of an ok row starts now
+        (drawn over the item's known `segments`, if any)."""
+        self.rows.append(row)
+        if self.cfg.plot and row["status"] == "ok":
+            segments = item.get("segments") if item else None
+            self.plot_refs.append(plot_task.remote(row, self.names, plot_uri(self.output, row["video_id"]),
+                                                   segments))
+
+    def flush_rows(self, final: bool = False) -> None:
+        """Write full parts (everything when final); a part on disk implies its plots are."""
+        size = self.cfg.part_size
+        while self.rows and (len(self.rows) >= size or final):
+            chunk, self.rows = self.rows[:size], self.rows[size:]
+            if self.plot_refs:
+                ray.get(self.plot_refs)
+                self.plot_refs.clear()
+            write_part(self.output, chunk)
+            self.result.parts_written += 1
+            self.result.processed += len(chunk)

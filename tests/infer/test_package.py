@@ -1,0 +1,31 @@
+"""`pipeline.infer` is importable without Ray; its Ray-using names load on first use."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+PURE = ["pipeline.infer", "pipeline.infer.config", "pipeline.infer.inputs", "pipeline.infer.clips",
+        "pipeline.infer.outputs"]
+
+
+def _run(code: str) -> str:
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_pure_modules_do_not_import_ray():
+    code = f"import sys\nfor m in {PURE!r}: __import__(m)\nprint('ray' in sys.modules)"
+    assert _run(code) == "False"
+
+
+def test_the_ray_names_resolve_from_the_package():
+    code = ("import pipeline.infer as p\n"
+            "from pipeline.infer import run_inference, make_actors, ClipScorer, decode_video_task, plot_task, Scheduler\n"
+            "from pipeline.infer import driver, actor, tasks, scheduler\n"
+            "assert (run_inference, make_actors, ClipScorer) == (driver.run_inference, actor.make_actors, actor.ClipScorer)\n"
+            "assert (decode_video_task, plot_task, Scheduler) == (tasks.decode_video_task, tasks.plot_task, scheduler.Scheduler)\n"
+            "try:\n    p.no_such_name\nexcept AttributeError as e:\n    print(e)")
+    assert _run(code) == "module 'pipeline.infer' has no attribute 'no_such_name'"
