@@ -133,21 +133,21 @@ def bench_preset(preset: str, args, paths: list[str], work: str) -> dict:
     import ray
     import torch
 
-    from pipeline.infer import InferConfig, make_actors, resolve_spec, run_inference
+    from pipeline.infer import InferConfig, make_actors, clip_config, run_inference
     from pipeline.model import create, save
 
     ckpt = os.path.join(work, f"{preset}.pt")
     torch.manual_seed(0)
     save(create(preset, num_classes=args.num_classes), ckpt)
     gpu = args.device == "cuda"
-    cfg = InferConfig(cover=True, sampling_rate=args.sampling_rate, crops=args.crops,
+    cfg = InferConfig(sampling="cover", sampling_rate=args.sampling_rate, crops=args.crops,
                       batch_size=args.batch_size, actors=args.actors, actor_cpus=args.actor_cpus,
                       torch_threads=args.actor_cpus if not gpu else 0,
                       actor_gpus=1.0 if gpu else 0.0, precision=args.precision,
                       decode_num_cpus=args.decode_cpus, part_size=64)
     actors = make_actors(ckpt, cfg, device=args.device)
     info = ray.get(actors[0].info.remote())
-    spec = resolve_spec(cfg, info)
+    spec = clip_config(cfg, info)
 
     slots = max(1, int(ray.available_resources().get("CPU", 1) // args.decode_cpus))
     decode_only(paths[:slots], spec, args.decode_cpus)  # warm-up: start the decode workers

@@ -1,6 +1,6 @@
 """Long-video inference on Ray core: decode tasks -> cross-video batches -> model actors.
 
-    result = run_inference(checkpoint_uri, videos, output_uri, InferConfig(cover=True))
+    result = run_inference(checkpoint_uri, videos, output_uri, InferConfig(sampling="cover"))
 
 Data flow (the HowTo100M protocol: each long video covered by clips, one label per video):
 
@@ -37,15 +37,15 @@ import importlib
 from typing import Any
 
 from pipeline.infer.clips import video_clips
-from pipeline.infer.config import ClipSpec, InferConfig, InferResult, resolve_spec
+from pipeline.infer.config import InferConfig, InferResult, clip_config
 from pipeline.infer.inputs import list_videos, read_label_names
 from pipeline.infer.outputs import (PARTS_DIR, PLOTS_DIR, SCHEMA, done_video_ids, error_row, list_parts,
                                     merge_parts, part_name, plot_uri, prediction_row, write_part,
                                     write_summary)
 
-__all__ = ["ClipSpec", "InferConfig", "InferResult", "PARTS_DIR", "PLOTS_DIR", "SCHEMA", "done_video_ids",
+__all__ = ["InferConfig", "InferResult", "PARTS_DIR", "PLOTS_DIR", "SCHEMA", "done_video_ids",
            "error_row", "list_parts", "list_videos", "merge_parts", "part_name", "plot_uri",
-           "prediction_row", "read_label_names", "resolve_spec", "video_clips", "write_part",
+           "prediction_row", "read_label_names", "clip_config", "video_clips", "write_part",
            "write_summary"]
 
 _RAY_NAMES = {  # name -> the Ray-using module that defines it

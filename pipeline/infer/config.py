@@ -1,4 +1,4 @@
-"""Inference settings, the resolved clip spec a decode task gets, and the result of a run (no Ray)."""
+"""Inference settings, the clip recipe a decode task gets, and the result of a run (no Ray)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pipeline import aggregate as agg
+from pipeline.data.clips import ClipConfig
 
 
 @dataclass
@@ -14,8 +15,8 @@ class InferConfig:
 
     num_frames: int | None = None  # frames per clip (None: the model's)
     sampling_rate: int = 32  # source frames between sampled frames at 30 fps (HowTo100M: 1 in 32)
-    cover: bool = True  # True: non-overlapping clips covering the whole video (HowTo100M)
-    clips: int = 1  # with cover=False: K uniformly spaced clips
+    sampling: Literal["uniform", "cover"] = "cover"  # cover: non-overlapping clips over the whole video (HowTo100M); uniform: `clips` evenly spaced
+    clips: int = 1  # with sampling=uniform: clips per video
     crops: Literal[1, 3] = 1  # 1 centre crop, or 3 crops along the long side (scores averaged)
     short_side: int | None = None  # resize short side to this (None: crop_size)
     crop_size: int | None = None  # None: the model's image size
@@ -37,6 +38,8 @@ class InferConfig:
     plot: bool = False
 
     def __post_init__(self) -> None:
+        if self.sampling not in ("uniform", "cover"):
+            raise ValueError(f"sampling must be uniform or cover, got {self.sampling!r}")
         if self.crops not in (1, 3):
             raise ValueError(f"crops must be 1 or 3, got {self.crops}")
         if self.aggregate not in agg.AGGREGATES:
@@ -53,27 +56,14 @@ class InferConfig:
             raise ValueError(f"short_side {self.short_side} < crop_size {self.crop_size}")
 
 
-@dataclass(frozen=True)
-class ClipSpec:
-    """What a decode task produces (all sizes resolved)."""
-
-    num_frames: int
-    sampling_rate: int
-    cover: bool
-    clips: int
-    crops: int
-    short_side: int
-    crop_size: int
-    clips_per_decode: int = 8
-
-
-def resolve_spec(cfg: InferConfig, info: dict[str, Any]) -> ClipSpec:
-    """Fill the sizes left to the model (frames, crop size) from the actor's `info()`."""
+def clip_config(cfg: InferConfig, info: dict[str, Any]) -> ClipConfig:
+    """The clip recipe of a run: `cfg`, with the sizes left to the model (frames, crop size)
+    filled from the actor's `info()`."""
     crop = cfg.crop_size or info["image_size"]
-    return ClipSpec(num_frames=cfg.num_frames or info["num_frames"], sampling_rate=cfg.sampling_rate,
-                    cover=cfg.cover, clips=cfg.clips, crops=cfg.crops,
-                    short_side=cfg.short_side or crop, crop_size=crop,
-                    clips_per_decode=cfg.clips_per_decode)
+    return ClipConfig(num_frames=cfg.num_frames or info["num_frames"], sampling_rate=cfg.sampling_rate,
+                      sampling=cfg.sampling, clips=cfg.clips, crops=cfg.crops,
+                      short_side=cfg.short_side or crop, crop_size=crop,
+                      clips_per_decode=cfg.clips_per_decode)
 
 
 @dataclass

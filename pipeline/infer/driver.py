@@ -10,7 +10,7 @@ import ray
 
 from pipeline import storage
 from pipeline.infer.actor import make_actors
-from pipeline.infer.config import InferConfig, InferResult, resolve_spec
+from pipeline.infer.config import InferConfig, InferResult, clip_config
 from pipeline.infer.inputs import list_videos, read_label_names
 from pipeline.infer.outputs import done_video_ids, merge_parts, write_summary
 from pipeline.infer.scheduler import Scheduler
@@ -42,7 +42,7 @@ def run_inference(checkpoint: str, videos: str | list[dict[str, Any]], output: s
     info = ray.get([a.info.remote() for a in actors])[0]
     t_ready = time.perf_counter()
     names = read_label_names(cfg.labels, checkpoint, info["num_classes"])
-    spec = resolve_spec(cfg, info)
+    spec = clip_config(cfg, info)
     write_labels(storage.join(output, LABELS_FILE), LabelMap(tuple(names)))
 
     scheduler = Scheduler(actors, spec, cfg, output, names, result)

@@ -19,7 +19,8 @@ import pyarrow.parquet as pq
 
 from pipeline import aggregate as agg
 from pipeline import storage
-from pipeline.infer.config import ClipSpec, InferConfig, InferResult
+from pipeline.data.clips import ClipConfig
+from pipeline.infer.config import InferConfig, InferResult
 
 PARTS_DIR = "parts"
 PLOTS_DIR = "plots"
@@ -149,9 +150,9 @@ def plot_uri(output: str, video_id: str) -> str:
     return storage.join(output, PLOTS_DIR, safe + ".png")
 
 
-def write_summary(checkpoint: str, cfg: InferConfig, spec: ClipSpec, info: dict[str, Any],
+def write_summary(checkpoint: str, cfg: InferConfig, spec: ClipConfig, info: dict[str, Any],
                   result: InferResult) -> None:
-    """`summary.json`: the settings (InferConfig, ClipSpec), the model facts and the InferResult."""
+    """`summary.json`: the settings (InferConfig, ClipConfig), the model facts and the InferResult."""
     storage.write_json(storage.join(result.output, "summary.json"), {
         "checkpoint": checkpoint, "config": dataclasses.asdict(cfg), "clip_spec": dataclasses.asdict(spec),
         "model": info, "counts": {"videos": result.total, "ok": result.ok, "errors": result.errors,

@@ -20,7 +20,8 @@ from typing import Any, Collection, Iterable, Sequence
 import numpy as np
 import ray
 
-from pipeline.infer.config import ClipSpec, InferConfig, InferResult
+from pipeline.data.clips import ClipConfig
+from pipeline.infer.config import InferConfig, InferResult
 from pipeline.infer.outputs import error_row, plot_uri, prediction_row, write_part
 from pipeline.infer.tasks import decode_video_task, plot_task
 
@@ -69,7 +70,7 @@ class _Video:
 class Scheduler:
     """All the in-flight state of one inference run, and the loop that moves it along."""
 
-    def __init__(self, actors: list[Any], spec: ClipSpec, cfg: InferConfig, output: str,
+    def __init__(self, actors: list[Any], spec: ClipConfig, cfg: InferConfig, output: str,
                  names: Sequence[str], result: InferResult, max_videos: int | None = None):
         self.actors, self.spec, self.cfg, self.output, self.names = actors, spec, cfg, output, names
         self.result = result  # counts and peaks are added to it

@@ -9,12 +9,12 @@ import numpy as np
 import ray
 
 from pipeline.infer.clips import video_clips
-from pipeline.infer.config import ClipSpec
+from pipeline.data.clips import ClipConfig
 from pipeline.plots import plot_timeline
 
 
 @ray.remote(num_returns=2)
-def decode_video_task(item: dict[str, Any], spec: ClipSpec) -> tuple[dict[str, Any], np.ndarray | None]:
+def decode_video_task(item: dict[str, Any], spec: ClipConfig) -> tuple[dict[str, Any], np.ndarray | None]:
     """Ray task around `video_clips`: never raises; a failure is `meta["error"]`, clips None.
 
     Returns two objects (metadata, uint8 clips `[K, V, T, S, S, 3]`) so that the driver reads
@@ -23,7 +23,7 @@ def decode_video_task(item: dict[str, Any], spec: ClipSpec) -> tuple[dict[str, A
     _one_thread()
     t0 = time.perf_counter()
     try:
-        meta, clips = video_clips(item["uri"], spec)
+        meta, clips = video_clips(item, spec)
         meta["error"] = None
     except Exception as e:  # noqa: BLE001 - any failure of one video becomes its error row
         stage = getattr(e, "stage", None) or ("open" if isinstance(e, OSError) else "decode")

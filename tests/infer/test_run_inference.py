@@ -110,7 +110,7 @@ def test_uniform_clips_three_crops_and_in_flight_bounds(ray_local, untrained_ckp
     from pipeline.infer import run_inference
 
     items = [{"video_id": f"v{i}", "uri": p, "target": None} for i, p in enumerate(short_videos)]
-    cfg = InferConfig(cover=False, clips=2, crops=3, batch_size=5, max_videos_in_flight=1,
+    cfg = InferConfig(sampling="uniform", clips=2, crops=3, batch_size=5, max_videos_in_flight=1,
                       max_batches_per_actor=1, part_size=4, **CLIP)
     res = run_inference(untrained_ckpt, items, str(tmp_path / "out"), cfg)
     assert (res.total, res.ok, res.errors, res.clips) == (6, 6, 0, 12)
@@ -190,7 +190,7 @@ def test_trained_model_follows_the_segments_of_long_videos(ray_local, trained_ck
     }) + "\n" for vid, p in long_videos.items()))
     man = str(man)
     out = str(tmp_path / "out")
-    assert _run_job(trained_ckpt, man, out, "--cover", "--batch-size", "16", "--plot") == 0
+    assert _run_job(trained_ckpt, man, out, "--sampling", "cover", "--batch-size", "16", "--plot") == 0
     rows = {r["video_id"]: r for r in read_rows(out)}
     assert sorted(rows) == sorted(LONG_PLANS)
     agree_all = inside_all = 0
