@@ -1,7 +1,5 @@
 """The whole pipeline on one machine: local Ray, generated videos, CPU (what `make demo` runs).
 
-    python -m jobs.demo [--output demo_out] [--videos 160] [--long-videos 4] [--epochs 80]
-
 1. `jobs.make_synthetic`: short labelled motion videos + long (>= 60 s) multi-segment videos
 2. `jobs.preprocess`:     the validation split as sharded Parquet frame batches
 3. `jobs.train`:          debug TimeSformer (divided attention), 2 CPU workers, streaming Ray Data
@@ -13,11 +11,11 @@ one local Ray.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import ray
@@ -26,6 +24,22 @@ from jobs import infer as infer_job
 from jobs import make_synthetic, preprocess
 from jobs import train as train_job
 from pipeline import storage
+from pipeline.cli import job_parser, parse_config
+from pipeline.config import ConfigError
+
+EXAMPLES = """examples:
+  python -m jobs.demo
+  python -m jobs.demo --output /tmp/demo --videos 80 --epochs 40"""
+
+
+@dataclass
+class DemoConfig:
+    output: str = "demo_out"  # folder for data, shards, runs, predictions
+    videos: int = 160  # short labelled videos (train + val)
+    long_videos: int = 4  # long (>= 60 s) multi-segment videos
+    segment_seconds: float = 15.0  # seconds per long-video segment
+    epochs: int = 80  # 80 x 7 steps reach >= 90 % validation accuracy
+    seed: int = 0
 
 
 def _step(title: str, fn, argv: list[str]) -> None:
@@ -75,14 +89,12 @@ def timeline_accuracy(rows: list[dict], long_manifest: Path, labels: list[str]) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--output", default="demo_out", help="folder for data, shards, runs, predictions")
-    p.add_argument("--videos", type=int, default=160, help="short labelled videos (train + val)")
-    p.add_argument("--long-videos", type=int, default=4, help="long (>= 60 s) multi-segment videos")
-    p.add_argument("--segment-seconds", type=float, default=15.0, help="seconds per long-video segment")
-    p.add_argument("--epochs", type=int, default=80, help="80 x 7 steps: >= 90 %% val accuracy")
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
+    parser = job_parser(DemoConfig, prog="python -m jobs.demo", doc=__doc__, examples=EXAMPLES)
+    try:
+        args, _ = parse_config(DemoConfig, parser, argv)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
     out = Path(args.output).resolve()
     data, shards, runs, preds = out / "data", out / "shards", out / "runs", out / "predictions"

@@ -1,31 +1,29 @@
 """Train (or resume, or evaluate) a video transformer with Ray Train.
 
-    python -m jobs.train --config configs/debug.yaml [--set section.key=value ...] [--eval-only]
-    ray job submit --working-dir . -- python -m jobs.train --config configs/timesformer_l_howto100m.yaml
-
 Re-running the same command (same run.name and run.storage_path) resumes from the latest
-checkpoint. Config errors (unknown key, bad type, missing dataset URI) fail before Ray starts.
+checkpoint. Config errors (unknown key, bad type, missing dataset URI) fail before Ray starts,
+with exit code 2; a run that fails after its `run.max_failures` restarts exits 1.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 
-from pipeline.config import ConfigError, load_config
+from pipeline.cli import job_parser, parse_config
+from pipeline.config import ConfigError
 from pipeline.train import TrainJobConfig, evaluate_run, fit, validate
 
+EXAMPLES = """examples:
+  python -m jobs.train --config configs/debug.yaml --optim.lr 0.01 --set data.num_frames=4
+  python -m jobs.train --config configs/debug.yaml --eval-only --data.crops 3
+  ray job submit --working-dir . -- python -m jobs.train --config configs/timesformer_l_howto100m.yaml"""
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m jobs.train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", help="YAML file with overrides of the TrainJobConfig defaults")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config key, e.g. --set optim.lr=0.01 (repeatable)")
+
+def _extra(p) -> None:
     p.add_argument("--eval-only", action="store_true",
                    help="video-level multi-view evaluation of the run's model.pt on val_manifest")
-    return p.parse_args(argv)
 
 
 def connect_ray() -> None:
@@ -42,11 +40,11 @@ def connect_ray() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code (2 for config errors, 1 for a failed run)."""
-    args = parse_args(argv)
+    parser = job_parser(TrainJobConfig, prog="python -m jobs.train", doc=__doc__, examples=EXAMPLES, extra=_extra)
     try:
-        cfg = load_config(TrainJobConfig, args.config, args.overrides)
+        cfg, args = parse_config(TrainJobConfig, parser, argv)
         validate(cfg, need_train=not args.eval_only)
-    except (ConfigError, OSError) as e:
+    except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
     connect_ray()

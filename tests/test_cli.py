@@ -1,0 +1,83 @@
+"""The one job CLI: flags generated from the config dataclass, their precedence, and --help."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+
+import pytest
+
+from pipeline.cli import job_parser, parse_config
+from pipeline.config import ConfigError
+
+
+@dataclass
+class Optim:
+    lr: float = 0.1  # peak learning rate
+    nesterov: bool = True
+
+
+@dataclass
+class Job:
+    """A job config for the tests."""
+
+    output: str = ""  # where outputs go (required)
+    frames: int | None = None  # frames per clip (None: the model's)
+    optim: Optim = field(default_factory=Optim)
+
+
+def _parse(argv, tmp_path=None):
+    return parse_config(Job, job_parser(Job, prog="job", doc="A job.\n\nMore text."), argv)[0]
+
+
+def test_defaults_then_yaml_then_flags_then_set(tmp_path):
+    assert _parse([]) == Job()
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text("frames: 4\noptim:\n  lr: 0.5\n")
+    assert _parse(["--config", str(yaml_file)]).optim.lr == 0.5
+    cfg = _parse(["--config", str(yaml_file), "--optim.lr", "0.2", "--frames", "null"])
+    assert (cfg.optim.lr, cfg.frames) == (0.2, None)
+    cfg = _parse(["--optim.lr", "0.2", "--set", "optim.lr=0.3", "--no-optim.nesterov"])
+    assert (cfg.optim.lr, cfg.optim.nesterov) == (0.3, False)
+
+
+def test_string_fields_take_the_text_as_given():
+    assert _parse(["--output", "yes"]).output == "yes"  # not YAML's True
+    assert _parse(["--output", "s3://b/out: x"]).output == "s3://b/out: x"
+
+
+def test_bad_values_and_files_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="frames"):
+        _parse(["--frames", "many"])
+    with pytest.raises(ConfigError, match="unknown config key optim.momentum"):
+        _parse(["--set", "optim.momentum=0.9"])
+    with pytest.raises(ConfigError, match="--config"):
+        _parse(["--config", str(tmp_path / "absent.yaml")])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        _parse(["--config", str(bad)])
+
+
+def test_unknown_flag_exits_2(capsys):
+    with pytest.raises(SystemExit) as e:
+        _parse(["--nosuch", "1"])
+    assert e.value.code == 2 and "--nosuch" in capsys.readouterr().err
+
+
+def test_help_shows_field_comments_and_defaults():
+    text = job_parser(Job, prog="job", doc="A job.\n\nMore text.").format_help()
+    assert "--optim.lr LR" in text and "peak learning rate [float; default: 0.1]" in text
+    assert "--optim.nesterov, --no-optim.nesterov" in text
+    assert "More text." in text
+
+
+@pytest.mark.parametrize("job", ["jobs.train", "jobs.infer", "jobs.preprocess", "jobs.make_synthetic",
+                                 "jobs.convert", "jobs.demo"])
+def test_every_job_shows_its_defaults_and_examples(job, capsys):
+    with pytest.raises(SystemExit) as e:
+        importlib.import_module(job).main(["--help"])
+    text = capsys.readouterr().out
+    assert e.value.code == 0
+    assert "--config FILE.yaml" in text and "--set KEY=VALUE" in text
+    assert "default:" in text and "examples:" in text and f"python -m {job}" in text
