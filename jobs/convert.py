@@ -61,19 +61,13 @@ def convert(source: str, input_uri: str, preset: str, overrides: dict, output_ur
     """Load `input_uri` strictly into `preset` (+ `overrides`), save it; returns the summary."""
     from pipeline import storage
     from pipeline.model import create, save
-    from pipeline.model import weights
+    from pipeline.model.weights import load_weights, sources
 
     model = create(preset, **overrides)
-    loaders = {
-        ("timesformer", "official"): weights.load_official,
-        ("timesformer", "hf"): weights.load_hf,
-        ("timesformer", "timm"): weights.load_timm_vit,
-        ("vivit", "hf"): weights.load_hf_vivit,
-    }
-    if (model.family, source) not in loaders:
-        known = sorted(s for fam, s in loaders if fam == model.family)
+    known = [s for s in sources(model.family) if s in SOURCES]  # `ours` is already this format
+    if source not in known:
         raise ValueError(f"preset {preset!r} is a {model.family} model: --source must be one of {known}")
-    state, report = loaders[(model.family, source)](input_uri, model.config)
+    state, report = load_weights(model, source, input_uri)
     model.load_state_dict(state)  # strict
     labels = storage.read_json(labels_uri) if labels_uri else None
     meta = {"converted_from": input_uri, "source_layout": source}

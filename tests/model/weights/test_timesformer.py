@@ -1,4 +1,4 @@
-"""Weight import: official / Hugging Face / timm layouts, resizing, and loud strictness."""
+"""TimeSformer weight import: official / Hugging Face / timm layouts, resizing, and loud strictness."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ from pipeline import storage
 from pipeline.model import create
 from pipeline.model.timesformer import TimeSformerConfig
 from pipeline.model.weights import (
-    WeightError, hf_key_to_official, hf_vit_to_timm, load_hf, load_official, load_timm_vit,
-    official_key_to_hf, resize_pos_embed, resize_time_embed,
+    WeightError, hf_key_to_official, hf_vit_to_timm, load_hf, load_official, load_timm_vit, official_key_to_hf,
 )
 
 
@@ -65,26 +64,6 @@ def test_resizing_is_reported_and_the_head_of_another_class_count_is_dropped():
     model = create("debug", num_frames=8, image_size=48, num_classes=7)
     model.load_state_dict(state)  # strict
     assert "resized pos_embed" in str(report) and "fresh init head.weight" in str(report)
-
-
-def test_pos_embed_is_resampled_on_the_2d_grid():
-    """Rows stay rows: a 1-D resample of the flattened sequence would mix them up."""
-    g, d = 4, 2
-    rows, cols = torch.meshgrid(torch.arange(g, dtype=torch.float32), torch.arange(g, dtype=torch.float32), indexing="ij")
-    pos = torch.cat([torch.full((1, 1, d), -9.0), torch.stack([rows, cols], -1).reshape(1, g * g, d)], dim=1)
-    out = resize_pos_embed(pos, 8)
-    assert out.shape == (1, 65, 2) and torch.equal(out[:, 0], pos[:, 0])
-    grid = out[0, 1:].reshape(8, 8, 2)
-    assert torch.allclose(grid[..., 0], grid[:, :1, 0].expand(8, 8), atol=1e-5)  # row value constant along a row
-    assert torch.allclose(grid[..., 1], grid[:1, :, 1].expand(8, 8), atol=1e-5)  # col value constant down a column
-    assert (grid[1:, 0, 0] > grid[:-1, 0, 0]).all() and (grid[0, 1:, 1] > grid[0, :-1, 1]).all()
-
-
-def test_time_embed_is_interpolated_over_time():
-    time = torch.linspace(0, 3, 4).reshape(1, 4, 1).repeat(1, 1, 3)
-    out = resize_time_embed(time, 8)
-    assert out.shape == (1, 8, 3)
-    assert (out[0, 1:, 0] >= out[0, :-1, 0]).all() and out[0, 0, 0] == 0 and out[0, -1, 0] == 3
 
 
 def test_missing_unexpected_and_misshapen_keys_are_errors():
