@@ -1,59 +1,64 @@
 """Convert official / Hugging Face / timm weights into this package's checkpoint format.
 
-    python -m jobs.convert --source official --input TimeSformer_divST_8x32_224_K400.pyth \\
-        --preset timesformer_base --output s3://bucket/models/k400/model.pt
-    python -m jobs.convert --source timm --input vit_base_patch16_224.pt --preset timesformer_l \\
-        --num-frames 96 --num-classes 1059 --output models/howto100m_init.pt
-
 Writes the checkpoint (`pipeline.model/1`, loadable with `pipeline.model.load`) and, beside it,
 `summary.json` with the load report (every resized / derived / fresh / dropped key) and the config;
 `labels.json` is copied beside it when `--labels` is given. TimeSformer presets take `official`,
 `hf` (state dict, safetensors or save_pretrained folder) and `timm` weights; ViViT presets `hf`
-(HF ViViT is Model 1: use a preset / `--set model=1` that matches). A checkpoint that does not fit the
-model exits with status 1 and the list of offending keys; nothing is written then.
+(HF ViViT is Model 1: use a preset / `--set overrides.model=1` that matches). A checkpoint that
+does not fit the model exits with status 1 and the list of offending keys; nothing is written then.
+Checkpoint layouts and what is resized: docs/WEIGHTS.md.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import posixpath
 import sys
+from dataclasses import dataclass, field
+from typing import Any
 
-import yaml
+from pipeline.cli import job_parser, parse_config
+from pipeline.config import ConfigError
 
 SOURCES = ("official", "hf", "timm")
+EXAMPLES = """examples:
+  python -m jobs.convert --source official --input TimeSformer_divST_8x32_224_K400.pyth \\
+      --preset timesformer_base --output s3://bucket/models/k400/model.pt
+  python -m jobs.convert --source timm --input vit_base_patch16_224.pt --preset timesformer_l \\
+      --num-frames 96 --num-classes 1059 --output models/howto100m_init.pt
+  python -m jobs.convert --source hf --input hf_folder/ --preset debug --set overrides.attention=joint --output m.pt"""
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m jobs.convert", description=__doc__.split("\n\n")[0])
-    p.add_argument("--source", choices=SOURCES, required=True, help="layout of the input weights")
-    p.add_argument("--input", required=True, help="path or URI of the input weights")
-    p.add_argument("--preset", default="timesformer_base", help="model preset (pipeline.model.presets())")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
-                   help="model config field override, e.g. num_classes=1059 (repeatable)")
-    p.add_argument("--num-frames", type=int, help="target frames (time_embed resampled, reported)")
-    p.add_argument("--image-size", type=int, help="target image size (pos_embed resampled on the 2-D grid)")
-    p.add_argument("--num-classes", type=int, help="target classes (a head of another size is re-initialised)")
-    p.add_argument("--attention", help="TimeSformer attention scheme (divided, joint, space_only, ...)")
-    p.add_argument("--labels", default=None, help="labels.json to store in the checkpoint and copy beside it")
-    p.add_argument("--output", required=True, help="path or URI of the converted checkpoint")
-    return p.parse_args(argv)
+@dataclass
+class ConvertConfig:
+    source: str = ""  # layout of the input weights: official, hf or timm (required)
+    input: str = ""  # path or URI of the input weights (required)
+    output: str = ""  # path or URI of the converted checkpoint (required)
+    preset: str = "timesformer_base"  # model preset (pipeline.model.presets())
+    labels: str = ""  # labels.json to store in the checkpoint and copy beside it
+    num_frames: int | None = None  # target frames (time_embed resampled, reported)
+    image_size: int | None = None  # target image size (pos_embed resampled on the 2-D grid)
+    num_classes: int | None = None  # target classes (a head of another size is re-initialised)
+    attention: str | None = None  # TimeSformer attention scheme (divided, joint, space_only, ...)
+    overrides: dict[str, Any] = field(default_factory=dict)  # any model config field, e.g. --set overrides.drop_path_rate=0.1
 
 
-def _overrides(items: list[str], args: argparse.Namespace | None = None) -> dict:
-    """`--set FIELD=VALUE` items plus the named shortcuts (--num-frames, ...) as config fields."""
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"--set {item!r}: expected FIELD=VALUE")
-        key, raw = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(raw)
-    for field in ("num_frames", "image_size", "num_classes", "attention"):
-        value = getattr(args, field, None) if args is not None else None
-        if value is not None:
-            out[field] = value
+def model_overrides(cfg: ConvertConfig) -> dict[str, Any]:
+    """`overrides` plus the named shortcuts (num_frames, image_size, num_classes, attention)."""
+    out = dict(cfg.overrides)
+    for name in ("num_frames", "image_size", "num_classes", "attention"):
+        if getattr(cfg, name) is not None:
+            out[name] = getattr(cfg, name)
     return out
+
+
+def validate(cfg: ConvertConfig) -> None:
+    """Checks the schema cannot express (raises ConfigError)."""
+    for name in ("source", "input", "output"):
+        if not getattr(cfg, name):
+            raise ConfigError(f"--{name}: missing (required)")
+    if cfg.source not in SOURCES:
+        raise ConfigError(f"--source: must be one of {list(SOURCES)}, got {cfg.source!r}")
 
 
 def convert(source: str, input_uri: str, preset: str, overrides: dict, output_uri: str,
@@ -85,15 +90,22 @@ def convert(source: str, input_uri: str, preset: str, overrides: dict, output_ur
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    """Entry point: 0 written, 1 the weights do not fit the model, 2 bad arguments."""
+    parser = job_parser(ConvertConfig, prog="python -m jobs.convert", doc=__doc__, examples=EXAMPLES)
+    try:
+        cfg, _ = parse_config(ConvertConfig, parser, argv)
+        validate(cfg)
+    except ConfigError as e:
+        print(f"convert: {e}", file=sys.stderr)
+        return 2
     from pipeline.model.weights import WeightError
 
     try:
-        convert(args.source, args.input, args.preset, _overrides(args.overrides, args), args.output, args.labels)
+        convert(cfg.source, cfg.input, cfg.preset, model_overrides(cfg), cfg.output, cfg.labels or None)
     except (WeightError, ValueError, FileNotFoundError) as e:
         print(f"convert: {e}", file=sys.stderr)
         return 1
-    print(f"wrote {args.output}")
+    print(f"wrote {cfg.output}")
     return 0
 
 

@@ -41,8 +41,8 @@ def test_timm_vit_converts_to_s3_with_a_new_class_count(tmp_path, s3_bucket):
     src = tmp_path / "vit.pt"
     torch.save(hf_vit_to_timm(hf_vit().state_dict()), src)
     out = f"s3://{s3_bucket}/init/model.pt"
-    assert main(["--source", "timm", "--input", str(src), "--preset", "debug", "--set", "num_classes=7",
-                 "--set", "num_frames=8", "--output", out]) == 0
+    assert main(["--source", "timm", "--input", str(src), "--preset", "debug", "--set", "overrides.num_classes=7",
+                 "--set", "overrides.num_frames=8", "--output", out]) == 0
     assert pm.load(out).head.out_features == 7
     report = storage.read_json(f"s3://{s3_bucket}/init/summary.json")["report"]
     assert "time_embed" in report["fresh"] and any(k == "blocks.0.temporal_attn.qkv.weight" for k, _ in report["initialized_from"])
