@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pipeline.model import create
-from pipeline.model.forward import autocast, clip_logits, to_model_input
+from pipeline.model.forward import autocast, clip_logits, forward_logits, model_input, to_model_input
 
 
 def _coords_clip(t: int, h: int, w: int) -> np.ndarray:
@@ -59,3 +59,16 @@ def test_autocast_is_fp32_on_cpu_and_rejects_unknown_precision():
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
     with pytest.raises(ValueError, match="precision"):
         autocast(torch.device("cpu"), "fp8")
+
+
+def test_model_input_then_forward_logits_is_clip_logits():
+    """The two halves training uses (mixup goes between them) compose to the one entry."""
+    torch.manual_seed(0)
+    model = create("debug", num_classes=3, num_frames=4, image_size=32).eval()
+    frames = torch.randint(0, 256, (2, 4, 32, 32, 3), dtype=torch.uint8)
+    x = model_input(_Wrap(model), frames)
+    torch.testing.assert_close(x, to_model_input(frames, model.config.mean, model.config.std))
+    with torch.no_grad():
+        torch.testing.assert_close(forward_logits(model, x), clip_logits(model, frames))
+        # a transformed input reaches the model as given
+        torch.testing.assert_close(forward_logits(model, x.flip(0)), clip_logits(model, frames.flip(0)))
