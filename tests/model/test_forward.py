@@ -10,17 +10,14 @@ from pipeline.model import create
 from pipeline.model.forward import autocast, clip_logits, forward_logits, model_input, to_model_input
 
 
-def _coords_clip(t: int, h: int, w: int) -> np.ndarray:
-    """[T, H, W, 3] whose R = row, G = column, B = frame."""
-    clip = np.zeros((t, h, w, 3), np.uint8)
-    clip[..., 0] = np.arange(h)[None, :, None]
-    clip[..., 1] = np.arange(w)[None, None, :]
-    clip[..., 2] = np.arange(t)[:, None, None]
-    return clip
+def _frame_index_clip(t: int, h: int, w: int) -> np.ndarray:
+    """[T, H, W, 3] whose blue channel holds the frame index (R = G = 0)."""
+    return np.broadcast_to(np.arange(t, dtype=np.uint8)[:, None, None, None] * np.array([0, 0, 1], np.uint8),
+                           (t, h, w, 3)).copy()
 
 
 def test_to_model_input_layout_and_normalisation():
-    frames = torch.from_numpy(np.stack([_coords_clip(4, 8, 10)] * 2))  # [B, T, H, W, 3]
+    frames = torch.from_numpy(np.stack([_frame_index_clip(4, 8, 10)] * 2))  # [B, T, H, W, 3]
     x = to_model_input(frames)
     assert x.shape == (2, 3, 4, 8, 10) and x.dtype == torch.float32
     # channel 2 (B) holds the frame index t: (t / 255 - 0.45) / 0.225
