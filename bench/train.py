@@ -8,7 +8,7 @@ ratio of the two step times (target: data wait < 5 % of step time).
     python -m bench.train [--videos 96] [--epochs 4]
 
 CUDA: TimeSformer-L (96 x 224, divided) fwd+bwd+SGD step in bf16 autocast, no Ray: step time,
-MFU from SPEC's MAC count (2379.9 GMACs per clip forward; training = 3x; FLOPs = 2 x MACs),
+MFU from the model's MAC count (2379.9 GMACs per clip forward; training = 3x; FLOPs = 2 x MACs),
 peak memory, and the largest batch per GPU with and without activation checkpointing.
 
     python -m bench.train --device cuda [--peak-tflops 989]
@@ -30,7 +30,7 @@ MACS_PER_CLIP = {"timesformer_l": 2379.9e9, "timesformer_base": 195.8e9, "timesf
 
 
 def _summary(run_dir: str) -> dict[str, float]:
-    from pipeline.train import read_metrics
+    from pipeline.train.metrics import read_metrics
 
     train = [r for r in read_metrics(run_dir) if r["kind"] == "train"][1:]  # first window = warm-up
     return {
@@ -48,7 +48,8 @@ def bench_cpu(videos: int, epochs: int) -> dict[str, dict[str, float]]:
     from pipeline.data.dataset import build_clip_dataset
     from pipeline.data.manifest import load_manifest
     from pipeline.data.synthetic import make_corpus
-    from pipeline.train import TrainJobConfig, fit
+    from pipeline.train.config import TrainJobConfig
+    from pipeline.train.driver import fit
 
     tmp = tempfile.mkdtemp(prefix="bench_train_")
     make_corpus(f"{tmp}/corpus", videos=videos, seconds=2.0, size=(64, 48), seed=0)

@@ -30,10 +30,12 @@ from pipeline.config import ConfigError, apply_overrides, from_dict, load_yaml
 T = TypeVar("T")
 
 _COMMENT = re.compile(r"^\s*(\w+)\s*:[^#]*#\s*(.+)$")
+_FIELD = re.compile(r"^\s*(\w+)\s*:\s*\S")
 
 
 def field_comments(cls: type) -> dict[str, str]:
-    """`{field: comment}` from the `# ...` comments on the field lines of a dataclass's source."""
+    """`{field: comment}` from a dataclass's source: the `# ...` on a field's line, else the
+    comment lines right above it."""
     out: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
         if not dataclasses.is_dataclass(klass):
@@ -42,10 +44,19 @@ def field_comments(cls: type) -> dict[str, str]:
             lines = inspect.getsource(klass).splitlines()
         except (OSError, TypeError):
             continue
+        above: list[str] = []
         for line in lines:
+            text = line.strip()
+            if text.startswith("#"):
+                above.append(text.lstrip("# ").strip())
+                continue
             m = _COMMENT.match(line)
+            field_line = _FIELD.match(line)
             if m:
                 out[m.group(1)] = m.group(2).strip()
+            elif field_line and above:
+                out[field_line.group(1)] = " ".join(above)
+            above = []
     return out
 
 

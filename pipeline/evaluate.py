@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.model.forward import to_model_input
+from pipeline.model.forward import clip_logits
 
 
 @dataclass
@@ -72,22 +72,13 @@ def evaluate_views(model: nn.Module, batches: Iterable[Mapping[str, Any]], *, de
     Returns `{"top1", "top5", "num_videos", "views_per_video": [min, max], "predictions":
     {video_id: class id}}`. bf16 autocast on CUDA.
     """
-    device = torch.device(device)
-    model = model.to(device).eval()
-    mean = getattr(model.config, "mean", (0.45, 0.45, 0.45))
-    std = getattr(model.config, "std", (0.225, 0.225, 0.225))
+    model = model.to(torch.device(device)).eval()
     acc = VideoScores()
     for batch in batches:
         frames = batch["frames"]
         if not torch.is_tensor(frames):  # Arrow-backed arrays are read-only: copy once
             frames = torch.from_numpy(np.array(frames))
-        frames = frames.to(device)  # uint8 [B, T, H, W, 3]
-        x = to_model_input(frames, mean, std)  # float [B, 3, T, H, W]
-        if device.type == "cuda":
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
-                logits = model(x)
-        else:
-            logits = model(x)
+        logits = clip_logits(model, frames)  # uint8 [B, T, H, W, 3] -> [B, C] on the model's device
         acc.add(logits, [int(v) for v in batch["label"]], [str(v) for v in batch["video_id"]], softmax=softmax)
     out = video_accuracy(acc, topk)
     out["predictions"] = {v: int(s.argmax()) for v, s in acc.scores.items()}

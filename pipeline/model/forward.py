@@ -2,6 +2,9 @@
 
     logits = clip_logits(model, frames)      # frames uint8 [B, T, H, W, 3] on any device
 
+    x = model_input(model, frames)           # the same in two halves, for training, which
+    logits = forward_logits(model, x)        # mixes the normalised clips (mixup) in between
+
 Clips travel as uint8 (4x smaller than float) and are normalised on the model's device with the
 model's own mean/std, in the layout the models take (`[B, 3, T, H, W]`). Precision: "auto" runs
 bf16 autocast on CUDA and fp32 elsewhere; "bf16" / "fp16" autocast on CUDA only; "fp32" never.
@@ -49,15 +52,27 @@ def unwrap(net: nn.Module) -> nn.Module:
     return net.module if hasattr(net, "module") else net
 
 
+def model_input(net: nn.Module, frames: torch.Tensor) -> torch.Tensor:
+    """uint8 clips [B, T, H, W, 3] -> normalised float [B, 3, T, H, W] on the model's device,
+    with the model config's mean/std; `net` may be wrapped (DDP). A model without parameters
+    takes the frames where they are."""
+    model = unwrap(net)
+    param = next(model.parameters(), None)
+    device = frames.device if param is None else param.device
+    mean = getattr(model.config, "mean", (0.45, 0.45, 0.45))
+    std = getattr(model.config, "std", (0.225, 0.225, 0.225))
+    return to_model_input(frames.to(device, non_blocking=True), mean, std)
+
+
+def forward_logits(net: nn.Module, x: torch.Tensor, *, precision: str = "auto") -> torch.Tensor:
+    """`net(x)` for a model input `x` (from `model_input`) under the autocast of `precision`."""
+    with autocast(x.device, precision):
+        return net(x)
+
+
 def clip_logits(net: nn.Module, frames: torch.Tensor, *, precision: str = "auto") -> torch.Tensor:
     """Logits [B, C] of uint8 clips [B, T, H, W, 3]; `net` may be wrapped (DDP).
 
     The frames move to the model's device; normalisation uses the model config's mean/std.
     """
-    model = unwrap(net)
-    device = next(model.parameters()).device
-    mean = getattr(model.config, "mean", (0.45, 0.45, 0.45))
-    std = getattr(model.config, "std", (0.225, 0.225, 0.225))
-    x = to_model_input(frames.to(device, non_blocking=True), mean, std)  # float [B, 3, T, H, W]
-    with autocast(device, precision):
-        return net(x)
+    return forward_logits(net, model_input(net, frames), precision=precision)

@@ -22,7 +22,7 @@ import pytest
 from pipeline import storage
 
 pytestmark = pytest.mark.slow
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def test_worker_failure_and_job_restart_resume_exactly_from_s3(ray_local, s3_buc
         _wait_for(f"{run_dir}/fault_injected", proc, timeout=240)
         # ... and goes on; once checkpoint 8 is stored, the whole job is killed (driver and all)
         _wait_for(f"{run_dir}/checkpoint_00000008/state.pt", proc, timeout=240)
-        time.sleep(2.5)  # past the checkpoint registration race (docs/RAY.md)
+        time.sleep(2.5)  # Ray Train registers a checkpoint after its upload: let 8 register (docs/RAY.md)
         assert proc.poll() is None, "the job finished before it could be stopped"
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)

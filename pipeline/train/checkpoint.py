@@ -1,0 +1,108 @@
+"""Checkpoint state of a training run (no Ray: a checkpoint is a folder here).
+
+A checkpoint folder holds `state.pt` (rank 0: model, optimizer, schedule position, step, epoch)
+and `rng_<rank>.pt` (every worker's RNG streams). Ray Train stores it as
+`<run folder>/checkpoint_<step, 8 digits>/` and keeps the last `loop.keep_checkpoints`.
+Everything is loaded with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline import storage
+
+
+# ----------------------------------------------------------------------------------- RNG streams
+
+
+def seed_worker(seed: int, rank: int) -> np.random.Generator:
+    """Seed torch and `random` for worker `rank`; returns its numpy generator (mixup)."""
+    torch.manual_seed(seed * 1000 + rank)
+    random.seed(seed * 1000 + rank)
+    return np.random.default_rng([seed, rank])
+
+
+def rng_state(np_rng: np.random.Generator) -> dict[str, Any]:
+    """Every RNG stream a worker uses (weights_only-safe values)."""
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": np_rng.bit_generator.state,
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any], np_rng: np.random.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_as_tuple(state["python"]))
+    np_rng.bit_generator.state = state["numpy"]
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(x: Any) -> Any:
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+# ----------------------------------------------------------------------------------- state
+
+
+def training_state(model: nn.Module, optimizer: torch.optim.Optimizer, *, step: int, epoch: int,
+                   schedule: dict[str, Any]) -> dict[str, Any]:
+    """What `state.pt` of a checkpoint holds; `model` is the unwrapped (non-DDP) module."""
+    return {
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": dict(schedule),  # lr_at() is a pure function of the step: its arguments
+        "step": step,
+        "epoch": epoch,
+    }
+
+
+def save_checkpoint_dir(folder: str, rank: int, state: dict[str, Any] | None, rngs: dict[str, Any]) -> None:
+    """Write this worker's part of a checkpoint: rank 0 the training state, every rank its RNGs."""
+    if state is not None:
+        torch.save(state, os.path.join(folder, "state.pt"))
+    torch.save(rngs, os.path.join(folder, f"rng_{rank}.pt"))
+
+
+def load_checkpoint_dir(folder: str, rank: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(training state, this rank's RNG state or None when the world size changed)."""
+    state = torch.load(os.path.join(folder, "state.pt"), map_location="cpu", weights_only=True)
+    rng_path = os.path.join(folder, f"rng_{rank}.pt")
+    rngs = torch.load(rng_path, map_location="cpu", weights_only=True) if os.path.exists(rng_path) else None
+    return state, rngs
+
+
+def restore(checkpoint: Any, rank: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+            np_rng: np.random.Generator) -> int:
+    """Load a Ray Train checkpoint into model, optimizer and this worker's RNGs; returns its step."""
+    with checkpoint.as_directory() as folder:
+        state, rngs = load_checkpoint_dir(folder, rank)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if rngs is not None:
+        set_rng_state(rngs, np_rng)
+    return int(state["step"])
+
+
+def latest_checkpoint_step(run_dir: str) -> int | None:
+    """The highest step among `checkpoint_<step>` folders of a run (None when there are none)."""
+    fs, path = storage.filesystem(run_dir)
+    if not fs.exists(path):
+        return None
+    steps = []
+    for entry in fs.ls(path, detail=False):
+        name = entry.rstrip("/").rsplit("/", 1)[-1]
+        if name.startswith("checkpoint_") and name[len("checkpoint_"):].isdigit():
+            steps.append(int(name[len("checkpoint_"):]))
+    return max(steps) if steps else None

@@ -1,0 +1,257 @@
+"""The Ray Train worker loop: `train_func` and the step, evaluation and reporting it is made of.
+
+    set up -> restore -> for each step: train_step -> log rule -> eval rule -> checkpoint rule -> finish
+
+The rules (`schedule.should_log / should_eval / should_checkpoint`) are pure functions of the step;
+the side effects of a report (Ray Train metrics, a checkpoint, rank 0's `metrics.jsonl`) live in
+`Reporter`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import tempfile
+import time
+from typing import Any, Iterator
+
+import numpy as np
+import ray.train
+import ray.train.torch
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline import storage
+from pipeline.config import from_dict
+from pipeline.model.forward import clip_logits, forward_logits, model_input, unwrap
+from pipeline.plots import plot_metrics
+from pipeline.train.build import build_model, build_optimizer, set_lr
+from pipeline.train.checkpoint import restore, rng_state, save_checkpoint_dir, seed_worker, training_state
+from pipeline.train.config import TrainJobConfig
+from pipeline.train.losses import mixup, sample_mixup, soft_cross_entropy, soft_targets
+from pipeline.train.metrics import Window, read_metrics, write_metrics
+from pipeline.train.schedule import (
+    Plan, lr_at, resume_skip, schedule_of, should_checkpoint, should_eval, should_log,
+)
+
+BATCH_DTYPES = {"frames": torch.uint8, "label": torch.int64}  # every column the loop reads
+
+
+def train_func(config: dict) -> None:
+    """Ray Train worker loop. `config = {"job": to_dict(TrainJobConfig), "plan": asdict(Plan)}`."""
+    cfg = from_dict(TrainJobConfig, config["job"])
+    plan = Plan(**config["plan"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    np_rng = seed_worker(cfg.loop.seed, rank)
+
+    checkpoint = ray.train.get_checkpoint()
+    init = cfg.model.init if checkpoint is None else None  # a checkpoint holds the weights
+    model = build_model(dataclasses.replace(cfg.model, init=init), plan.num_classes).to(device)
+    optimizer = build_optimizer(model, cfg.optim, plan.base_lr)
+    step = restore(checkpoint, rank, model, optimizer, np_rng) if checkpoint is not None else 0
+    net = ray.train.torch.prepare_model(model)  # DDP when world > 1
+    schedule = schedule_of(cfg, plan)
+    reporter = Reporter(net, optimizer, np_rng, schedule, plan, rank)
+    reporter.start(step, resumed=checkpoint is not None, world=world)
+    batches = train_batches(cfg, plan, step, rank)
+    val_shard = ray.train.get_dataset_shard("val")
+    window = Window()
+
+    while step < plan.total_steps:
+        lr = lr_at(step, **schedule)
+        t0 = time.perf_counter()
+        out = train_step(net, optimizer, batches, cfg=cfg, plan=plan, device=device, np_rng=np_rng, lr=lr)
+        if out is None:
+            reporter.say(f"the train stream ran out at step {step} of {plan.total_steps} (rows dropped as errors?)")
+            break
+        step += 1
+        window.add(out, time.perf_counter() - t0)
+        metrics: dict[str, Any] = {}
+        if should_log(step, plan, cfg.loop):
+            metrics = window.metrics(step=step, steps_per_epoch=plan.steps_per_epoch, lr=lr, world=world,
+                                     device=device)
+            window = Window()
+            reporter.record(metrics)
+        if should_eval(step, plan, cfg.loop):
+            val = evaluate_clips(net, val_shard, batch_size=cfg.loop.eval_batch_size or cfg.loop.batch_size,
+                                 device=device)
+            metrics.update(val)
+            reporter.record_val(step, val, train_loss=metrics.get("loss", float("nan")))
+        checkpoint_now = should_checkpoint(step, plan, cfg.loop)
+        if metrics or checkpoint_now:
+            reporter.report(step, metrics, checkpoint=checkpoint_now)
+            maybe_inject_failure(cfg, plan, step, rank, world)
+
+    if step != reporter.last_checkpoint:  # the stream ran out early
+        reporter.report(step, {}, checkpoint=True)
+    reporter.finish(step)
+
+
+def train_batches(cfg: TrainJobConfig, plan: Plan, step: int, rank: int) -> Iterator[dict[str, torch.Tensor]]:
+    """This worker's train stream, past the micro-batches a run resumed at `step` already consumed.
+
+    One stream over all epochs (the builder reshuffles and resamples clips per epoch); an
+    uninterrupted run consumes `step * accum` micro-batches by step `step`, so a resumed one skips
+    exactly that many (counted from the epoch the stream was built to start at).
+    """
+    shard = ray.train.get_dataset_shard("train")
+    batches = iter(shard.iter_torch_batches(
+        batch_size=cfg.loop.batch_size, dtypes=BATCH_DTYPES, drop_last=True,
+        prefetch_batches=cfg.loop.prefetch_batches))
+    skip = resume_skip(step, plan)
+    t0 = time.perf_counter()
+    for _ in range(skip):
+        next(batches, None)
+    if skip and rank == 0:
+        print(f"[train] skipped {skip} consumed micro-batches in {time.perf_counter() - t0:.1f}s", flush=True)
+    return batches
+
+
+def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterator[dict[str, torch.Tensor]], *,
+               cfg: TrainJobConfig, plan: Plan, device: torch.device, np_rng: np.random.Generator,
+               lr: float) -> dict[str, float] | None:
+    """One optimizer step over `plan.accum` micro-batches; None when the shard ran out first."""
+    net.train()
+    wait = 0.0
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device)
+    clips = 0
+    for i in range(plan.accum):
+        t0 = time.perf_counter()
+        batch = next(batches, None)
+        wait += time.perf_counter() - t0
+        if batch is None:
+            optimizer.zero_grad(set_to_none=True)
+            return None
+        labels = batch["label"].to(device, non_blocking=True)
+        x = model_input(net, batch["frames"])  # uint8 [B, T, H, W, 3] -> float [B, 3, T, H, W]
+        targets = soft_targets(labels, plan.num_classes, cfg.optim.label_smoothing)
+        if cfg.optim.mixup_alpha > 0:
+            lam, perm = sample_mixup(cfg.optim.mixup_alpha, len(labels), np_rng)
+            x, targets = mixup(x, targets, lam, perm.to(device))
+        last = i == plan.accum - 1
+        sync = contextlib.nullcontext() if last or not hasattr(net, "no_sync") else net.no_sync()
+        with sync:
+            logits = forward_logits(net, x)
+            loss = soft_cross_entropy(logits, targets)
+            (loss / plan.accum).backward()
+        loss_sum += loss.detach() * len(labels)
+        correct += (logits.detach().argmax(-1) == labels).sum()
+        clips += len(labels)
+    if cfg.optim.grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.optim.grad_clip)
+    set_lr(optimizer, lr)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return {"loss_sum": float(loss_sum), "correct": float(correct), "clips": clips, "wait_s": wait}
+
+
+@torch.no_grad()
+def evaluate_clips(net: nn.Module, shard: Any, *, batch_size: int, device: torch.device) -> dict[str, float]:
+    """Clip accuracy and loss over this worker's validation shard, summed over all workers.
+
+    The unwrapped model runs (no DDP collectives: shards may differ in their number of batches)."""
+    model = unwrap(net)
+    model.eval()
+    loss_sum, correct, count = 0.0, 0.0, 0.0
+    for batch in shard.iter_torch_batches(batch_size=batch_size, dtypes=BATCH_DTYPES, drop_last=False):
+        labels = batch["label"].to(device)
+        logits = clip_logits(model, batch["frames"])
+        loss_sum += float(F.cross_entropy(logits.float(), labels, reduction="sum"))
+        correct += float((logits.argmax(-1) == labels).sum())
+        count += len(labels)
+    loss_sum, correct, count = _all_reduce_sum([loss_sum, correct, count], device)
+    return {"val_loss": loss_sum / max(count, 1), "val_acc": correct / max(count, 1), "val_clips": int(count)}
+
+
+def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+class Reporter:
+    """One worker's side effects: Ray Train reports and checkpoints, and (rank 0) the run's
+    `metrics.jsonl` records, rewritten with every checkpoint and at the end with the plot and
+    `model.pt`."""
+
+    def __init__(self, net: nn.Module, optimizer: torch.optim.Optimizer, np_rng: np.random.Generator,
+                 schedule: dict[str, Any], plan: Plan, rank: int):
+        self.net, self.optimizer, self.np_rng = net, optimizer, np_rng
+        self.schedule, self.plan, self.rank = schedule, plan, rank
+        self.records: list[dict[str, Any]] = []
+        self.last_checkpoint = -1  # the step of the last checkpoint this worker group stored
+
+    def say(self, message: str) -> None:
+        if self.rank == 0:
+            print(f"[train] {message}", flush=True)
+
+    def record(self, record: dict[str, Any]) -> None:
+        if self.rank == 0:
+            self.records.append(dict(record))
+
+    def start(self, step: int, *, resumed: bool, world: int) -> None:
+        """The `start` record; a resumed run keeps the records up to its checkpoint's step."""
+        self.last_checkpoint = step if resumed else -1
+        if self.rank == 0 and resumed:
+            self.records = [r for r in read_metrics(self.plan.run_dir) if r.get("step", 0) <= step]
+        self.record({"kind": "start", "step": step, "epoch": step // self.plan.steps_per_epoch,
+                     "resumed_from": step if resumed else None, "world_size": world, "time": time.time()})
+        self.say(f"{'resumed at step %d' % step if resumed else 'start'}; {self.plan.total_steps} steps, "
+                 f"{self.plan.steps_per_epoch}/epoch, accum {self.plan.accum}")
+
+    def record_val(self, step: int, val: dict[str, float], *, train_loss: float) -> None:
+        epoch = step // self.plan.steps_per_epoch
+        self.record({"kind": "val", "step": step, "epoch": epoch, **val, "time": time.time()})
+        self.say(f"step {step} epoch {epoch}: val_acc {val['val_acc']:.3f} loss {train_loss:.3f}")
+
+    def report(self, step: int, metrics: dict[str, Any], *, checkpoint: bool) -> None:
+        """`ray.train.report` of `metrics` at `step`, with this worker's part of a checkpoint."""
+        metrics = {**metrics, "step": step}
+        if not checkpoint:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            state = None
+            if self.rank == 0:
+                state = training_state(unwrap(self.net), self.optimizer, step=step,
+                                       epoch=step // self.plan.steps_per_epoch, schedule=self.schedule)
+            save_checkpoint_dir(folder, self.rank, state, rng_state(self.np_rng))
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder),
+                             checkpoint_dir_name=f"checkpoint_{step:08d}")
+        self.last_checkpoint = step
+        if self.rank == 0:
+            write_metrics(self.plan.run_dir, self.records)
+
+    def finish(self, step: int) -> None:
+        """Rank 0 at the end: metrics.jsonl, metrics.png and model.pt (our format) in the run folder."""
+        from pipeline import model as models
+
+        if self.rank != 0:
+            return
+        run_dir = self.plan.run_dir
+        self.records.append({"kind": "end", "step": step, "time": time.time()})
+        write_metrics(run_dir, self.records)
+        plot_metrics(self.records, storage.join(run_dir, "metrics.png"))
+        models.save(unwrap(self.net), storage.join(run_dir, "model.pt"), step=step, labels=self.plan.labels)
+        self.say(f"done at step {step}; model -> {storage.join(run_dir, 'model.pt')}")
+
+
+def maybe_inject_failure(cfg: TrainJobConfig, plan: Plan, step: int, rank: int, world: int) -> None:
+    """Testing hook (`loop.fail_once_at_step`): the last worker dies once, after a delay."""
+    if cfg.loop.fail_once_at_step != step or rank != world - 1:
+        return
+    marker = storage.join(plan.run_dir, "fault_injected")
+    if storage.exists(marker):
+        return
+    storage.write_bytes_atomic(marker, f"rank {rank} exits after step {step}\n".encode())
+    print(f"[train] fault injection: rank {rank} exits in {cfg.loop.fail_delay_s}s", flush=True)
+    time.sleep(cfg.loop.fail_delay_s)
+    os._exit(1)

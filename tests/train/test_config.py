@@ -1,0 +1,46 @@
+"""The job config: shipped configs validate, bad keys / types / URIs fail fast naming the key, before Ray starts."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from jobs import train as job
+from pipeline.config import load_config
+from pipeline.train.config import TrainJobConfig, validate
+
+CONFIGS = sorted(f for f in os.listdir("configs") if f.endswith(".yaml"))
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_shipped_configs_load(name):
+    cfg = load_config(TrainJobConfig, f"configs/{name}")
+    validate(cfg)
+
+
+def test_unknown_key_fails_fast_naming_it(capsys):
+    assert job.main(["--config", "configs/debug.yaml", "--set", "optim.learning_rate=0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "optim.learning_rate" in err and "unknown" in err
+
+
+def test_bad_type_fails_fast_naming_the_key(capsys):
+    assert job.main(["--config", "configs/debug.yaml", "--set", "loop.epochs=many"]) == 2
+    assert "loop.epochs" in capsys.readouterr().err
+
+
+def test_missing_dataset_uri_fails_fast(capsys, tmp_path):
+    (tmp_path / "c.yaml").write_text("val_manifest: v.csv\n")
+    assert job.main(["--config", str(tmp_path / "c.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "train_manifest" in err and "missing" in err
+
+
+def test_config_errors_do_not_start_ray(capsys):
+    import ray
+
+    was = ray.is_initialized()
+    assert job.main(["--config", "configs/debug.yaml", "--set", "scale.num_workers=0"]) == 2
+    assert "scale.num_workers" in capsys.readouterr().err
+    assert ray.is_initialized() == was

@@ -1,0 +1,37 @@
+"""metrics.jsonl and the running window between logged steps (pipeline.train.metrics)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipeline.plots import plot_metrics
+from pipeline.train.metrics import Window, read_metrics, write_metrics
+
+
+def test_metrics_jsonl_roundtrip_and_plot(tmp_path):
+    records = [{"kind": "train", "step": s, "loss": 1.0 / s, "acc": 0.1 * s, "lr": 0.01} for s in range(1, 4)]
+    records.append({"kind": "val", "step": 3, "val_loss": 0.5, "val_acc": 0.7})
+    write_metrics(str(tmp_path), records)
+    assert read_metrics(str(tmp_path)) == records
+    plot_metrics(records, str(tmp_path / "metrics.png"))
+    assert (tmp_path / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_window_sums_steps_and_reports_rates():
+    window = Window()
+    window.add({"loss_sum": 6.0, "correct": 3.0, "clips": 4, "wait_s": 0.5}, seconds=2.0)
+    window.add({"loss_sum": 2.0, "correct": 1.0, "clips": 4, "wait_s": 0.0}, seconds=2.0)
+    m = window.metrics(step=10, steps_per_epoch=4, lr=0.1, world=2, device=torch.device("cpu"))
+    assert m["kind"] == "train" and m["step"] == 10 and m["epoch"] == 2.5 and m["lr"] == 0.1
+    assert m["loss"] == pytest.approx(1.0) and m["acc"] == pytest.approx(0.5)
+    assert m["clips_per_s"] == pytest.approx(8 * 2 / 4.0)  # clips of all workers per second
+    assert m["data_wait_frac"] == pytest.approx(0.5 / 4.0)
+    assert m["step_time_s"] == pytest.approx(2.0)
+    assert m["peak_mem_mb"] > 0 and m["time"] > 0
+
+
+def test_an_empty_window_reports_zeros_not_errors():
+    m = Window().metrics(step=1, steps_per_epoch=1, lr=0.0, world=1, device=torch.device("cpu"))
+    assert m["loss"] == 0.0 and m["acc"] == 0.0 and m["clips_per_s"] == 0.0 and m["data_wait_frac"] == 0.0
+    assert m["step_time_s"] == pytest.approx(0.0, abs=1e-6)
