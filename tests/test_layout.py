@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RAY_MODULES = {
     "pipeline.data.dataset",
     "pipeline.train.loop", "pipeline.train.driver",
-    "pipeline.infer.actor", "pipeline.infer.decode_task", "pipeline.infer.scheduler", "pipeline.infer.run",
+    "pipeline.infer.actor", "pipeline.infer.tasks", "pipeline.infer.scheduler", "pipeline.infer.driver",
 }
 
 
