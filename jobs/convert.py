@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.cli import job_parser, parse_config
+from pipeline.cli import parse_job
 from pipeline.config import ConfigError
 
 SOURCES = ("official", "hf", "timm")
@@ -54,9 +54,6 @@ def model_overrides(cfg: ConvertConfig) -> dict[str, Any]:
 
 def validate(cfg: ConvertConfig) -> None:
     """Checks the schema cannot express (raises ConfigError)."""
-    for name in ("source", "input", "output"):
-        if not getattr(cfg, name):
-            raise ConfigError(f"--{name}: missing (required)")
     if cfg.source not in SOURCES:
         raise ConfigError(f"--source: must be one of {list(SOURCES)}, got {cfg.source!r}")
 
@@ -91,9 +88,9 @@ def convert(source: str, input_uri: str, preset: str, overrides: dict, output_ur
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: 0 written, 1 the weights do not fit the model, 2 bad arguments."""
-    parser = job_parser(ConvertConfig, prog="python -m jobs.convert", doc=__doc__, examples=EXAMPLES)
     try:
-        cfg, _ = parse_config(ConvertConfig, parser, argv)
+        cfg, _ = parse_job(ConvertConfig, argv, prog="python -m jobs.convert", doc=__doc__, examples=EXAMPLES,
+                           required=("source", "input", "output"))
         validate(cfg)
     except ConfigError as e:
         print(f"convert: {e}", file=sys.stderr)

@@ -24,7 +24,7 @@ from jobs import infer as infer_job
 from jobs import make_synthetic, preprocess
 from jobs import train as train_job
 from pipeline import storage
-from pipeline.cli import job_parser, parse_config
+from pipeline.cli import parse_job
 from pipeline.config import ConfigError
 
 EXAMPLES = """examples:
@@ -89,9 +89,8 @@ def timeline_accuracy(rows: list[dict], long_manifest: Path, labels: list[str]) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = job_parser(DemoConfig, prog="python -m jobs.demo", doc=__doc__, examples=EXAMPLES)
     try:
-        args, _ = parse_config(DemoConfig, parser, argv)
+        args, _ = parse_job(DemoConfig, argv, prog="python -m jobs.demo", doc=__doc__, examples=EXAMPLES)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

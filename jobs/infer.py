@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from typing import Literal
 
-from pipeline.cli import job_parser, parse_config
+from pipeline.cli import parse_job
 from pipeline.config import ConfigError
 from pipeline.infer.config import InferConfig
 
@@ -38,19 +38,11 @@ class InferJobConfig(InferConfig):
         return InferConfig(**{k: getattr(self, k) for k in fields})
 
 
-def validate(job: InferJobConfig) -> None:
-    """Checks the schema cannot express (raises ConfigError)."""
-    for name in ("checkpoint", "videos", "output"):
-        if not getattr(job, name):
-            raise ConfigError(f"--{name}: missing (required)")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the job; returns the exit code (0 also when some videos are error rows)."""
-    parser = job_parser(InferJobConfig, prog="python -m jobs.infer", doc=__doc__, examples=EXAMPLES)
     try:
-        job, _ = parse_config(InferJobConfig, parser, argv)
-        validate(job)
+        job, _ = parse_job(InferJobConfig, argv, prog="python -m jobs.infer", doc=__doc__, examples=EXAMPLES,
+                           required=("checkpoint", "videos", "output"))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

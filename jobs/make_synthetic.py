@@ -10,7 +10,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from pipeline.cli import job_parser, parse_config
+from pipeline.cli import parse_job
 from pipeline.config import ConfigError
 from pipeline.data.synthetic import CLASSES, make_corpus
 
@@ -45,12 +45,12 @@ def _size(name: str, text: str) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = job_parser(SyntheticConfig, prog="python -m jobs.make_synthetic", doc=__doc__, examples=EXAMPLES)
     t0 = time.time()
     try:
-        cfg, _ = parse_config(SyntheticConfig, parser, argv)
-        if not cfg.output or cfg.videos < 1:
-            raise ConfigError("--output and --videos (>= 1) are required")
+        cfg, _ = parse_job(SyntheticConfig, argv, prog="python -m jobs.make_synthetic", doc=__doc__,
+                           examples=EXAMPLES, required=("output",))
+        if cfg.videos < 1:
+            raise ConfigError("--videos: must be >= 1 (required)")
         manifest = make_corpus(cfg.output, videos=cfg.videos, long_videos=cfg.long_videos,
                                seconds=cfg.seconds, size=_size("size", cfg.size), seed=cfg.seed, fps=cfg.fps,
                                val_fraction=cfg.val_fraction, long_segments=cfg.long_segments,

@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline import storage
-from pipeline.cli import job_parser, parse_config
+from pipeline.cli import parse_job
 from pipeline.config import ConfigError
 from pipeline.data.errors import errors_table
 from pipeline.data.rows import DataConfig, process_row, views_to_batch
@@ -89,9 +89,6 @@ def data_config(cfg: PreprocessConfig) -> DataConfig:
 
 def validate(cfg: PreprocessConfig) -> DataConfig:
     """Checks the schema cannot express; returns the job's DataConfig (raises ConfigError)."""
-    for name in ("manifest", "output"):
-        if not getattr(cfg, name):
-            raise ConfigError(f"--{name}: missing (required)")
     if cfg.rows_per_shard is not None and cfg.rows_per_shard < 1:
         raise ConfigError(f"--rows-per-shard: must be >= 1, got {cfg.rows_per_shard}")
     if not cfg.shard_mb > 0:
@@ -289,9 +286,9 @@ def _summarise(out: str, progress_dir: str, manifest, shards, job_config, second
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (0 even when some videos failed, 2 for bad arguments)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    parser = job_parser(PreprocessConfig, prog="python -m jobs.preprocess", doc=__doc__, examples=EXAMPLES)
     try:
-        job, _ = parse_config(PreprocessConfig, parser, argv)
+        job, _ = parse_job(PreprocessConfig, argv, prog="python -m jobs.preprocess", doc=__doc__, examples=EXAMPLES,
+                           required=("manifest", "output"))
         validate(job)
         summary = run(job)
     except (ConfigError, OutputConflict) as e:

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 
-from pipeline.cli import job_parser, parse_config
+from pipeline.cli import parse_job
 from pipeline.config import ConfigError
 from pipeline.train import TrainJobConfig, evaluate_run, fit, validate
 
@@ -40,9 +40,9 @@ def connect_ray() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code (2 for config errors, 1 for a failed run)."""
-    parser = job_parser(TrainJobConfig, prog="python -m jobs.train", doc=__doc__, examples=EXAMPLES, extra=_extra)
     try:
-        cfg, args = parse_config(TrainJobConfig, parser, argv)
+        cfg, args = parse_job(TrainJobConfig, argv, prog="python -m jobs.train", doc=__doc__, examples=EXAMPLES,
+                              extra=_extra)
         validate(cfg, need_train=not args.eval_only)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)

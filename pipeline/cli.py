@@ -174,3 +174,15 @@ def parse_config(cls: type[T], parser: argparse.ArgumentParser, argv: Sequence[s
         raise ConfigError(f"--config: {e}") from e
     except yaml.YAMLError as e:
         raise ConfigError(f"--config {args.config}: not valid YAML ({' '.join(str(e).split())})") from e
+
+
+def parse_job(cls: type[T], argv: Sequence[str] | None, *, prog: str, doc: str, examples: str = "",
+              extra: Callable[[argparse.ArgumentParser], None] | None = None,
+              required: Sequence[str] = ()) -> tuple[T, argparse.Namespace]:
+    """`job_parser` + `parse_config`, then each field in `required` must be set (raises ConfigError)."""
+    parser = job_parser(cls, prog=prog, doc=doc, examples=examples, extra=extra)
+    cfg, args = parse_config(cls, parser, argv)
+    missing = [name for name in required if getattr(cfg, name) in ("", None)]
+    if missing:
+        raise ConfigError(", ".join(_flag(n) for n in missing) + ": missing (required)")
+    return cfg, args

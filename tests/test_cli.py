@@ -81,3 +81,18 @@ def test_every_job_shows_its_defaults_and_examples(job, capsys):
     assert e.value.code == 0
     assert "--config FILE.yaml" in text and "--set KEY=VALUE" in text
     assert "default:" in text and "examples:" in text and f"python -m {job}" in text
+
+
+def test_required_fields_are_named_when_missing():
+    from pipeline.cli import parse_job
+
+    with pytest.raises(ConfigError, match="--output: missing"):
+        parse_job(Job, [], prog="job", doc="A job.", required=("output",))
+    assert parse_job(Job, ["--output", "o"], prog="job", doc="A job.", required=("output",))[0].output == "o"
+
+
+@pytest.mark.parametrize("job", ["jobs.infer", "jobs.preprocess", "jobs.convert", "jobs.make_synthetic"])
+def test_jobs_without_their_required_flags_exit_2_in_one_line(job, capsys):
+    assert importlib.import_module(job).main([]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "missing" in err and "\n" not in err and "Traceback" not in err
