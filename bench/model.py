@@ -11,7 +11,7 @@ two models alternate inside every repeat (ours-peer, then peer-ours) so that loa
 processes hits both alike; the threads are fixed with `torch.set_num_threads`.
 
 SPEEDUP = peer time / our time (> 1: we are faster), the median of the per-repeat paired ratios;
-`noise` is the spread (min..max) of those paired ratios. Targets (issue 2), on training steps:
+`noise` is the spread (min..max) of those paired ratios. Targets, on training steps:
 divided >= 1.05x, joint >= 1.5x on CPU; on a GPU, a TimeSformer-L (96 x 224) training step of ours
 (bf16 autocast, activation checkpointing) >= 3x the clips/s of HF's (as shipped: fp32, no
 checkpointing) at <= 1/4 of its peak memory per clip. Each target row prints PASS or MISS.

@@ -63,7 +63,7 @@ def _final_val_acc(corpus: str, runs: str, attention: str) -> float:
 
 
 def test_divided_attention_learns_motion_direction_space_only_cannot(ray_local, motion_corpus, tmp_path):
-    """The issue's learning test: the model must use time. Chance is 0.25; a model blind to frame
+    """The learning test: the model must use time. Chance is 0.25; a model blind to frame
     order can at best tell the motion axis (0.5)."""
     divided = _final_val_acc(motion_corpus, str(tmp_path), "divided")
     space_only = _final_val_acc(motion_corpus, str(tmp_path), "space_only")
