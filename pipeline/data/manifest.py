@@ -335,19 +335,42 @@ def _parse(where: str, rec: dict[str, Any], base: str, has_label: bool) -> dict[
     video_id = str(vid).strip() if not _blank(vid) else posixpath.splitext(posixpath.basename(path))[0]
     extra = {k: v for k, v in rec.items() if k not in _CORE}
     return {**extra, "path": path, "label_name": name, "video_id": video_id,
-            "start_sec": start, "end_sec": end}
+            "start_sec": start, "end_sec": end, "_id_given": not _blank(vid)}
+
+
+def _segment_ids(rows: list[dict[str, Any]]) -> None:
+    """Rows without a given id whose default id (the file's stem) is shared by several segments
+    get the segment in their id (`clip@12.5-30`), so segments of one video stay distinct."""
+    shared: dict[str, int] = {}
+    for r in rows:
+        if not r["_id_given"] and (r["start_sec"] is not None or r["end_sec"] is not None):
+            shared[r["video_id"]] = shared.get(r["video_id"], 0) + 1
+    for r in rows:
+        if not r.pop("_id_given") and shared.get(r["video_id"], 0) > 1:
+            a, b = r["start_sec"], r["end_sec"]
+            r["video_id"] += f"@{'' if a is None else f'{a:g}'}-{'' if b is None else f'{b:g}'}"
 
 
 def _finish(records: list, errors: list[dict[str, str]], labels: LabelMap | None,
             base: str) -> Manifest:
     has_label = any("label" in rec for _, rec in records)
-    parsed = []
+    good = []
     for where, rec in records:
         try:
-            parsed.append(_parse(where, rec, base, has_label))
+            good.append((where, _parse(where, rec, base, has_label)))
         except ValueError as e:
             path = rec.get("path")
             errors.append(_error(str(path) if not _blank(path) else where, str(e)))
+    _segment_ids([row for _, row in good])
+    parsed = []
+    first: dict[str, str] = {}  # video_id -> where it first appeared
+    for where, row in good:
+        if row["video_id"] in first:  # two rows, one id: outputs keyed by id would merge or drop one
+            errors.append(_error(row["path"], f"duplicate video_id {row['video_id']!r} ({where}; first at "
+                                              f"{first[row['video_id']]})"))
+            continue
+        first[row["video_id"]] = where
+        parsed.append(row)
     if labels is None:
         labels = LabelMap.from_names(r["label_name"] for r in parsed if r["label_name"] is not None)
     rows = []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import posixpath
 from typing import Any
@@ -10,15 +9,15 @@ from typing import Any
 from pipeline import storage
 from pipeline.infer.outputs import error_row
 
-log = logging.getLogger(__name__)
 
 
 def list_videos(videos_uri: str, howto100m_template: str | None = None
                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Input videos from a manifest file or a folder/prefix of videos.
 
-    Returns (items `{video_id, uri, target}`, error rows for bad manifest lines). Duplicate
-    video ids keep the first occurrence. A folder's video ids are paths relative to it,
+    Returns (items `{video_id, uri, target, segments, start_sec, end_sec}`, error rows for bad
+    manifest lines). A video id seen twice is an error row for the second one (its id gets a
+    `#n` suffix, so no row shadows another). A folder's video ids are paths relative to it,
     without the extension. `howto100m_template` reads a HowTo100M task CSV
     (`video_id,task_id`) with paths such as `s3://bucket/howto100m/{video_id}.mp4`.
     """
@@ -28,7 +27,8 @@ def list_videos(videos_uri: str, howto100m_template: str | None = None
     if howto100m_template or videos_uri.lower().rstrip("/").endswith(TABLE_SUFFIXES):
         man = load_manifest(videos_uri, howto100m_template=howto100m_template)
         items = [{"video_id": str(r["video_id"]), "uri": r["path"], "target": r.get("label_name"),
-                  "segments": r.get("segments")} for r in man.rows]
+                  "segments": r.get("segments"), "start_sec": r.get("start_sec"), "end_sec": r.get("end_sec")}
+                 for r in man.rows]
         for e in man.errors:
             errors.append(error_row(_stem(e["uri"]), e["uri"], e["stage"], e["error"]))
     else:
@@ -43,16 +43,24 @@ def list_videos(videos_uri: str, howto100m_template: str | None = None
     unique = []
     for it in items:
         if it["video_id"] in seen:
-            log.warning("duplicate video_id %s (%s): kept the first", it["video_id"], it["uri"])
+            errors.append(error_row(it["video_id"], it["uri"], "manifest", f"duplicate video_id {it['video_id']!r}"))
             continue
         seen.add(it["video_id"])
         unique.append(it)
     bad = []
-    for e in errors:  # one row per id, and never one that shadows a good video
-        if e["video_id"] not in seen:
-            seen.add(e["video_id"])
-            bad.append(e)
+    for e in errors:  # one row per id: an id already taken gets a #n suffix
+        e["video_id"] = _unique_id(e["video_id"], seen)
+        seen.add(e["video_id"])
+        bad.append(e)
     return unique, bad
+
+
+def _unique_id(video_id: str, seen: set[str]) -> str:
+    """`video_id`, or `video_id#2`, `#3`, ... when it is taken."""
+    n, out = 2, video_id
+    while out in seen:
+        out, n = f"{video_id}#{n}", n + 1
+    return out
 
 
 def _stem(uri: str) -> str:

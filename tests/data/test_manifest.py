@@ -178,3 +178,13 @@ def test_missing_or_unknown_manifest_is_a_clear_error(tmp_path):
     storage.write_bytes_atomic(str(tmp_path / "list.txt"), b"a.mp4\n")
     with pytest.raises(ValueError, match="unknown manifest format"):
         load_manifest(str(tmp_path / "list.txt"))
+
+
+def test_duplicate_ids_are_bad_rows_and_segments_get_their_own_ids(tmp_path):
+    man = tmp_path / "m.csv"
+    man.write_text("path,label,video_id,start_sec,end_sec\n"
+                   "a.mp4,x,,0,5\na.mp4,y,,5,10\nb.mp4,x,same,,\nc.mp4,y,same,,\n")
+    m = load_manifest(str(man))
+    assert [r["video_id"] for r in m.rows] == ["a@0-5", "a@5-10", "same"]
+    assert len(m.errors) == 1 and m.errors[0]["uri"].endswith("c.mp4")
+    assert "duplicate video_id 'same'" in m.errors[0]["error"] and m.errors[0]["stage"] == "manifest"

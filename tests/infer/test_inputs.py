@@ -23,12 +23,30 @@ def test_a_missing_folder_is_an_error(tmp_path):
         list_videos(str(tmp_path / "absent"))
 
 
-def test_a_manifest_keeps_the_first_of_duplicate_ids(tmp_path):
+def test_a_duplicate_id_is_an_error_row_not_a_lost_video(tmp_path):
     man = tmp_path / "m.csv"
     man.write_text("path,video_id,label\n/v/a.mp4,a,left\n/v/a2.mp4,a,up\n/v/b.mp4,b,up\n")
     items, bad = list_videos(str(man))
     assert [(it["video_id"], it["uri"], it["target"]) for it in items] == [
         ("a", "/v/a.mp4", "left"), ("b", "/v/b.mp4", "up")]
+    assert [(r["video_id"], r["uri"], r["status"]) for r in bad] == [("a2", "/v/a2.mp4", "error")]
+    assert "duplicate video_id 'a'" in bad[0]["error"]
+
+
+def test_a_folder_with_two_files_of_one_id_reports_the_second(tmp_path):
+    for name in ("a.mp4", "a.mkv"):
+        (tmp_path / name).write_bytes(b"x")
+    items, bad = list_videos(str(tmp_path))
+    assert len(items) == 1 and items[0]["video_id"] == "a"
+    assert [r["video_id"] for r in bad] == ["a#2"] and "duplicate" in bad[0]["error"]
+
+
+def test_manifest_segments_reach_the_items(tmp_path):
+    man = tmp_path / "m.csv"
+    man.write_text("path,start_sec,end_sec\n/v/a.mp4,1.5,4\n/v/a.mp4,4,9\n")
+    items, bad = list_videos(str(man))
+    assert [(it["video_id"], it["start_sec"], it["end_sec"]) for it in items] == [
+        ("a@1.5-4", 1.5, 4.0), ("a@4-9", 4.0, 9.0)]
     assert bad == []
 
 

@@ -27,3 +27,12 @@ def test_video_clips_uniform_three_crops_differ(short_videos):
     assert clips.shape == (2, 3, 4, 32, 32, 3)
     assert not np.array_equal(clips[0, 0], clips[0, 2])  # left and right crops of a 53x40 frame
 
+
+
+def test_a_segment_item_is_covered_only_inside_its_segment(short_videos):
+    spec = ClipConfig(sampling="cover", clips=1, crops=1, **CLIP)
+    meta, clips = video_clips({"uri": short_videos[0], "start_sec": 1.0, "end_sec": 2.0}, spec)
+    assert meta["starts"][0] == pytest.approx(1.0) and meta["ends"][-1] == pytest.approx(2.0)
+    assert len(meta["starts"]) == clips.shape[0] == 1  # 15 frames of the segment: one 16-frame clip
+    whole, _ = video_clips({"uri": short_videos[0]}, spec)
+    assert len(whole["starts"]) == 3
