@@ -4,10 +4,13 @@
     ds = build_clip_dataset(rows, DataConfig(num_frames=8, crop_size=224), mode="train", seed=0,
                             epochs=10, error_uri="s3://bucket/run/errors")
 
-Pipeline: rows -> `ray.data.from_items` (one block per `batch_size` rows, shuffled per epoch
-for train) -> `map_batches(_decode_batch, num_cpus=cfg.num_cpus, memory=cfg.memory)`; each row
-becomes its clip views through the pure `rows.process_row` (open -> `clips.read_clips` -> one
-row per view; columns in `pipeline.data.rows`).
+Pipeline: the manifest goes into the object store once as an Arrow table; the dataset starts
+from work-unit ids (`ray.data.range`: each unit is a range of positions in one epoch's row
+order, at most `UNITS_PER_EPOCH` per epoch), so the driver's cost is O(rows) whatever the number
+of epochs. A `flat_map` turns each unit into its rows (the epoch's order is a seeded permutation for train,
+computed inside the task), then `map_batches(_decode_batch, num_cpus=cfg.num_cpus,
+memory=cfg.memory)` turns each row into its clip views through the pure `rows.process_row`
+(open -> `clips.read_clips` -> one row per view; columns in `pipeline.data.rows`).
 
 Determinism: every random choice for a row comes from `clips.row_rng(seed, epoch, row)`; it does
 not depend on batching, workers or order. Same seed and epoch -> the same clips and crops per
@@ -62,20 +65,59 @@ def _decode_batch(batch: pa.Table, *, cfg: DataConfig, mode: str, seed: int,
         yield views_to_batch(views)
 
 
-def _items(rows: Sequence[dict[str, Any]], mode: str, seed: int, epoch: int,
-           epochs: int) -> list[dict[str, Any]]:
-    """Manifest rows -> the plain items fed to Ray (shuffled per epoch for train)."""
-    base = [{"path": str(r["path"]), "label": int(r.get("label", -1)),
-             "video_id": str(r.get("video_id") or r["path"]),
-             "start_sec": None if r.get("start_sec") is None else float(r["start_sec"]),
-             "end_sec": None if r.get("end_sec") is None else float(r["end_sec"])} for r in rows]
-    items = []
-    for e in range(epoch, epoch + epochs):
-        order = np.arange(len(base))
-        if mode == "train":
-            order = np.random.default_rng([int(seed) & 0xFFFFFFFF, e, 0x5EED]).permutation(len(base))
-        items.extend({**base[i], "epoch": e} for i in order)
-    return items
+def _base_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
+    """The manifest fields a decode task needs, as one Arrow table (O(rows), whatever the epochs)."""
+    return pa.table({
+        "path": pa.array([str(r["path"]) for r in rows], pa.string()),
+        "label": pa.array([int(r.get("label", -1)) for r in rows], pa.int64()),
+        "video_id": pa.array([str(r.get("video_id") or r["path"]) for r in rows], pa.string()),
+        "start_sec": pa.array([None if r.get("start_sec") is None else float(r["start_sec"]) for r in rows],
+                              pa.float64()),
+        "end_sec": pa.array([None if r.get("end_sec") is None else float(r["end_sec"]) for r in rows],
+                            pa.float64()),
+    })
+
+
+def unit_size(num_rows: int, batch_size: int) -> int:
+    """Rows per work unit: a multiple of `batch_size`, at most `UNITS_PER_EPOCH` units per epoch."""
+    return batch_size * max(1, math.ceil(num_rows / (batch_size * UNITS_PER_EPOCH)))
+
+
+UNITS_PER_EPOCH = 1000
+
+
+@functools.lru_cache(maxsize=4)
+def _epoch_order(seed: int, epoch: int, num_rows: int, shuffle: bool) -> np.ndarray:
+    """Row order of one epoch: a seeded permutation for train, the manifest order otherwise.
+    Computed once per worker process and epoch."""
+    if not shuffle:
+        return np.arange(num_rows)
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, epoch, 0x5EED]).permutation(num_rows)
+
+
+_TABLES: dict[str, pa.Table] = {}  # object ref hex -> the manifest table, one fetch per process
+
+
+def _expand(unit: dict[str, Any], *, table_ref: list[Any], first_epoch: int, unit_size: int, mode: str,
+            seed: int) -> list[dict[str, Any]]:
+    """flat_map UDF: work unit `id` -> its manifest rows (positions [lo, hi) of its epoch's order),
+    tagged with the epoch."""
+    key = table_ref[0].hex()
+    if key not in _TABLES:
+        _TABLES.clear()
+        _TABLES[key] = ray.get(table_ref[0])
+    table = _TABLES[key]
+    epoch, lo, hi = unit_span(int(unit["id"]), table.num_rows, unit_size, first_epoch)
+    order = _epoch_order(seed, epoch, table.num_rows, mode == "train")
+    rows = table.take(pa.array(order[lo:hi])).to_pylist()
+    return [{**r, "epoch": epoch} for r in rows]
+
+
+def unit_span(unit_id: int, num_rows: int, unit_size: int, first_epoch: int = 0) -> tuple[int, int, int]:
+    """(epoch, lo, hi): the positions of its epoch's row order that work unit `unit_id` holds."""
+    per_epoch = math.ceil(num_rows / unit_size)
+    lo = (unit_id % per_epoch) * unit_size
+    return first_epoch + unit_id // per_epoch, lo, min(lo + unit_size, num_rows)
 
 
 def build_clip_dataset(rows: Sequence[dict[str, Any]], cfg: DataConfig, *, mode: Mode, seed: int,
@@ -95,11 +137,14 @@ def build_clip_dataset(rows: Sequence[dict[str, Any]], cfg: DataConfig, *, mode:
         raise ValueError("train mode needs crop_size")
     if epochs <= 0:
         raise ValueError("epochs must be >= 1")
-    items = _items(rows, mode, seed, epoch, epochs)
-    if not items:
+    if not rows:
         raise ValueError("no rows to build a dataset from")
-    blocks = max(1, min(math.ceil(len(items) / cfg.batch_size), 10_000))
-    ds = ray.data.from_items(items, override_num_blocks=blocks)
+    size = unit_size(len(rows), cfg.batch_size)
+    units = epochs * math.ceil(len(rows) / size)
+    table_ref = ray.put(_base_table(rows))  # once; the tasks derive each epoch's order and clips
+    ds = ray.data.range(units, override_num_blocks=min(units, 10_000))  # unit ids, made by read tasks
+    ds = ds.flat_map(_expand, fn_kwargs={"table_ref": [table_ref], "first_epoch": epoch, "unit_size": size,
+                                         "mode": mode, "seed": seed})
     fn = functools.partial(_decode_batch, cfg=cfg, mode=mode, seed=seed, error_uri=error_uri)
     remote_args: dict[str, Any] = {"num_cpus": cfg.num_cpus}
     if cfg.memory:

@@ -163,3 +163,18 @@ def test_bad_arguments_are_clear():
         _cfg(crops=2)
     with pytest.raises(ValueError, match="crop_size"):
         DataConfig(crop_size=224, train_short_side=(128, 160))
+
+
+def test_work_units_cover_every_row_of_every_epoch_once_in_bounded_units():
+    from pipeline.data.dataset import UNITS_PER_EPOCH, unit_size, unit_span
+
+    for rows, batch, epochs in ((4, 2, 3), (7, 2, 2), (1_200_000, 2, 15)):
+        size = unit_size(rows, batch)
+        per_epoch = -(-rows // size)
+        assert size % batch == 0 and per_epoch <= UNITS_PER_EPOCH
+        if rows > 100:
+            continue  # the bound is what matters at HowTo100M size; coverage is checked on small ones
+        seen = [unit_span(u, rows, size, first_epoch=5) for u in range(epochs * per_epoch)]
+        for e in range(5, 5 + epochs):
+            covered = sorted(i for ep, lo, hi in seen if ep == e for i in range(lo, hi))
+            assert covered == list(range(rows))
