@@ -27,6 +27,7 @@ import logging
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, Sequence
 
@@ -37,13 +38,12 @@ from pipeline import storage
 from pipeline.cli import parse_job
 from pipeline.config import ConfigError
 from pipeline.data.errors import errors_table
-from pipeline.data.rows import DataConfig, process_row, views_to_batch
+from pipeline.data.rows import DataConfig, manifest_table, process_row, views_to_batch
 from pipeline.data.manifest import load_manifest, write_labels
 
 log = logging.getLogger("jobs.preprocess")
 
 MB = 1024 * 1024
-COVER_CLIPS_GUESS = 8  # clips per video assumed when sizing shards in --cover mode
 
 
 @dataclass
@@ -62,7 +62,7 @@ class PreprocessConfig:
     crop_size: int | None = None  # square crop side (None: short_side; 0 keeps whole frames)
     crops: int = 1  # views per clip: 1 centre crop, or 3 crops along the long side
     shard_mb: float = 256.0  # target size of one Parquet file
-    rows_per_shard: int | None = None  # manifest rows per shard (None: estimated from shard_mb)
+    rows_per_shard: int = 64  # manifest rows per shard: the unit of work and of resume (files are cut at shard_mb)
     decode_threads: int = 1  # PyAV decoder threads per video
     num_cpus: float = 1.0  # CPUs per shard task
     memory_mb: int = 1024  # memory reserved per shard task
@@ -89,7 +89,7 @@ def data_config(cfg: PreprocessConfig) -> DataConfig:
 
 def validate(cfg: PreprocessConfig) -> DataConfig:
     """Checks the schema cannot express; returns the job's DataConfig (raises ConfigError)."""
-    if cfg.rows_per_shard is not None and cfg.rows_per_shard < 1:
+    if cfg.rows_per_shard < 1:
         raise ConfigError(f"--rows-per-shard: must be >= 1, got {cfg.rows_per_shard}")
     if not cfg.shard_mb > 0:
         raise ConfigError(f"--shard-mb: must be > 0, got {cfg.shard_mb}")
@@ -97,14 +97,6 @@ def validate(cfg: PreprocessConfig) -> DataConfig:
         return data_config(cfg)
     except ValueError as e:
         raise ConfigError(str(e)) from e
-
-
-def estimate_row_bytes(cfg: DataConfig) -> int:
-    """Rough bytes of one manifest row's output (clips x crops x frames)."""
-    side = cfg.crop_size or cfg.eval_short_side()
-    other = cfg.crop_size or round(side * 16 / 9)
-    clips = COVER_CLIPS_GUESS if cfg.sampling == "cover" else cfg.clips
-    return clips * cfg.crops * cfg.num_frames * side * other * 3
 
 
 def plan_shards(num_rows: int, rows_per_shard: int) -> list[tuple[int, int, int]]:
@@ -119,6 +111,11 @@ def manifest_fingerprint(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         h.update(f"{r['path']}|{r['label']}|{r['video_id']}|{r['start_sec']}|{r['end_sec']}\n".encode())
     return h.hexdigest()
+
+
+def shard_index(uri: str) -> int:
+    """The shard number in a marker or data file name (`shard-00012.json`, `shard-00012-003.parquet`)."""
+    return int(os.path.basename(uri)[len("shard-"):].split(".")[0].split("-")[0])
 
 
 def shard_name(index: int, part: int | None = None) -> str:
@@ -175,12 +172,18 @@ def process_shard(spec: dict[str, Any], cfg: DataConfig, seed: int, shard_bytes:
     return marker
 
 
-def _shard_udf(batch: dict[str, np.ndarray], *, cfg: DataConfig, seed: int,
+def _shard_udf(batch: dict[str, np.ndarray], *, plan_ref: list[Any], cfg: DataConfig, seed: int,
                shard_bytes: int) -> dict[str, np.ndarray]:
-    """Ray Data UDF: one shard spec per row -> one small stats row per shard."""
+    """Ray Data UDF: the position of a pending shard per row -> one small stats row per shard."""
+    import ray
+
+    plan = ray.get(plan_ref[0])  # Arrow and numpy buffers: read in place from the object store
     out: dict[str, list] = {"shard": [], "videos_ok": [], "videos_failed": [], "clips": [], "files": []}
-    for text in batch["spec"]:
-        m = process_shard(json.loads(text), cfg, seed, shard_bytes)
+    for pos in batch["id"]:
+        index, lo, hi = (int(v) for v in plan["pending"][int(pos)])
+        spec = {"index": index, "lo": lo, "hi": hi, "rows": plan["rows"].slice(lo, hi - lo).to_pylist(),
+                "clips_dir": plan["clips_dir"], "progress_dir": plan["progress_dir"]}
+        m = process_shard(spec, cfg, seed, shard_bytes)
         for k in ("shard", "videos_ok", "videos_failed", "clips"):
             out[k].append(m[k])
         out["files"].append(len(m["files"]))
@@ -217,9 +220,8 @@ def run(job: PreprocessConfig) -> dict[str, Any]:
                              howto100m_template=job.howto100m_template or None)
     out = job.output.rstrip("/")
     clips_dir, progress_dir = storage.join(out, "clips"), storage.join(out, "_progress")
-    row_bytes = max(1, estimate_row_bytes(cfg))
     shard_bytes = max(1, int(job.shard_mb * MB))
-    rows_per_shard = job.rows_per_shard or max(1, min(1000, shard_bytes // row_bytes))
+    rows_per_shard = job.rows_per_shard
     job_config = _jsonable({"manifest": job.manifest, "data": asdict(cfg), "seed": job.seed,
                   "rows_per_shard": rows_per_shard, "shard_mb": job.shard_mb,
                   "labels": list(manifest.labels.names),
@@ -228,7 +230,7 @@ def run(job: PreprocessConfig) -> dict[str, Any]:
     write_labels(storage.join(out, "labels.json"), manifest.labels)
 
     shards = plan_shards(len(manifest.rows), rows_per_shard)
-    done = {int(os.path.basename(u)[6:11]) for u in storage.list_files(progress_dir, (".json",))
+    done = {shard_index(u) for u in storage.list_files(progress_dir, (".json",))
             if os.path.basename(u).startswith("shard-")}
     pending = [s for s in shards if s[0] not in done]
     print(f"[preprocess] {len(manifest.rows)} videos ({len(manifest.errors)} bad manifest rows) in "
@@ -237,11 +239,14 @@ def run(job: PreprocessConfig) -> dict[str, Any]:
     if pending:
         if not ray.is_initialized():
             ray.init()
-        specs = [json.dumps({"index": i, "lo": lo, "hi": hi, "rows": [_core(r) for r in manifest.rows[lo:hi]],
-                             "clips_dir": clips_dir, "progress_dir": progress_dir}) for i, lo, hi in pending]
-        ds = ray.data.from_items([{"spec": s} for s in specs], override_num_blocks=len(specs))
+        # the manifest and the shard plan go to the object store once; the dataset is shard
+        # numbers (one block each, made by read tasks), so the driver does O(shards) small work
+        plan = {"rows": manifest_table(manifest.rows), "pending": np.asarray(pending, np.int64).reshape(-1, 3),
+                "clips_dir": clips_dir, "progress_dir": progress_dir}
+        ds = ray.data.range(len(pending), override_num_blocks=len(pending))
         ds = ds.map_batches(_shard_udf, batch_size=1, num_cpus=cfg.num_cpus, memory=cfg.memory,
-                            fn_kwargs={"cfg": cfg, "seed": job.seed, "shard_bytes": shard_bytes})
+                            fn_kwargs={"plan_ref": [ray.put(plan)], "cfg": cfg, "seed": job.seed,
+                                       "shard_bytes": shard_bytes})
         for n, r in enumerate(ds.iter_rows(), start=1):
             print(f"[preprocess] shard {r['shard']:05d} done ({n}/{len(pending)}): {r['videos_ok']} ok, "
                   f"{r['videos_failed']} failed, {r['clips']} clips in {r['files']} file(s)", flush=True)
@@ -253,14 +258,11 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj))
 
 
-def _core(row: dict[str, Any]) -> dict[str, Any]:
-    """The manifest fields a shard task needs."""
-    return {k: row.get(k) for k in ("path", "label", "video_id", "start_sec", "end_sec")}
-
-
 def _summarise(out: str, progress_dir: str, manifest, shards, job_config, seconds: float) -> dict[str, Any]:
     """Merge shard markers into summary.json and errors.parquet."""
-    markers = [storage.read_json(storage.join(progress_dir, shard_name(i) + ".json")) for i, _, _ in shards]
+    uris = [storage.join(progress_dir, shard_name(i) + ".json") for i, _, _ in shards]
+    with ThreadPoolExecutor(max_workers=32) as pool:  # object stores: many GETs in flight, not one by one
+        markers = list(pool.map(storage.read_json, uris))
     errors = list(manifest.errors) + [e for m in markers for e in m["errors"]]
     err_uri = storage.join(out, "errors.parquet")
     if errors:

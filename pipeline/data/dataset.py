@@ -39,7 +39,7 @@ import ray
 
 from pipeline.data.clips import Mode
 from pipeline.data.errors import write_errors
-from pipeline.data.rows import DataConfig, process_row, views_to_batch
+from pipeline.data.rows import DataConfig, manifest_table, process_row, views_to_batch
 
 log = logging.getLogger(__name__)
 
@@ -63,19 +63,6 @@ def _decode_batch(batch: pa.Table, *, cfg: DataConfig, mode: str, seed: int,
         write_errors(error_uri, errors)
     if views:
         yield views_to_batch(views)
-
-
-def _base_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
-    """The manifest fields a decode task needs, as one Arrow table (O(rows), whatever the epochs)."""
-    return pa.table({
-        "path": pa.array([str(r["path"]) for r in rows], pa.string()),
-        "label": pa.array([int(r.get("label", -1)) for r in rows], pa.int64()),
-        "video_id": pa.array([str(r.get("video_id") or r["path"]) for r in rows], pa.string()),
-        "start_sec": pa.array([None if r.get("start_sec") is None else float(r["start_sec"]) for r in rows],
-                              pa.float64()),
-        "end_sec": pa.array([None if r.get("end_sec") is None else float(r["end_sec"]) for r in rows],
-                            pa.float64()),
-    })
 
 
 def unit_size(num_rows: int, batch_size: int) -> int:
@@ -141,7 +128,7 @@ def build_clip_dataset(rows: Sequence[dict[str, Any]], cfg: DataConfig, *, mode:
         raise ValueError("no rows to build a dataset from")
     size = unit_size(len(rows), cfg.batch_size)
     units = epochs * math.ceil(len(rows) / size)
-    table_ref = ray.put(_base_table(rows))  # once; the tasks derive each epoch's order and clips
+    table_ref = ray.put(manifest_table(rows))  # once; the tasks derive each epoch's order and clips
     ds = ray.data.range(units, override_num_blocks=min(units, 10_000))  # unit ids, made by read tasks
     ds = ds.flat_map(_expand, fn_kwargs={"table_ref": [table_ref], "first_epoch": epoch, "unit_size": size,
                                          "mode": mode, "seed": seed})

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
+import pyarrow as pa
 
 from pipeline import storage
 from pipeline.data import decode as vdecode
@@ -48,6 +49,19 @@ class DataConfig(ClipConfig):
         super().__post_init__()
         if self.batch_size <= 0:
             raise ValueError("batch_size must be positive")
+
+
+def manifest_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
+    """The manifest fields a decode task needs, as one Arrow table (O(rows), whatever the epochs)."""
+    return pa.table({
+        "path": pa.array([str(r["path"]) for r in rows], pa.string()),
+        "label": pa.array([int(r.get("label", -1)) for r in rows], pa.int64()),
+        "video_id": pa.array([str(r.get("video_id") or r["path"]) for r in rows], pa.string()),
+        "start_sec": pa.array([None if r.get("start_sec") is None else float(r["start_sec"]) for r in rows],
+                              pa.float64()),
+        "end_sec": pa.array([None if r.get("end_sec") is None else float(r["end_sec"]) for r in rows],
+                            pa.float64()),
+    })
 
 
 def clip_rows(clips: Clips, row: dict[str, Any], epoch: int = 0) -> list[dict[str, Any]]:

@@ -118,3 +118,15 @@ def test_preprocess_cover_whole_frames_local(ray_local, corpus, tmp_path, capsys
         assert starts == [0, 16, 32, 48]
     summary = json.loads(open(os.path.join(out, "summary.json")).read())
     assert summary["config"]["data"]["sampling"] == "cover"
+
+
+def test_shards_are_bounded_row_groups_whatever_the_clip_size():
+    from jobs.preprocess import PreprocessConfig, plan_shards, shard_index, shard_name
+
+    rows = PreprocessConfig().rows_per_shard  # the default does not depend on frames or --shard-mb
+    shards = plan_shards(1_200_000, rows)  # HowTo100M: 96-frame cover clips once gave 600,000 shards
+    assert len(shards) == -(-1_200_000 // rows) <= 20_000
+    assert shards[-1][2] == 1_200_000 and all(hi - lo <= rows for _, lo, hi in shards)
+    for i in (12, 123_456):  # names past 5 digits still parse back
+        assert shard_index("s3://b/out/_progress/" + shard_name(i) + ".json") == i
+        assert shard_index(shard_name(i, 3)) == i
