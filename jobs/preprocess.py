@@ -38,12 +38,13 @@ from pipeline import storage
 from pipeline.cli import parse_job
 from pipeline.config import ConfigError
 from pipeline.data.errors import errors_table
-from pipeline.data.rows import DataConfig, manifest_table, process_row, views_to_batch
+from pipeline.data.rows import RETRYABLE_STAGE, DataConfig, manifest_table, process_row, views_to_batch
 from pipeline.data.manifest import load_manifest, write_labels
 
 log = logging.getLogger("jobs.preprocess")
 
 MB = 1024 * 1024
+PARTIAL = ".partial.json"  # marker suffix of a shard with rows to retry (storage was unavailable)
 
 
 @dataclass
@@ -66,6 +67,8 @@ class PreprocessConfig:
     decode_threads: int = 1  # PyAV decoder threads per video
     num_cpus: float = 1.0  # CPUs per shard task
     memory_mb: int = 1024  # memory reserved per shard task
+    storage_attempts: int = 3  # tries per video while storage fails transiently (5xx, throttling, resets)
+    storage_backoff_s: float = 2.0  # wait before the second try (doubling after)
     seed: int = 0
     overwrite: bool = False  # discard earlier output in --output
 
@@ -84,7 +87,8 @@ def data_config(cfg: PreprocessConfig) -> DataConfig:
         num_frames=cfg.num_frames, sampling_rate=cfg.sampling_rate, crop_size=crop,
         train_short_side=(cfg.short_side, cfg.short_side), short_side=cfg.short_side,
         clips=cfg.clips, crops=cfg.crops, sampling=cfg.sampling, decode_threads=cfg.decode_threads,
-        num_cpus=cfg.num_cpus, memory=cfg.memory_mb * MB, batch_size=1)
+        num_cpus=cfg.num_cpus, memory=cfg.memory_mb * MB, batch_size=1,
+        storage_attempts=cfg.storage_attempts, storage_backoff_s=cfg.storage_backoff_s)
 
 
 def validate(cfg: PreprocessConfig) -> DataConfig:
@@ -123,7 +127,7 @@ def shard_name(index: int, part: int | None = None) -> str:
     return f"shard-{index:05d}" if part is None else f"shard-{index:05d}-{part:03d}.parquet"
 
 
-def _clip_table(views: list[dict[str, Any]], paths: list[str], cfg: DataConfig) -> pa.Table:
+def _clip_table(views: list[dict[str, Any]], paths: list[str]) -> pa.Table:
     """Views -> an Arrow table whose frames column is Ray's tensor extension type."""
     from ray.data.extensions import ArrowTensorArray
 
@@ -135,23 +139,50 @@ def _clip_table(views: list[dict[str, Any]], paths: list[str], cfg: DataConfig) 
     return pa.table(cols)
 
 
+class _ShardWriter:
+    """Buffers one shard's clip rows and writes them as Parquet files of about `shard_bytes`."""
+
+    def __init__(self, index: int, clips_dir: str, shard_bytes: int):
+        self.index, self.clips_dir, self.shard_bytes = index, clips_dir, shard_bytes
+        self.files: list[str] = []
+        self.views: list[dict[str, Any]] = []
+        self.paths: list[str] = []
+        self.bytes = 0
+
+    def add(self, views: list[dict[str, Any]], path: str) -> None:
+        for v in views:
+            if self.views and self.bytes + v["frames"].nbytes > self.shard_bytes:
+                self.flush()
+            self.views.append(v)
+            self.paths.append(path)
+            self.bytes += v["frames"].nbytes
+
+    def flush(self) -> None:
+        if self.views:
+            name = shard_name(self.index, len(self.files))
+            storage.write_parquet_atomic(storage.join(self.clips_dir, name), _clip_table(self.views, self.paths))
+            self.files.append(name)
+        self.views, self.paths, self.bytes = [], [], 0
+
+
+def _remove_shard_files(clips_dir: str, index: int) -> None:
+    """Delete an earlier, incomplete attempt's files of this shard (a shard is rewritten whole)."""
+    fs, path = storage.filesystem(clips_dir)
+    for old in fs.glob(f"{path.rstrip('/')}/{shard_name(index)}-*.parquet"):
+        fs.rm(old)
+
+
 def process_shard(spec: dict[str, Any], cfg: DataConfig, seed: int, shard_bytes: int) -> dict[str, Any]:
-    """Decode one shard's rows, write its Parquet file(s) and then its marker; return the marker."""
-    clips_dir, progress = spec["clips_dir"], spec["progress_dir"]
-    files: list[str] = []
+    """Decode one shard's rows, write its Parquet file(s) and then its marker; return the marker.
+
+    The marker is `shard-N.json` when the shard is complete, `shard-N.partial.json` when some rows
+    failed only because storage was unavailable: a re-run redoes partial shards.
+    """
+    index, progress = spec["index"], spec["progress_dir"]
+    _remove_shard_files(spec["clips_dir"], index)
+    writer = _ShardWriter(index, spec["clips_dir"], shard_bytes)
     errors: list[dict[str, str]] = []
-    buf: list[dict[str, Any]] = []
-    buf_paths: list[str] = []
-    buf_bytes = ok = clips = 0
-
-    def flush() -> None:
-        nonlocal buf, buf_paths, buf_bytes
-        if buf:
-            name = shard_name(spec["index"], len(files))
-            storage.write_parquet_atomic(storage.join(clips_dir, name), _clip_table(buf, buf_paths, cfg))
-            files.append(name)
-        buf, buf_paths, buf_bytes = [], [], 0
-
+    ok = clips = 0
     for row in spec["rows"]:
         views, err = process_row(row, cfg, mode="test", seed=seed)
         if err is not None:
@@ -159,16 +190,14 @@ def process_shard(spec: dict[str, Any], cfg: DataConfig, seed: int, shard_bytes:
             continue
         ok += 1
         clips += len(views)
-        for v in views:
-            if buf and buf_bytes + v["frames"].nbytes > shard_bytes:
-                flush()
-            buf.append(v)
-            buf_paths.append(row["path"])
-            buf_bytes += v["frames"].nbytes
-    flush()
-    marker = {"shard": spec["index"], "rows": [spec["lo"], spec["hi"]], "files": files,
-              "videos_ok": ok, "videos_failed": len(errors), "clips": clips, "errors": errors}
-    storage.write_json(storage.join(progress, shard_name(spec["index"]) + ".json"), marker)
+        writer.add(views, row["path"])
+    writer.flush()
+    retryable = sum(e["stage"] == RETRYABLE_STAGE for e in errors)
+    marker = {"shard": index, "rows": [spec["lo"], spec["hi"]], "files": writer.files, "videos_ok": ok,
+              "videos_failed": len(errors), "retryable": retryable, "clips": clips, "errors": errors}
+    storage.write_json(storage.join(progress, shard_name(index) + (PARTIAL if retryable else ".json")), marker)
+    if not retryable:
+        storage.remove(storage.join(progress, shard_name(index) + PARTIAL))
     return marker
 
 
@@ -230,8 +259,7 @@ def run(job: PreprocessConfig) -> dict[str, Any]:
     write_labels(storage.join(out, "labels.json"), manifest.labels)
 
     shards = plan_shards(len(manifest.rows), rows_per_shard)
-    done = {shard_index(u) for u in storage.list_files(progress_dir, (".json",))
-            if os.path.basename(u).startswith("shard-")}
+    done = _markers(progress_dir)[0]
     pending = [s for s in shards if s[0] not in done]
     print(f"[preprocess] {len(manifest.rows)} videos ({len(manifest.errors)} bad manifest rows) in "
           f"{len(shards)} shards of {rows_per_shard} rows; {len(shards) - len(pending)} already "
@@ -258,9 +286,20 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj))
 
 
+def _markers(progress_dir: str) -> tuple[set[int], set[int]]:
+    """(complete, partial) shard numbers, from one listing of the progress folder."""
+    complete, partial = set(), set()
+    for uri in storage.list_files(progress_dir, (".json",)):
+        name = os.path.basename(uri)
+        if name.startswith("shard-"):
+            (partial if name.endswith(PARTIAL) else complete).add(shard_index(name))
+    return complete, partial
+
+
 def _summarise(out: str, progress_dir: str, manifest, shards, job_config, seconds: float) -> dict[str, Any]:
     """Merge shard markers into summary.json and errors.parquet."""
-    uris = [storage.join(progress_dir, shard_name(i) + ".json") for i, _, _ in shards]
+    complete, _ = _markers(progress_dir)
+    uris = [storage.join(progress_dir, shard_name(i) + (".json" if i in complete else PARTIAL)) for i, _, _ in shards]
     with ThreadPoolExecutor(max_workers=32) as pool:  # object stores: many GETs in flight, not one by one
         markers = list(pool.map(storage.read_json, uris))
     errors = list(manifest.errors) + [e for m in markers for e in m["errors"]]
@@ -273,6 +312,7 @@ def _summarise(out: str, progress_dir: str, manifest, shards, job_config, second
         "videos": len(manifest.rows) + len(manifest.errors),
         "videos_ok": sum(m["videos_ok"] for m in markers),
         "videos_failed": sum(m["videos_failed"] for m in markers) + len(manifest.errors),
+        "retryable": sum(m.get("retryable", 0) for m in markers),  # storage was down: run again
         "manifest_errors": len(manifest.errors),
         "clips": sum(m["clips"] for m in markers),
         "shards": len(markers),
@@ -297,7 +337,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2
     print(f"[preprocess] {summary['videos_ok']}/{summary['videos']} videos ok, "
-          f"{summary['videos_failed']} failed, {summary['clips']} clips in {len(summary['files'])} "
+          f"{summary['videos_failed']} failed"
+          + (f" ({summary['retryable']} because storage was unavailable: run again to retry them)"
+             if summary["retryable"] else "")
+          + f", {summary['clips']} clips in {len(summary['files'])} "
           f"file(s) -> {job.output}" + (f"; errors: {storage.join(job.output, 'errors.parquet')}"
                                         if summary["errors"] else ""), flush=True)
     return 0

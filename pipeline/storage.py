@@ -18,12 +18,14 @@ place (`os.replace`); object-store writes are one PUT, which readers see whole o
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import os
 import posixpath
+import time
 import uuid
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 from urllib.parse import urlparse
 
 import fsspec
@@ -32,10 +34,13 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
+T = TypeVar("T")
+
 __all__ = [
     "endpoint_url", "filesystem", "arrow_filesystem", "is_local", "local_path", "join",
     "open_uri", "exists", "list_files", "makedirs", "remove", "read_bytes",
     "write_bytes_atomic", "read_json", "write_json", "read_parquet", "write_parquet_atomic",
+    "is_transient", "with_retries",
 ]
 
 
@@ -232,3 +237,49 @@ def write_parquet_atomic(uri: str, table: pa.Table, **kwargs: Any) -> None:
     buf = io.BytesIO()
     pq.write_table(table, buf, **kwargs)
     write_bytes_atomic(uri, buf.getvalue())
+
+
+# ----------------------------------------------------------------------------- transient failures
+
+_TRANSIENT_ERRNOS = {errno.EBUSY, errno.EAGAIN, errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNREFUSED,
+                     errno.ECONNABORTED, errno.EPIPE, errno.ENETUNREACH, errno.EHOSTUNREACH}
+_TRANSIENT_CODES = ("ServiceUnavailable", "SlowDown", "Throttling", "ThrottlingException", "InternalError",
+                    "RequestTimeout", "RequestTimeTooSkewed", "ExpiredToken", "TokenRefreshRequired",
+                    "RequestLimitExceeded", "503", "500", "502", "504")
+_TRANSIENT_TYPES = ("EndpointConnectionError", "ConnectionClosedError", "ReadTimeoutError",
+                    "ConnectTimeoutError", "ServerDisconnectedError", "ClientConnectionError",
+                    "ClientPayloadError", "CredentialRetrievalError", "NoCredentialsError")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failure is the store's, not the file's: 5xx, throttling, resets, timeouts,
+    expired or missing credentials (anywhere in the exception's cause chain). Such a failure is
+    retried, and when it persists reported as retryable, never as a bad video."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, (TimeoutError, ConnectionError)):
+            return True
+        if isinstance(e, OSError) and e.errno in _TRANSIENT_ERRNOS:
+            return True
+        if type(e).__name__ in _TRANSIENT_TYPES:
+            return True
+        response = getattr(e, "response", None)  # botocore ClientError
+        if isinstance(response, dict) and str(response.get("Error", {}).get("Code", "")) in _TRANSIENT_CODES:
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def with_retries(fn: Callable[[], T], *, attempts: int = 3, backoff_s: float = 2.0) -> T:
+    """`fn()`, tried up to `attempts` times while it fails transiently (`is_transient`), waiting
+    `backoff_s`, then twice that, ... between tries; the last failure propagates."""
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001 - re-raised unless transient and tries remain
+            if attempt == attempts - 1 or not is_transient(e):
+                raise
+            time.sleep(backoff_s * 2 ** attempt)
+    raise AssertionError("unreachable")

@@ -15,14 +15,29 @@ import pytest
 
 
 @pytest.fixture(scope="session")
+def s3_proxy(s3_server):
+    """The fault-injecting proxy every S3 client of the session talks to (`tests/faults.py`):
+    `s3_proxy.fail(503, path_contains=...)` takes the store down, `heal()` brings it back."""
+    yield _PROXY[0]
+
+
+_PROXY: list = []
+
+
+@pytest.fixture(scope="session")
 def s3_server():
-    """A real S3 HTTP endpoint on 127.0.0.1 (moto's ThreadedMotoServer); yields its URL."""
+    """A real S3 HTTP endpoint on 127.0.0.1 (moto's ThreadedMotoServer) behind a fault-injecting
+    proxy on loopback; yields the URL clients use (the proxy's)."""
     from moto.server import ThreadedMotoServer
+
+    from faults import FaultProxy
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
     server.start()
     host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
+    proxy = FaultProxy(f"http://{host}:{port}")
+    _PROXY.append(proxy)
+    url = proxy.url
     env = {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
@@ -33,6 +48,7 @@ def s3_server():
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     yield url
+    proxy.stop()
     server.stop()
     for k, v in old.items():
         if v is None:

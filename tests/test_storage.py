@@ -107,3 +107,49 @@ def test_open_for_reading_gives_local_paths_and_remote_file_objects(tmp_path, s3
     with pytest.raises(FileNotFoundError):
         with open_for_reading(f"s3://{s3_bucket}/missing.bin"):
             pass
+
+
+def test_transient_failures_are_told_from_bad_files():
+    import errno
+
+    from botocore.exceptions import ClientError
+
+    def client_error(code):
+        return ClientError({"Error": {"Code": code, "Message": "x"}}, "GetObject")
+
+    for e in (OSError(errno.EBUSY, "SlowDown"), ConnectionResetError(), TimeoutError(), client_error("SlowDown"),
+              client_error("ExpiredToken"), client_error("503")):
+        assert storage.is_transient(e), e
+    wrapped = ValueError("cannot open")
+    wrapped.__cause__ = OSError(errno.EBUSY, "injected")
+    assert storage.is_transient(wrapped)  # the cause decides, however it was wrapped
+    for e in (FileNotFoundError(), ValueError("not a video"), client_error("NoSuchKey"),
+              client_error("AccessDenied"), OSError(errno.EINVAL, "bad")):
+        assert not storage.is_transient(e), e
+
+
+def test_with_retries_retries_only_transient_failures():
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConnectionResetError("reset")
+        return "ok"
+
+    assert storage.with_retries(flaky, attempts=3, backoff_s=0) == "ok" and len(calls) == 3
+
+    def always(exc):
+        def fn():
+            calls.append(1)
+            raise exc
+        return fn
+
+    calls.clear()
+    with pytest.raises(ConnectionResetError):
+        storage.with_retries(always(ConnectionResetError("reset")), attempts=2, backoff_s=0)
+    assert len(calls) == 2  # the last failure propagates after every try
+    calls.clear()
+    with pytest.raises(ValueError):
+        storage.with_retries(always(ValueError("not a video")), attempts=5, backoff_s=0)
+    assert len(calls) == 1  # a bad file is not retried

@@ -14,12 +14,13 @@ One output row per view (clip x crop):
     num_padded  int64                frames repeated because the video / segment was too short
     epoch       int64
 
-A bad row never raises: `process_row` returns `([], error_row)` with the stage that failed.
+A bad row never raises: `process_row` returns `([], error_row)` with the stage that failed. A
+storage failure (5xx, throttling, resets, timeouts, expired credentials) is retried with backoff;
+when it persists the row's stage is `storage` (retryable), never a verdict on the video.
 """
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -31,6 +32,7 @@ from pipeline.data import decode as vdecode
 from pipeline.data.clips import ClipConfig, Clips, read_clips, row_rng
 from pipeline.data.errors import error_row
 
+RETRYABLE_STAGE = "storage"  # error rows of this stage are transient: a re-run tries them again
 OUTPUT_COLUMNS = ("frames", "label", "video_id", "clip_index", "crop_index", "start_sec",
                   "end_sec", "num_padded", "epoch")
 
@@ -44,6 +46,8 @@ class DataConfig(ClipConfig):
     memory: int = 512 * 1024 * 1024  # bytes reserved per decode task (Ray's `memory` resource; 0: none)
     batch_size: int = 2  # manifest rows per decode task
     read_block_size: int = 8 * 1024 * 1024  # bytes per ranged read from object storage (a seek costs at most one block)
+    storage_attempts: int = 3  # tries per video while storage fails transiently (5xx, throttling, resets, timeouts)
+    storage_backoff_s: float = 2.0  # wait before the second try (doubling after)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -97,19 +101,24 @@ def process_row(row: dict[str, Any], cfg: DataConfig, *, mode: str, seed: int,
     ([], {"uri", "stage", "error"}) on failure.
     """
     uri = str(row.get("path"))
+
+    def attempt() -> list[dict[str, Any]]:
+        try:
+            with storage.open_for_reading(uri, block_size=cfg.read_block_size) as src:
+                return video_clips(src, row, cfg, mode=mode, seed=seed, epoch=epoch)
+        except FileNotFoundError as e:
+            raise vdecode.DecodeError("open", "file not found") from e
+
     try:
-        with contextlib.ExitStack() as stack:
-            try:
-                src = stack.enter_context(storage.open_for_reading(uri, block_size=cfg.read_block_size))
-            except FileNotFoundError:
-                return [], error_row(uri, "open", "file not found")
-            except Exception as e:  # noqa: BLE001 - any storage failure is a row error
-                return [], error_row(uri, "open", f"{type(e).__name__}: {e}")
-            return video_clips(src, row, cfg, mode=mode, seed=seed, epoch=epoch), None
-    except vdecode.DecodeError as e:
-        return [], error_row(uri, e.stage, e.message)
+        return storage.with_retries(attempt, attempts=cfg.storage_attempts, backoff_s=cfg.storage_backoff_s), None
     except Exception as e:  # noqa: BLE001 - never fail the job for one video
-        return [], error_row(uri, "decode", f"{type(e).__name__}: {e}")
+        if storage.is_transient(e):  # the store's failure, not the video's: a re-run retries it
+            return [], error_row(uri, RETRYABLE_STAGE, f"storage unavailable after {cfg.storage_attempts} "
+                                                       f"tries: {type(e).__name__}: {e}")
+        if isinstance(e, vdecode.DecodeError):
+            return [], error_row(uri, e.stage, e.message)
+        stage = "open" if isinstance(e, OSError) else "decode"
+        return [], error_row(uri, stage, f"{type(e).__name__}: {e}")
 
 
 def _stack_frames(views: list[np.ndarray]) -> np.ndarray:

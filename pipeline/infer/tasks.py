@@ -9,7 +9,9 @@ import numpy as np
 import ray
 
 from pipeline.infer.clips import video_clips
+from pipeline import storage
 from pipeline.data.clips import ClipConfig
+from pipeline.data.rows import RETRYABLE_STAGE
 from pipeline.plots import plot_timeline
 
 
@@ -23,10 +25,13 @@ def decode_video_task(item: dict[str, Any], spec: ClipConfig) -> tuple[dict[str,
     _one_thread()
     t0 = time.perf_counter()
     try:
-        meta, clips = video_clips(item, spec)
+        meta, clips = storage.with_retries(lambda: video_clips(item, spec))
         meta["error"] = None
     except Exception as e:  # noqa: BLE001 - any failure of one video becomes its error row
-        stage = getattr(e, "stage", None) or ("open" if isinstance(e, OSError) else "decode")
+        if storage.is_transient(e):  # the store's failure: an error row that a re-run retries
+            stage = RETRYABLE_STAGE
+        else:
+            stage = getattr(e, "stage", None) or ("open" if isinstance(e, OSError) else "decode")
         meta, clips = {"error": f"{type(e).__name__}: {e}", "stage": f"decode.{stage}"}, None
     meta["decode_s"] = time.perf_counter() - t0
     return meta, clips

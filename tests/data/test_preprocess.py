@@ -130,3 +130,32 @@ def test_shards_are_bounded_row_groups_whatever_the_clip_size():
     for i in (12, 123_456):  # names past 5 digits still parse back
         assert shard_index("s3://b/out/_progress/" + shard_name(i) + ".json") == i
         assert shard_index(shard_name(i, 3)) == i
+
+
+def test_storage_outage_is_retryable_and_a_rerun_delivers_every_video(ray_local, corpus, s3_bucket, s3_proxy,
+                                                                       capsys):
+    src = f"s3://{s3_bucket}/corpus"
+    for name in ("train.csv", "labels.json", *[f"videos/{v}" for v in sorted(os.listdir(os.path.join(corpus, "videos")))]):
+        storage.write_bytes_atomic(storage.join(src, name), open(os.path.join(corpus, name), "rb").read())
+    out = f"s3://{s3_bucket}/clips"
+    argv = ["--manifest", storage.join(src, "train.csv"), "--output", out, "--num-frames", "4",
+            "--sampling-rate", "4", "--short-side", "40", "--rows-per-shard", "2", "--memory-mb", "64",
+            "--storage-attempts", "2", "--storage-backoff-s", "0.2"]
+    s3_proxy.fail(503, path_contains="/corpus/videos/clip_0000")  # part of the store answers 503
+    try:
+        assert main(argv) == 0
+    finally:
+        s3_proxy.heal()
+    first = storage.read_json(storage.join(out, "summary.json"))
+    assert first["retryable"] >= 1 and first["videos_failed"] == first["retryable"]  # none called bad
+    errors = storage.read_parquet(storage.join(out, "errors.parquet")).to_pylist()
+    assert {e["stage"] for e in errors} == {"storage"} and all("unavailable" in e["error"] for e in errors)
+    assert "because storage was unavailable" in capsys.readouterr().out
+
+    assert main(argv) == 0  # storage is back: the partial shards are redone, the complete ones kept
+    printed = capsys.readouterr().out
+    summary = storage.read_json(storage.join(out, "summary.json"))
+    assert (summary["videos_ok"], summary["videos_failed"], summary["retryable"]) == (4, 0, 0)
+    assert "already complete" in printed and not storage.exists(storage.join(out, "errors.parquet"))
+    files = storage.list_files(storage.join(out, "clips"), (".parquet",))
+    assert sorted(os.path.basename(f) for f in files) == sorted(os.path.basename(f) for f in summary["files"])

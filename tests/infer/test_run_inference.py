@@ -137,6 +137,24 @@ def test_s3_videos_and_outputs(ray_local, s3_bucket, untrained_ckpt, short_video
     assert storage.exists(f"{out}/predictions.jsonl") and storage.exists(f"{out}/errors.parquet")
 
 
+def test_a_storage_outage_is_a_retryable_row_and_a_rerun_scores_the_video(ray_local, s3_bucket, s3_proxy,
+                                                                          untrained_ckpt, short_videos):
+    for p in short_videos[:2]:
+        storage.write_bytes_atomic(f"s3://{s3_bucket}/in/{Path(p).name}", Path(p).read_bytes())
+    out = f"s3://{s3_bucket}/out"
+    s3_proxy.fail(503, path_contains="/in/clip1")  # this video's reads answer 503
+    try:
+        assert _run_job(untrained_ckpt, f"s3://{s3_bucket}/in", out) == 0
+    finally:
+        s3_proxy.heal()
+    rows = {r["video_id"]: r for r in storage.read_parquet(f"{out}/predictions.parquet").to_pylist()}
+    assert rows["clip0"]["status"] == "ok"
+    assert rows["clip1"]["status"] == "error" and rows["clip1"]["stage"] == "decode.storage"
+    assert _run_job(untrained_ckpt, f"s3://{s3_bucket}/in", out) == 0  # storage is back
+    rows = {r["video_id"]: r["status"] for r in storage.read_parquet(f"{out}/predictions.parquet").to_pylist()}
+    assert rows == {"clip0": "ok", "clip1": "ok"}
+
+
 @pytest.mark.slow
 def test_killed_job_rerun_gives_every_video_exactly_once(ray_local, untrained_ckpt, short_videos, tmp_path):
     """SIGKILL a real `python -m jobs.infer` driver after its first part file, then rerun."""

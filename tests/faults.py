@@ -1,0 +1,90 @@
+"""A fault-injecting HTTP proxy for the S3 endpoint on loopback (tests only).
+
+    proxy = FaultProxy("http://127.0.0.1:5000")       # forwards to the moto server
+    proxy.fail(503, method="GET", path_contains="/videos/")   # every matching request answers 503
+    proxy.heal()
+
+Every other request is forwarded unchanged (method, path, headers, body) and the server's answer
+returned as is, so clients see a real S3 endpoint that can go down on demand.
+"""
+
+from __future__ import annotations
+
+import http.client
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlparse
+
+_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te", "upgrade"}
+
+
+class FaultProxy:
+    def __init__(self, upstream: str):
+        up = urlparse(upstream)
+        self.upstream = (up.hostname, up.port)
+        self.rule: tuple[int, str, str] | None = None  # (status, method, path substring)
+        self.failed = 0  # requests answered with the fault
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:  # quiet
+                pass
+
+            def _body(self) -> bytes:
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    data = b""
+                    while True:
+                        size = int(self.rfile.readline().strip() or b"0", 16)
+                        if size == 0:
+                            self.rfile.readline()
+                            return data
+                        data += self.rfile.read(size)
+                        self.rfile.readline()
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            def _handle(self) -> None:
+                body = self._body()
+                rule = proxy.rule
+                if rule and self.command == rule[1] and rule[2] in self.path:
+                    proxy.failed += 1
+                    msg = b"<Error><Code>ServiceUnavailable</Code><Message>injected</Message></Error>"
+                    self.send_response(rule[0])
+                    self.send_header("Content-Length", str(len(msg)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(msg)
+                    return
+                conn = http.client.HTTPConnection(*proxy.upstream, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
+                headers["Content-Length"] = str(len(body))
+                conn.request(self.command, self.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                self.send_response(resp.status, resp.reason)
+                for k, v in resp.getheaders():
+                    if k.lower() not in _HOP and (k.lower() != "content-length" or self.command == "HEAD"):
+                        self.send_header(k, v)
+                if self.command != "HEAD":
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def fail(self, status: int = 503, *, method: str = "GET", path_contains: str = "") -> None:
+        self.rule = (status, method, path_contains)
+
+    def heal(self) -> None:
+        self.rule = None
+
+    def stop(self) -> None:
+        self.server.shutdown()
