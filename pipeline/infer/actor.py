@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -16,7 +17,7 @@ class ClipScorer:
     """Holds one model (loaded once) and scores batches of clips from the object store."""
 
     def __init__(self, checkpoint: str, device: str = "auto", threads: int = 1,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", fail_after_calls: int | None = None, fault_marker: str = ""):
         import torch
 
         from pipeline.model import load
@@ -28,6 +29,7 @@ class ClipScorer:
         self.device = torch.device(device)
         self.model = load(checkpoint).to(self.device)
         self.precision = precision  # "fp32": no autocast; "bf16" / "fp16": autocast on CUDA
+        self.calls, self.fail_after_calls, self.fault_marker = 0, fail_after_calls, fault_marker
 
     def info(self) -> dict[str, Any]:
         """The model facts the driver needs (classes, frames, image size, device)."""
@@ -44,6 +46,7 @@ class ClipScorer:
 
         from pipeline.model.forward import clip_logits
 
+        self._maybe_fail()
         t0 = time.perf_counter()
         arrays = ray.get([ref for ref, _ in parts])
         clips = np.concatenate([a[idx] for a, (_, idx) in zip(arrays, parts)])  # [B, V, T, S, S, 3]
@@ -56,13 +59,26 @@ class ClipScorer:
         return out, time.perf_counter() - t0
 
 
-def make_actors(checkpoint: str, cfg: InferConfig, device: str = "auto") -> list[Any]:
+    def _maybe_fail(self) -> None:
+        """Testing hook: exit the process once, at call `fail_after_calls` (a marker file records it)."""
+        self.calls += 1
+        if self.fail_after_calls is None or self.calls != self.fail_after_calls:
+            return
+        from pipeline import storage
+
+        if not storage.exists(self.fault_marker):
+            storage.write_bytes_atomic(self.fault_marker, b"model actor exited once\n")
+            os._exit(1)
+
+
+def make_actors(checkpoint: str, cfg: InferConfig, device: str = "auto", fault_marker: str = "") -> list[Any]:
     """Start the model actors (one per GPU by default, else one CPU actor)."""
     gpus = float(ray.cluster_resources().get("GPU", 0))
     per_actor = cfg.actor_gpus if cfg.actor_gpus is not None else (1.0 if gpus and device != "cpu" else 0.0)
     n = cfg.actors or (max(1, int(gpus // per_actor)) if per_actor else 1)
     threads = cfg.torch_threads or max(1, int(cfg.actor_cpus))
     dev = device if device != "auto" else ("cuda" if per_actor else "cpu")
-    return [ClipScorer.options(num_cpus=cfg.actor_cpus, num_gpus=per_actor, max_restarts=2,
-                               max_task_retries=2).remote(
-        checkpoint, dev, threads, cfg.precision) for _ in range(n)]
+    return [ClipScorer.options(num_cpus=cfg.actor_cpus, num_gpus=per_actor, max_restarts=cfg.actor_restarts,
+                               max_task_retries=0).remote(  # the scheduler re-sends failed calls itself
+        checkpoint, dev, threads, cfg.precision, cfg.fail_actor_after_calls if i == 0 else None, fault_marker)
+        for i in range(n)]

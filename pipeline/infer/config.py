@@ -33,6 +33,10 @@ class InferConfig:
     max_videos_in_flight: int = 0  # decoding + waiting for scores; 0: 2 x decode slots + 2
     max_batches_per_actor: int = 2  # queued actor calls per actor (>= 2 keeps actors fed)
     part_size: int = 16  # finished videos per part file
+    actor_restarts: int = 4  # restarts of a model actor whose process or node died
+    clip_retries: int = 3  # times a clip whose actor call failed is sent again before its video is an error row
+    # Testing hook: the first actor exits once after this many calls (marker `_fault_injected` in the output).
+    fail_actor_after_calls: int | None = None
     labels: str | None = None  # labels.json URI; None: labels.json beside the checkpoint
     jsonl: bool = False
     plot: bool = False
@@ -86,3 +90,4 @@ class InferResult:
     top1: float | None = None  # accuracy over videos whose manifest gives a label
     peak_videos_in_flight: int = 0  # most videos decoding or holding clips at once
     peak_batches_per_actor: int = 0  # most calls queued on one actor at once
+    clips_resent: int = 0  # clips sent again after their actor call failed

@@ -38,7 +38,8 @@ def run_inference(checkpoint: str, videos: str | list[dict[str, Any]], output: s
                          total=len(items) + len(bad_rows), skipped=len(items) - len(todo))
 
     own_actors = actors is None
-    actors = actors if actors is not None else make_actors(checkpoint, cfg, device)
+    actors = actors if actors is not None else make_actors(checkpoint, cfg, device,
+                                                                  fault_marker=storage.join(output, "_fault_injected"))
     info = ray.get([a.info.remote() for a in actors])[0]
     t_ready = time.perf_counter()
     names = read_label_names(cfg.labels, checkpoint, info["num_classes"])

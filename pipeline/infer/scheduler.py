@@ -84,6 +84,7 @@ class Scheduler:
         self.busy = [0.0] * len(actors)  # model seconds per actor
         self.rows: list[dict[str, Any]] = []  # finished, not yet in a part file
         self.plot_refs: list[Any] = []
+        self.sends: dict[tuple[str, int], int] = {}  # (video_id, clip) -> failed actor calls so far
 
     def run(self, items: Iterable[dict[str, Any]], rows: Iterable[dict[str, Any]] = ()) -> None:
         """Score every item; `rows` (already finished, e.g. bad manifest lines) go into the parts too.
@@ -155,8 +156,9 @@ class Scheduler:
         try:
             logits, seconds = ray.get(ref)
             self.busy[a] += seconds
-        except ray.exceptions.RayError as e:  # the actor failed past its restarts
-            logits, err = None, f"{type(e).__name__}: {e}"
+        except ray.exceptions.RayError as e:  # the actor died (process, node): restarted by Ray
+            batch, err = self.resend(batch), f"{type(e).__name__}: {e}"
+            logits = None
         for j, (vid, k) in enumerate(batch):
             v = self.open.get(vid)
             if v is None:  # already failed by an earlier batch
@@ -172,6 +174,19 @@ class Scheduler:
                 row = prediction_row(v.item, v.meta, v.logits, self.names, self.cfg.aggregate, self.cfg.top_k)
                 self.finish(row, v.item)
                 del self.open[vid]  # drops the clips ref: the object store frees it
+
+    def resend(self, batch: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """Queue a failed call's clips again, first in line; returns those out of retries (their
+        videos become error rows)."""
+        exhausted = []
+        for vid, k in reversed(batch):
+            self.sends[(vid, k)] = self.sends.get((vid, k), 0) + 1
+            if self.sends[(vid, k)] > self.cfg.clip_retries:
+                exhausted.append((vid, k))
+            elif vid in self.open:
+                self.clip_queue.appendleft((vid, k))
+                self.result.clips_resent += 1
+        return exhausted[::-1]
 
     def finish(self, row: dict[str, Any], item: dict[str, Any] | None = None) -> None:
         """A video's one row is ready; with `cfg.plot` the timeline plot of an ok row starts now

@@ -120,6 +120,21 @@ def test_uniform_clips_three_crops_and_in_flight_bounds(ray_local, untrained_ckp
     assert ray.is_initialized()  # the job reused the session's Ray
 
 
+def test_a_dead_model_actor_loses_no_video(ray_local, untrained_ckpt, short_videos, tmp_path):
+    """The actor's process exits while calls are in flight: Ray restarts it and the scheduler sends
+    the failed calls' clips again, so every video still gets its prediction, once."""
+    from pipeline.infer import run_inference
+
+    items = [{"video_id": f"v{i}", "uri": p, "target": None} for i, p in enumerate(short_videos)]
+    cfg = InferConfig(sampling="uniform", clips=2, batch_size=2, max_batches_per_actor=2,
+                      fail_actor_after_calls=2, **CLIP)
+    out = tmp_path / "out"
+    res = run_inference(untrained_ckpt, items, str(out), cfg)
+    assert (out / "_fault_injected").exists()  # the actor did die
+    assert (res.total, res.ok, res.errors, res.clips) == (6, 6, 0, 12) and res.clips_resent >= 2
+    assert sorted(r["video_id"] for r in read_rows(str(out))) == [f"v{i}" for i in range(6)]
+
+
 def test_s3_videos_and_outputs(ray_local, s3_bucket, untrained_ckpt, short_videos):
     for p in short_videos[:2]:
         storage.write_bytes_atomic(f"s3://{s3_bucket}/in/{Path(p).name}", Path(p).read_bytes())
