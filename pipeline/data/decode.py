@@ -92,9 +92,10 @@ class VideoInfo:
 # ----------------------------------------------------------------------------- opening
 
 
-def _open(src: Source) -> tuple[av.container.InputContainer, int]:
+def _open(src: Source, max_pixels: int | None = None) -> tuple[av.container.InputContainer, int]:
     """Open a path or binary file object -> (container, file size in bytes); failures raise
-    DecodeError('open', ...)."""
+    DecodeError('open', ...). `max_pixels` also goes to the decoders FFmpeg opens while probing
+    the streams (they decode a few frames), so they refuse bigger frames instead of allocating."""
     if isinstance(src, (str, os.PathLike)):
         path = os.fspath(src)
         if not os.path.exists(path):
@@ -116,7 +117,8 @@ def _open(src: Source) -> tuple[av.container.InputContainer, int]:
             raise DecodeError("open", "empty file (0 bytes)")
         target = src
     try:
-        return av.open(target, mode="r", metadata_errors="ignore"), size
+        options = {"max_pixels": str(int(max_pixels))} if max_pixels is not None else None
+        return av.open(target, mode="r", metadata_errors="ignore", options=options), size
     except av.FFmpegError as e:
         raise DecodeError("open", f"not a readable video container: {e}") from e
     except (OSError, ValueError) as e:
@@ -245,9 +247,28 @@ def _build_timeline(container, stream, rate: Fraction, file_size: int) -> tuple[
     if not any(p >= first for p in start.pts):
         raise DecodeError("probe", "no complete packets")
     tl = Timeline.from_table(start.pts, start.keys, tb, rate, first, start.last_duration)
-    if n_meta > tl.num_frames:  # the header promised more frames than the file holds
-        start.truncated = True
+    declared = _declared_seconds(container, stream)  # a length, or an end time (Matroska)
+    end = max(tl.duration, float(tl.first_pts * tb) + tl.duration)
+    if n_meta > tl.num_frames or declared > end + max(0.5, 2 / float(rate)):
+        start.truncated = True  # the header promised more frames or time than the file holds
     return tl, start, "scan"
+
+
+def _declared_seconds(container, stream) -> float:
+    """The stream's length as its headers declare it (0 if unknown): the stream duration, a
+    Matroska DURATION tag, or the container's duration when it has no other stream."""
+    if stream.duration:
+        return float(stream.duration * stream.time_base)
+    tag = (stream.metadata or {}).get("DURATION") or (stream.metadata or {}).get("duration")
+    if tag:
+        try:
+            h, m, sec = tag.split(":")
+            return int(h) * 3600 + int(m) * 60 + float(sec)
+        except ValueError:
+            pass
+    if len(container.streams) == 1 and container.duration:
+        return container.duration / av.time_base
+    return 0.0
 
 
 def _first_pts(start: _Start) -> int:
@@ -273,7 +294,7 @@ class Video:
     """
 
     def __init__(self, src: Source, *, threads: int = 1, max_pixels: int | None = MAX_PIXELS):
-        self._container, self._file_size = _open(src)
+        self._container, self._file_size = _open(src, max_pixels)
         try:
             self._stream = stream = _video_stream(self._container)
             rate = _check_stream(self._container, stream, max_pixels)

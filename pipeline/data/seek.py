@@ -174,12 +174,13 @@ class _Reader:
 
     def needs_seek(self, target: int) -> bool:
         """No position yet, or a keyframe more than RESEEK_MIN_GAP frames ahead at or before
-        the target (re-seek is cheaper than decoding on to it)."""
+        the target (re-seek is cheaper than decoding on to it) and a seek point past the last one
+        (a seek can land before the keyframe the index names; seeking there again would loop)."""
         if self.pos is None:
             return True
         target = max(target - self.backoff, 0)
-        if target <= self.pos + RESEEK_MIN_GAP:
-            return False
+        if target <= self.pos + RESEEK_MIN_GAP or target <= self.seek_to:
+            return False  # a seek for this point already landed where we are (or earlier)
         key = self.tl.keyframe_before(target)
         return key is not None and key > self.pos + RESEEK_MIN_GAP
 
