@@ -30,7 +30,7 @@ from typing import BinaryIO, Sequence, Union
 import av
 import numpy as np
 
-from pipeline.data.seek import DecodeError, norm_rotation, seek_decode
+from pipeline.data.seek import DecodeError, StartPass, norm_rotation, read_start, seek_decode
 from pipeline.data.timeline import Timeline, index_is_regular
 
 log = logging.getLogger(__name__)
@@ -160,65 +160,7 @@ def _check_stream(container, stream, max_pixels: int | None) -> Fraction:
     return rate
 
 
-# ----------------------------------------------------------------------------- start + scan
-
-
-def _incomplete(packet, file_size: int) -> bool:
-    """The packet's bytes run past the end of the file (a cut download)."""
-    return packet.pos is not None and packet.pos >= 0 and packet.pos + packet.size > file_size
-
-
-@dataclass
-class _Start:
-    """What one pass from the file's start found: the first presented frame, and (scan) the pts
-    of every complete packet."""
-
-    first: av.VideoFrame | None = None
-    pts: list | None = None
-    keys: list | None = None
-    last_duration: int | None = None
-    truncated: bool = False
-
-
-def _read_start(container, stream, file_size: int, scan: bool) -> _Start:
-    """Demux from the open position (the file's start, no seek): decode until the first frame
-    comes out and, with `scan`, collect every packet's pts (demux only, no more decoding)."""
-    st = _Start(pts=[] if scan else None, keys=[] if scan else None)
-    max_pts, corrupt_tail = None, None
-    try:
-        for packet in container.demux(stream):
-            if packet.size == 0:  # end of stream: flush the decoder
-                if st.first is None:
-                    st.first = next(iter(stream.codec_context.decode(None)), None)
-                continue
-            if _incomplete(packet, file_size):
-                st.truncated = True
-                continue
-            if st.first is None:
-                st.first = next(iter(packet.decode()), None)
-                if st.first is not None and not scan:
-                    break
-            if not scan or packet.pts is None or packet.is_discard:
-                continue
-            corrupt_tail = packet.pts if packet.is_corrupt else None
-            st.pts.append(packet.pts)
-            if packet.is_keyframe:
-                st.keys.append(packet.pts)
-            if max_pts is None or packet.pts > max_pts:
-                max_pts, st.last_duration = packet.pts, packet.duration
-    except av.FFmpegError as e:
-        if st.first is None:
-            raise DecodeError("decode", f"first frame undecodable: {e}") from e
-        if not scan:
-            raise DecodeError("probe", f"cannot read packets: {e}") from e
-        log.warning("packet scan stopped early (%s): treating the file as truncated", e)
-        st.truncated = True
-    if corrupt_tail is not None:  # the last packet is cut short
-        st.pts.remove(corrupt_tail)
-        st.truncated = True
-    if st.first is None:
-        raise DecodeError("decode", "no decodable frames (truncated or corrupt)")
-    return st
+# ----------------------------------------------------------------------------- frame index
 
 
 def _index_complete(entries, file_size: int) -> bool:
@@ -228,7 +170,7 @@ def _index_complete(entries, file_size: int) -> bool:
                for j in range(max(0, n - _INDEX_TAIL_CHECK), n) if entries[j].pos >= 0)
 
 
-def _build_timeline(container, stream, rate: Fraction, file_size: int) -> tuple[Timeline, _Start, str]:
+def _build_timeline(container, stream, rate: Fraction, file_size: int) -> tuple[Timeline, StartPass, str]:
     """The frame index: from a complete, regular container index (constant frame rate), else
     from a packet scan. Returns (timeline, what the start pass found, frame count source)."""
     tb = stream.time_base
@@ -236,13 +178,13 @@ def _build_timeline(container, stream, rate: Fraction, file_size: int) -> tuple[
     entries = stream.index_entries
     if (n_meta > 1 and entries is not None and len(entries) == n_meta and not entries[0].is_discard
             and _index_complete(entries, file_size) and index_is_regular(entries, n_meta, rate, tb)):
-        start = _read_start(container, stream, file_size, scan=False)
+        start = read_start(container, stream, file_size, scan=False)
         first = _first_pts(start)
         shift = first - entries[0].timestamp  # index dts -> pts (decoder delay)
         return Timeline.regular(first, tb, rate, n_meta, entries=entries, dts_shift=shift), start, "metadata"
     if container.streams.video[0] is not stream:
         raise DecodeError("probe", "not the first video stream")
-    start = _read_start(container, stream, file_size, scan=True)
+    start = read_start(container, stream, file_size, scan=True)
     first = _first_pts(start)
     if not any(p >= first for p in start.pts):
         raise DecodeError("probe", "no complete packets")
@@ -271,7 +213,7 @@ def _declared_seconds(container, stream) -> float:
     return 0.0
 
 
-def _first_pts(start: _Start) -> int:
+def _first_pts(start: StartPass) -> int:
     if start.first.pts is None:
         raise DecodeError("decode", "decoded frame has no timestamp")
     return start.first.pts
@@ -308,7 +250,7 @@ class Video:
             self._container.close()
             raise
 
-    def _make_info(self, start: _Start, how: str, max_pixels: int | None) -> VideoInfo:
+    def _make_info(self, start: StartPass, how: str, max_pixels: int | None) -> VideoInfo:
         stream, tl, first = self._stream, self._tl, start.first
         width = int(stream.codec_context.width or first.width)
         height = int(stream.codec_context.height or first.height)

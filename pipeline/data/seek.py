@@ -1,6 +1,7 @@
 """Seek-decode: the wanted frames of an open PyAV container, by frame index (no Ray).
 
-Used by `pipeline.data.decode.Video.read`; the frame index comes from `pipeline.data.timeline`.
+Used by `pipeline.data.decode.Video`: `read_start` (the first presented frame and a packet scan,
+from the file's start without seeking) and `seek_decode` (`Video.read`).
 Seeks backward to the keyframe at or before the first wanted frame, decodes forward converting
 only kept frames, skips unwanted non-reference H.264 packets, re-seeks when the next keyframe is
 more than `RESEEK_MIN_GAP` frames past the current position, and stops after the last wanted
@@ -10,7 +11,10 @@ to the stream start; from there frame 0 is the first presented frame by definiti
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterator
+
+import logging
 
 import av
 import cv2
@@ -20,6 +24,7 @@ from pipeline.data.timeline import Timeline
 from pipeline.data.transforms import short_side_resize_frame
 
 cv2.setNumThreads(1)
+log = logging.getLogger(__name__)
 
 # Re-seek to a keyframe only when it lies more than this many frames past the current position:
 # closer, decoding on through the few frames between (unwanted non-reference ones skipped) costs
@@ -103,6 +108,65 @@ def decoded_frames(container, stream, skip=None, tolerate_demux_errors: bool = F
         yield from packet.decode()
 
 
+def incomplete(packet, file_size: int) -> bool:
+    """The packet's bytes run past the end of the file (a cut download)."""
+    return packet.pos is not None and packet.pos >= 0 and packet.pos + packet.size > file_size
+
+
+@dataclass
+class StartPass:
+    """What one pass from the file's start found: the first presented frame, and (scan) the pts
+    of every complete packet."""
+
+    first: av.VideoFrame | None = None
+    pts: list | None = None
+    keys: list | None = None
+    last_duration: int | None = None
+    truncated: bool = False
+
+
+def read_start(container, stream, file_size: int, scan: bool) -> StartPass:
+    """Demux from the open position (the file's start, no seek): decode until the first frame
+    comes out and, with `scan`, collect every packet's pts (demux only, no more decoding)."""
+    st = StartPass(pts=[] if scan else None, keys=[] if scan else None)
+    max_pts, corrupt_tail = None, None
+    try:
+        for packet in container.demux(stream):
+            if packet.size == 0:  # end of stream: flush the decoder
+                if st.first is None:
+                    st.first = next(iter(stream.codec_context.decode(None)), None)
+                continue
+            if incomplete(packet, file_size):
+                st.truncated = True
+                continue
+            if st.first is None:
+                st.first = next(iter(packet.decode()), None)
+                if st.first is not None and not scan:
+                    break
+            if not scan or packet.pts is None or packet.is_discard:
+                continue
+            corrupt_tail = packet.pts if packet.is_corrupt else None
+            st.pts.append(packet.pts)
+            if packet.is_keyframe:
+                st.keys.append(packet.pts)
+            if max_pts is None or packet.pts > max_pts:
+                max_pts, st.last_duration = packet.pts, packet.duration
+    except av.FFmpegError as e:
+        if st.first is None:
+            raise DecodeError("decode", f"first frame undecodable: {e}") from e
+        if not scan:
+            raise DecodeError("probe", f"cannot read packets: {e}") from e
+        log.warning("packet scan stopped early (%s): treating the file as truncated", e)
+        st.truncated = True
+    if corrupt_tail is not None:  # the last packet is cut short
+        st.pts.remove(corrupt_tail)
+        st.truncated = True
+    if st.first is None:
+        raise DecodeError("decode", "no decodable frames (truncated or corrupt)")
+    return st
+
+
+
 def seek_start(container, stream, tl: Timeline) -> None:
     """Seek to the start of the stream (frame 0's keyframe), whatever its start time."""
     targets = [min(0, tl.first_pts - round(1 / tl.time_base)), tl.first_pts]
@@ -117,17 +181,17 @@ def seek_start(container, stream, tl: Timeline) -> None:
 
 def _make_skip(stream, tl: Timeline, wanted: set, skip_nonref: bool, truncated: bool, file_size: int):
     """The packet filter: unwanted non-reference H.264 packets; for a truncated file, packets
-    cut short or past the last frame of the timeline."""
+    cut short (not in the timeline's table: the scan left them out)."""
     nal_len = _nal_length_size(stream) if skip_nonref else None
-    last_pts = tl.target_pts(tl.num_frames - 1)
+    table = set(tl.pts_table) if truncated and tl.pts_table is not None else None
     if nal_len is None and not truncated:
         return None
 
     def skip(packet) -> bool:
-        if truncated and (packet.is_corrupt or (packet.pts is not None and packet.pts > last_pts)
-                          or (packet.pos is not None and 0 <= packet.pos
-                              and packet.pos + packet.size > file_size)):
-            return True
+        if truncated and (incomplete(packet, file_size) or (
+                table is not None and packet.pts is not None and packet.pts > tl.first_pts
+                and packet.pts not in table)):
+            return True  # cut short: not a frame of the timeline
         if nal_len is None or packet.pts is None or packet.is_keyframe:
             return False
         if tl.index_of(packet.pts) in wanted:
