@@ -20,6 +20,7 @@ size, rotated, then resized with OpenCV INTER_LINEAR (faster than a scaled swsca
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import os
@@ -245,7 +246,9 @@ class Video:
             if threads > 1:
                 ctx.thread_type = "AUTO"
             self._tl, start, how = _build_timeline(self._container, stream, rate, self._file_size)
-            self._info = self._make_info(start, how, max_pixels)
+            self._info = self._make_info(start, how, max_pixels)  # keyframes: filled on first use
+            self._truncated = start.truncated
+            self._info_done = False
         except BaseException:
             self._container.close()
             raise
@@ -266,7 +269,7 @@ class Video:
         return VideoInfo(
             num_frames=tl.num_frames, fps=tl.fps, duration=tl.duration, width=width, height=height,
             rotation=norm_rotation(first.rotation), start_time=float(tl.first_pts * tl.time_base),
-            codec=codec, keyframes=tl.keyframe_indices(), variable_frame_rate=tl.vfr,
+            codec=codec, variable_frame_rate=tl.vfr,
             frame_count_source=how, truncated=start.truncated, declared_frames=int(stream.frames or 0),
             container=self._container.format.name or "")
 
@@ -282,6 +285,9 @@ class Video:
     @property
     def info(self) -> VideoInfo:
         """The stream facts (read on open: the first frame is decoded to check it)."""
+        if not self._info_done:  # listing keyframes walks the index: only when asked
+            self._info = dataclasses.replace(self._info, keyframes=self._tl.keyframe_indices())
+            self._info_done = True
         return self._info
 
     @property
@@ -314,7 +320,7 @@ class Video:
         if max(indices) >= n:
             raise DecodeError("index", f"frame index {max(indices)} beyond the video's {n} frames")
         got, tail = seek_decode(self._container, self._stream, self._tl, sorted(set(indices)), size,
-                                skip_nonref, self._info.truncated, self._file_size)
+                                skip_nonref, self._truncated, self._file_size)
         missing = {i for i in set(indices) if i not in got}
         if missing:
             if tail is None:
