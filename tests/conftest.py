@@ -215,3 +215,103 @@ def corrupt_videos(tmp_path_factory) -> dict:
     (root / "garbage_middle.mp4").write_bytes(bytes(garbage))
     zoo["garbage_middle"] = str(root / "garbage_middle.mp4")
     return zoo
+
+
+# ---------------------------------------------------------------- any codec / container (frame-truth tests)
+
+BLOCK_BITS = 8  # frame index bits drawn as blocks across the top of `write_coded_video` frames
+
+
+def coded_frame(i: int, w: int, h: int):
+    """rgb24 [H, W, 3] frame whose top band carries `i` as 8 black/white blocks (bit 0 left),
+    readable through lossy codecs; below it a texture that moves with i (frames all differ)."""
+    import numpy as np
+
+    img = np.empty((h, w, 3), np.uint8)
+    yy, xx = np.mgrid[0:h, 0:w]
+    img[...] = ((xx * 5 + yy * 3 + i * 7) % 200 + 28)[..., None]
+    band, bw = h // 3, w // BLOCK_BITS
+    for b in range(BLOCK_BITS):
+        img[:band, b * bw:(b + 1) * bw] = 255 if (i >> b) & 1 else 0
+    return img
+
+
+def block_index(frame) -> int:
+    """Read back the index of a `coded_frame` (stored orientation), lossy or not."""
+    h, w = frame.shape[:2]
+    band, bw = h // 3, w // BLOCK_BITS
+    bits = [frame[2:band - 2, b * bw + 2:(b + 1) * bw - 2].mean() > 127 for b in range(BLOCK_BITS)]
+    return sum(1 << b for b, on in enumerate(bits) if on)
+
+
+def write_coded_video(path, *, codec: str, fmt: str, num_frames: int = 48, fps=25, size=(64, 48),
+                      pix_fmt: str = "yuv420p", gop: int = 12, bframes: int = 0, options=None,
+                      start_time: float = 0.0, pts_seconds=None, time_base: int = 90000,
+                      rotation: int = 0, format_options=None) -> str:
+    """Encode `coded_frame`s with any PyAV encoder into any container (`fmt`: mp4, matroska,
+    webm, mpegts, avi, ...). `pts_seconds` (one per frame) gives irregular timestamps."""
+    from fractions import Fraction
+
+    import av
+
+    rate = Fraction(fps).limit_denominator(100000)
+    w, h = size
+    with av.open(str(path), "w", format=fmt, options=format_options or {}) as out:
+        stream = out.add_stream(codec, rate=rate)
+        stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
+        stream.codec_context.time_base = Fraction(1, time_base)
+        stream.codec_context.gop_size = gop
+        if bframes:
+            stream.codec_context.max_b_frames = bframes
+        if options:
+            stream.options = dict(options)
+        if rotation:
+            stream.set_display_rotation(rotation)
+        for i in range(num_frames):
+            frame = av.VideoFrame.from_ndarray(coded_frame(i, w, h), format="rgb24")
+            t = pts_seconds[i] if pts_seconds is not None else start_time + i / rate
+            frame.pts = round(t * time_base)
+            frame.time_base = Fraction(1, time_base)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return str(path)
+
+
+def reference_decode(path) -> dict:
+    """A plain sequential `container.decode(video=0)`: what users mean by "frame i".
+
+    Returns {"rgb": [T, H, W, 3] stored orientation, "pts", "time_base", "key", "pict" (1 I,
+    2 P, 3 B),
+    "corrupt", "error"}; a decoder error (truncated file) ends the decode and is recorded.
+    """
+    import av
+    import numpy as np
+
+    out = {"rgb": [], "pts": [], "key": [], "pict": [], "corrupt": [], "error": None}
+    with av.open(str(path)) as c:
+        out["time_base"] = c.streams.video[0].time_base
+        try:
+            for f in c.decode(video=0):
+                out["rgb"].append(f.to_ndarray(format="rgb24"))
+                out["pts"].append(f.pts)
+                out["key"].append(bool(f.key_frame))
+                out["pict"].append(int(f.pict_type))  # 1 I, 2 P, 3 B
+                out["corrupt"].append(bool(f.is_corrupt))
+        except av.FFmpegError as e:
+            out["error"] = str(e)
+    out["rgb"] = np.stack(out["rgb"]) if out["rgb"] else np.zeros((0, 1, 1, 3), np.uint8)
+    return out
+
+
+def patch_mdhd_timescale(src, dst, timescale: int) -> str:
+    """Copy an mp4 with its (first) media header's timescale replaced (e.g. 0: a broken file)."""
+    import struct
+
+    data = bytearray(open(str(src), "rb").read())
+    at = data.find(b"mdhd")
+    assert at > 0 and data[at + 4] == 0, "expects a version-0 mdhd box"
+    data[at + 16:at + 20] = struct.pack(">I", timescale)  # type, version+flags, 2 x time, timescale
+    open(str(dst), "wb").write(bytes(data))
+    return str(dst)

@@ -1,70 +1,70 @@
 """Frame-exact video decoding with PyAV (no Ray).
 
 `probe(src)` reads stream facts; `decode(src, frame_indices)` returns exactly the frames asked for
-as uint8 ``[T, H, W, 3]`` RGB, upright (rotation metadata applied).
+as uint8 ``[T, H, W, 3]`` RGB, upright (rotation metadata applied); `Video` keeps one container
+open for both. Frame ``i`` is the i-th frame a plain sequential decode presents; the frame index
+and the clocks (`Video.time_of`, `Video.index_at`) live in `pipeline.data.timeline`, and
+docs/DECODE.md lists the rules per container.
 
-How decode finds frame ``i`` (SPEC §3):
-- constant frame rate: its pts is ``start + round(i / average_rate / time_base)``; a decoded frame
-  with pts ``p`` is frame ``round((p - start) * time_base * average_rate)`` (exact integer math,
-  equivalent to "drop frames below target - 1/2 frame");
-- variable frame rate, or a container without a frame count (mkv/webm): a packet scan gives the
-  sorted pts of every frame, and frame ``i`` is the i-th of them.
-It seeks backward to the keyframe at or before the first wanted frame (``any_frame=False``),
-decodes forward converting only the frames it keeps, re-seeks only when a keyframe lies between
-the current position and the next wanted frame, skips unwanted non-reference H.264 packets, and
-stops after the last wanted frame.
+Input limits (each a DecodeError('probe', reason)): more than `max_pixels` pixels per frame
+(default `MAX_PIXELS`, admits 4096x2304; checked from the header, before any frame is decoded),
+still images and single-frame image codecs, a frame rate outside [`MIN_FPS`, `MAX_FPS`] (a
+broken time base or timescale). A truncated file is read up to its last complete packet (`VideoInfo.truncated`).
 
-Kept frames are converted to rgb24 at native size (one swscale thread: PyAV >= 17 otherwise
-picks automatic threads), rotated, then resized with OpenCV INTER_LINEAR. Measured here, that
-beats a scaled swscale reformat at every size (per frame to short side 224: 360p 0.28 vs 0.48 ms,
-720p 0.60 vs 0.93 ms, 1080p 0.90 vs 1.59 ms), so there is no in-reformat resize path.
+Reading seeks to the keyframe at or before the first wanted frame, decodes forward, skips
+unwanted non-reference H.264 packets and stops after the last wanted frame; a seek that lands
+past its target (first GOP, non-zero or negative start times, open GOPs) backs off, down to a
+seek to the stream start (`pipeline.data.seek`). Kept frames are converted to rgb24 at native
+size, rotated, then resized with OpenCV INTER_LINEAR (faster than a scaled swscale reformat).
 """
 
 from __future__ import annotations
 
-import bisect
+import dataclasses
 import io
 import logging
 import os
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import BinaryIO, Iterator, Sequence, Union
+from typing import BinaryIO, Sequence, Union
 
 import av
-import cv2
 import numpy as np
 
-from pipeline.data.transforms import short_side_resize_frame
+from pipeline.data.seek import DecodeError, StartPass, norm_rotation, read_start, seek_decode
+from pipeline.data.timeline import Timeline, index_is_regular
 
 log = logging.getLogger(__name__)
 
 Source = Union[str, os.PathLike, BinaryIO]
 
-cv2.setNumThreads(1)
-
-
-class DecodeError(Exception):
-    """A video could not be decoded. `stage` is one of open/stream/probe/seek/decode/index."""
-
-    def __init__(self, stage: str, message: str):
-        super().__init__(f"{stage}: {message}")
-        self.stage = stage
-        self.message = message
-
-    def __reduce__(self):  # picklable across processes (Ray workers)
-        return (DecodeError, (self.stage, self.message))
+# Largest decoded frame accepted by default, in pixels (width x height): admits 4K UHD
+# (3840x2160) and DCI 4K (4096x2160). A decoder holds several frames of this size (reference
+# frames, threads), so this bounds a worker's memory; pass max_pixels=None to lift it.
+MAX_PIXELS = 4096 * 2304
+MIN_FPS, MAX_FPS = 1.0, 1000.0  # outside this, the stream's time base or timescale is broken
+# codecs that store still images: a stream of these with fewer than 2 frames is a picture
+IMAGE_CODECS = frozenset({"png", "apng", "mjpeg", "jpeg2000", "jpegls", "bmp", "tiff", "webp",
+                          "gif", "ppm", "pgm", "pbm", "pam", "targa", "dpx", "exr", "qoi"})
+# how many of a container index's last entries are checked against the file size
+_INDEX_TAIL_CHECK = 8
 
 
 @dataclass(frozen=True)
 class VideoInfo:
     """Facts about a video's first video stream.
 
-    num_frames: frame count (container metadata, else a packet scan, else duration x fps).
-    fps: average frame rate. duration: seconds. width/height: stored (coded) size, before rotation.
+    num_frames: presented frames that decode (container index, else a packet scan); for a
+    truncated file, those before the cut. fps: the stream rate for constant frame rate, else
+    num_frames / duration (real average). duration: seconds of the presented timeline (frame 0's
+    start to the last frame's end). width/height: stored (coded) size, before rotation.
     rotation: degrees counter-clockwise the stored frames are rotated for display (0/90/180/-90);
     decode() applies it, so output frames are upright.
-    start_time: seconds of the first frame's pts. keyframes: frame indices of keyframes when known
-    cheaply (container index or packet scan), else empty. frame_count_source: where num_frames came from.
+    start_time: seconds of frame 0's pts. keyframes: frame indices of keyframes when known
+    cheaply (container index or packet scan), else empty. frame_count_source: "metadata"
+    (container index) or "scan" (packet scan). truncated: the file ends inside the video data
+    (only the frames before the cut count). declared_frames: the container's frame count (0 if
+    none). container: the demuxer's name.
     """
 
     num_frames: int
@@ -78,6 +78,9 @@ class VideoInfo:
     keyframes: tuple[int, ...] = ()
     variable_frame_rate: bool = False
     frame_count_source: str = "metadata"
+    truncated: bool = False
+    declared_frames: int = 0
+    container: str = ""
 
     @property
     def display_size(self) -> tuple[int, int]:
@@ -87,75 +90,19 @@ class VideoInfo:
         return self.width, self.height
 
 
-@dataclass
-class _Timeline:
-    """Maps frame indices <-> pts for one stream, and finds keyframes."""
-
-    start_pts: int
-    time_base: Fraction
-    rate: Fraction
-    pts_table: list[int] | None = None  # sorted pts of every frame (VFR / scanned)
-    key_pts: list[int] | None = None  # sorted pts of keyframes, from a packet scan
-    entries: object = None  # the container's index (mp4): keyframes looked up on demand
-    dts_shift: int = 0  # index timestamps are dts; + dts_shift ~ pts (decoder delay)
-
-    def target_pts(self, i: int) -> int:
-        """Presentation timestamp of frame i, in the stream's time base."""
-        if self.pts_table is not None:
-            return self.pts_table[min(i, len(self.pts_table) - 1)]
-        return self.start_pts + round(Fraction(i) / self.rate / self.time_base)
-
-    def index_of(self, pts: int) -> int:
-        """Frame index of a decoded frame with this pts."""
-        if self.pts_table is not None:
-            j = bisect.bisect_left(self.pts_table, pts)
-            if j < len(self.pts_table) and self.pts_table[j] == pts:
-                return j
-            # not in the table (rare): the frame showing at that time
-            return max(j - 1, 0)
-        num = (pts - self.start_pts) * self.time_base.numerator * self.rate.numerator
-        den = self.time_base.denominator * self.rate.denominator
-        return (2 * num + den) // (2 * den)
-
-    def keyframe_before(self, i: int) -> int | None:
-        """Index of the last keyframe at or before frame i (approximate for mp4), None if unknown."""
-        pts = self.target_pts(i)
-        if self.key_pts is not None:
-            j = bisect.bisect_right(self.key_pts, pts) - 1
-            return self.index_of(self.key_pts[j]) if j >= 0 else None
-        if self.entries is not None:
-            j = self.entries.search_timestamp(pts - self.dts_shift, backward=True)
-            return self.index_of(self.entries[j].timestamp + self.dts_shift) if j >= 0 else None
-        return None
-
-    def keyframe_indices(self, limit: int = 4096) -> tuple[int, ...]:
-        """Keyframe indices when cheap to list (at most `limit`), else ()."""
-        if self.key_pts is not None:
-            keys = self.key_pts
-        elif self.entries is not None:
-            keys, ts = [], None
-            j = self.entries.search_timestamp(-(2**62), backward=False)
-            while j >= 0 and len(keys) <= limit:
-                ts = self.entries[j].timestamp
-                keys.append(ts + self.dts_shift)
-                j = self.entries.search_timestamp(ts + 1, backward=False)
-        else:
-            return ()
-        if len(keys) > limit:
-            return ()
-        return tuple(sorted({max(self.index_of(p), 0) for p in keys}))
-
-
 # ----------------------------------------------------------------------------- opening
 
 
-def _open(src: Source) -> av.container.InputContainer:
-    """Open a path or binary file object, mapping failures to DecodeError('open', ...)."""
+def _open(src: Source, max_pixels: int | None = None) -> tuple[av.container.InputContainer, int]:
+    """Open a path or binary file object -> (container, file size in bytes); failures raise
+    DecodeError('open', ...). `max_pixels` also goes to the decoders FFmpeg opens while probing
+    the streams (they decode a few frames), so they refuse bigger frames instead of allocating."""
     if isinstance(src, (str, os.PathLike)):
         path = os.fspath(src)
         if not os.path.exists(path):
             raise DecodeError("open", f"file not found: {path}")
-        if os.path.getsize(path) == 0:
+        size = os.path.getsize(path)
+        if size == 0:
             raise DecodeError("open", f"empty file (0 bytes): {path}")
         target: object = path
     else:
@@ -171,7 +118,8 @@ def _open(src: Source) -> av.container.InputContainer:
             raise DecodeError("open", "empty file (0 bytes)")
         target = src
     try:
-        return av.open(target, mode="r", metadata_errors="ignore")
+        options = {"max_pixels": str(int(max_pixels))} if max_pixels is not None else None
+        return av.open(target, mode="r", metadata_errors="ignore", options=options), size
     except av.FFmpegError as e:
         raise DecodeError("open", f"not a readable video container: {e}") from e
     except (OSError, ValueError) as e:
@@ -185,108 +133,145 @@ def _video_stream(container: av.container.InputContainer) -> av.video.stream.Vid
     return container.streams.video[0]
 
 
-def _scan_packets(container, stream) -> tuple[list[int], list[int]]:
-    """Demux (no decode) the whole stream: sorted pts of all frames and of keyframes."""
-    pts, keys = [], []
-    try:
-        container.seek(0)
-        for packet in container.demux(stream):
-            if packet.size == 0 or packet.pts is None:
-                continue
-            pts.append(packet.pts)
-            if packet.is_keyframe:
-                keys.append(packet.pts)
-    except av.FFmpegError as e:
-        if not pts:
-            raise DecodeError("probe", f"cannot read packets: {e}") from e
-        log.warning("packet scan stopped early (%s); using %d packets", e, len(pts))
-    pts.sort()
-    keys.sort()
-    return pts, keys
+def _check_pixels(width: int, height: int, max_pixels: int | None) -> None:
+    if max_pixels is not None and width * height > max_pixels:
+        raise DecodeError("probe", f"frame size {width}x{height} = {width * height} pixels exceeds "
+                                   f"the cap of {max_pixels} (max_pixels)")
 
 
-def _index_is_regular(entries, n: int, rate: Fraction, tb: Fraction, samples: int = 64) -> bool:
-    """True when the container index timestamps (dts) step by one frame duration.
-
-    Checks `samples` evenly spaced entries (reading all of them costs ~1 us each: 18 ms for a
-    10-minute video, a third of a clip's decode).
-    """
-    step = Fraction(1) / rate / tb
-    t0 = entries[0].timestamp
-    for j in sorted({round(k * (n - 1) / samples) for k in range(samples + 1)}):
-        if abs(entries[j].timestamp - t0 - j * step) > 1:
-            return False
-    return True
-
-
-def _timeline(container, stream) -> tuple[_Timeline, int, str, bool]:
-    """Build the frame timeline: (timeline, num_frames, frame_count_source, vfr)."""
+def _check_stream(container, stream, max_pixels: int | None) -> Fraction:
+    """Reject what is not a decodable video before decoding anything; returns the stream rate."""
+    fmt = container.format.name or ""
+    if fmt == "image2" or fmt.endswith("_pipe"):
+        raise DecodeError("probe", f"a still image ({fmt}), not a video")
+    ctx = stream.codec_context
+    _check_pixels(int(ctx.width or 0), int(ctx.height or 0), max_pixels)
     tb = stream.time_base
+    if tb is None or tb <= 0:
+        raise DecodeError("probe", f"invalid time base {tb}")
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-    if tb is None:
-        raise DecodeError("probe", "video stream has no time base")
     if not rate:
         raise DecodeError("probe", "video stream has no frame rate")
     rate = Fraction(rate)
-    start_pts = stream.start_time if stream.start_time is not None else 0
+    if not MIN_FPS <= rate <= MAX_FPS:
+        raise DecodeError("probe", f"frame rate {float(rate):.4g} fps outside [{MIN_FPS:g}, {MAX_FPS:g}] "
+                                   f"(time base {tb}: broken timescale or header)")
+    if Fraction(1) / rate / tb < 1:
+        raise DecodeError("probe", f"time base {tb} is coarser than one frame at {float(rate):.4g} fps")
+    return rate
+
+
+# ----------------------------------------------------------------------------- frame index
+
+
+def _index_complete(entries, file_size: int) -> bool:
+    """The last index entries' bytes lie inside the file (not cut off)."""
+    n = len(entries)
+    return all(entries[j].pos + entries[j].size <= file_size
+               for j in range(max(0, n - _INDEX_TAIL_CHECK), n) if entries[j].pos >= 0)
+
+
+def _build_timeline(container, stream, rate: Fraction, file_size: int) -> tuple[Timeline, StartPass, str]:
+    """The frame index: from a complete, regular container index (constant frame rate), else
+    from a packet scan. Returns (timeline, what the start pass found, frame count source)."""
+    tb = stream.time_base
     n_meta = int(stream.frames or 0)
     entries = stream.index_entries
-    n_entries = len(entries) if entries is not None else 0
-    if n_meta > 0 and n_entries == n_meta:
-        # a full container index (mp4): constant frame rate when its timestamps are regular
-        if _index_is_regular(entries, n_entries, rate, tb):
-            shift = start_pts - entries[0].timestamp  # dts -> pts decoder delay
-            return (_Timeline(start_pts, tb, rate, entries=entries, dts_shift=shift), n_meta,
-                    "metadata", False)
-    elif n_meta > 0:
-        return _Timeline(start_pts, tb, rate), n_meta, "metadata", False
-    # variable frame rate, or no frame count (mkv/webm): scan packets (demux only)
-    pts, keys = _scan_packets(container, stream)
-    if pts:
-        step = Fraction(1) / rate / tb
-        vfr = any(abs(b - a - step) > 1 for a, b in zip(pts, pts[1:]))
-        return _Timeline(pts[0], tb, rate, pts_table=pts, key_pts=keys), len(pts), "scan", vfr
-    duration = _duration_seconds(container, stream)
-    if duration <= 0:
-        raise DecodeError("probe", "no frame count, no packets and no duration")
-    return _Timeline(start_pts, tb, rate), max(1, round(duration * rate)), "duration", False
+    if (n_meta > 1 and entries is not None and len(entries) == n_meta and not entries[0].is_discard
+            and _index_complete(entries, file_size) and index_is_regular(entries, n_meta, rate, tb)):
+        start = read_start(container, stream, file_size, scan=False)
+        first = _first_pts(start)
+        shift = first - entries[0].timestamp  # index dts -> pts (decoder delay)
+        return Timeline.regular(first, tb, rate, n_meta, entries=entries, dts_shift=shift), start, "metadata"
+    if container.streams.video[0] is not stream:
+        raise DecodeError("probe", "not the first video stream")
+    start = read_start(container, stream, file_size, scan=True)
+    first = _first_pts(start)
+    if not any(p >= first for p in start.pts):
+        raise DecodeError("probe", "no complete packets")
+    tl = Timeline.from_table(start.pts, start.keys, tb, rate, first, start.last_duration)
+    declared = _declared_seconds(container, stream)  # a length, or an end time (Matroska)
+    end = max(tl.duration, float(tl.first_pts * tb) + tl.duration)
+    if n_meta > tl.num_frames or declared > end + max(0.5, 2 / float(rate)):
+        start.truncated = True  # the header promised more frames or time than the file holds
+    return tl, start, "scan"
 
 
-def _duration_seconds(container, stream) -> float:
+def _declared_seconds(container, stream) -> float:
+    """The stream's length as its headers declare it (0 if unknown): the stream duration, a
+    Matroska DURATION tag, or the container's duration when it has no other stream."""
     if stream.duration:
         return float(stream.duration * stream.time_base)
-    if container.duration:
+    tag = (stream.metadata or {}).get("DURATION") or (stream.metadata or {}).get("duration")
+    if tag:
+        try:
+            h, m, sec = tag.split(":")
+            return int(h) * 3600 + int(m) * 60 + float(sec)
+        except ValueError:
+            pass
+    if len(container.streams) == 1 and container.duration:
         return container.duration / av.time_base
     return 0.0
 
 
-# ----------------------------------------------------------------------------- probe
+def _first_pts(start: StartPass) -> int:
+    if start.first.pts is None:
+        raise DecodeError("decode", "decoded frame has no timestamp")
+    return start.first.pts
+
+
+# ----------------------------------------------------------------------------- Video
 
 
 class Video:
     """One open video: `info` and `read(indices)` share a single container and timeline.
 
         with Video(src, threads=1) as video:   # path or seekable binary file object
-            info = video.info                  # probes once (first frame decoded to check it)
+            info = video.info                  # stream facts (checked on open)
             frames, n_missing = video.read([0, 32, 64], size=224)
+            t0 = video.time_of(32)             # seconds from frame 0 to frame 32
 
     `probe(src)` and `decode(src, indices)` are the one-shot forms. Bad input raises DecodeError
-    with stage open/stream/probe/decode/index.
+    with stage open/stream/probe/seek/decode/index. `max_pixels` caps width x height (None: no
+    cap), checked before any frame is decoded.
     """
 
-    def __init__(self, src: Source, *, threads: int = 1):
-        self._container = _open(src)
+    def __init__(self, src: Source, *, threads: int = 1, max_pixels: int | None = MAX_PIXELS):
+        self._container, self._file_size = _open(src, max_pixels)
         try:
-            self._stream = _video_stream(self._container)
-            ctx = self._stream.codec_context  # decoder threads are fixed before the codec opens
+            self._stream = stream = _video_stream(self._container)
+            rate = _check_stream(self._container, stream, max_pixels)
+            ctx = stream.codec_context  # decoder threads are fixed before the codec opens
             ctx.thread_count = max(1, int(threads))
             if threads > 1:
                 ctx.thread_type = "AUTO"
-            self._tl, self._n, self._how, self._vfr = _timeline(self._container, self._stream)
+            self._tl, start, how = _build_timeline(self._container, stream, rate, self._file_size)
+            self._info = self._make_info(start, how, max_pixels)  # keyframes: filled on first use
+            self._truncated = start.truncated
+            self._info_done = False
         except BaseException:
             self._container.close()
             raise
-        self._info: VideoInfo | None = None
+
+    def _make_info(self, start: StartPass, how: str, max_pixels: int | None) -> VideoInfo:
+        stream, tl, first = self._stream, self._tl, start.first
+        width = int(stream.codec_context.width or first.width)
+        height = int(stream.codec_context.height or first.height)
+        _check_pixels(width, height, max_pixels)
+        codec = stream.codec_context.name
+        if codec in IMAGE_CODECS and tl.num_frames < 2:
+            raise DecodeError("probe", f"a single {codec} image, not a video")
+        if tl.vfr and not MIN_FPS <= tl.fps <= MAX_FPS:
+            raise DecodeError("probe", f"average frame rate {tl.fps:.4g} fps from timestamps outside "
+                                       f"[{MIN_FPS:g}, {MAX_FPS:g}]")
+        if first.is_corrupt:
+            raise DecodeError("decode", "first frame is corrupt (the decoder concealed errors)")
+        return VideoInfo(
+            num_frames=tl.num_frames, fps=tl.fps, duration=tl.duration, width=width, height=height,
+            rotation=norm_rotation(first.rotation), start_time=float(tl.first_pts * tl.time_base),
+            codec=codec, variable_frame_rate=tl.vfr,
+            frame_count_source=how, truncated=start.truncated, declared_frames=int(stream.frames or 0),
+            container=self._container.format.name or "")
 
     def __enter__(self) -> "Video":
         return self
@@ -299,62 +284,43 @@ class Video:
 
     @property
     def info(self) -> VideoInfo:
-        """The stream facts; decodes the first frame to check it and read its rotation."""
-        if self._info is None:
-            self._info = self._probe()
+        """The stream facts (read on open: the first frame is decoded to check it)."""
+        if not self._info_done:  # listing keyframes walks the index: only when asked
+            self._info = dataclasses.replace(self._info, keyframes=self._tl.keyframe_indices())
+            self._info_done = True
         return self._info
 
-    def _probe(self) -> VideoInfo:
-        container, stream, tl, n = self._container, self._stream, self._tl, self._n
-        try:
-            container.seek(tl.target_pts(0), backward=True, any_frame=False, stream=stream)
-            first = next(iter(_decoded_frames(container, stream)), None)
-        except av.FFmpegError as e:
-            raise DecodeError("decode", f"first frame undecodable: {e}") from e
-        if first is None:
-            raise DecodeError("decode", "no decodable frames (truncated or corrupt)")
-        rotation = _norm_rotation(first.rotation)
-        width = stream.codec_context.width or first.width
-        height = stream.codec_context.height or first.height
-        duration = _duration_seconds(container, stream) or n / float(tl.rate)
-        return VideoInfo(
-            num_frames=n,
-            fps=float(tl.rate),
-            duration=duration,
-            width=int(width),
-            height=int(height),
-            rotation=rotation,
-            start_time=float(tl.start_pts * tl.time_base),
-            codec=stream.codec_context.name,
-            keyframes=tl.keyframe_indices(),
-            variable_frame_rate=self._vfr,
-            frame_count_source=self._how,
-        )
+    @property
+    def timeline(self) -> Timeline:
+        return self._tl
 
     def time_of(self, i: int) -> float:
-        """Seconds from the first presented frame to frame `i` (`i == num_frames`: the end)."""
-        return i / self.info.fps
+        """Seconds from frame 0's presentation to frame `i`'s (`i == num_frames`: the end of the
+        last frame). Constant frame rate: ``i / fps``; variable: real presentation times."""
+        return self._tl.time_of(i)
 
     def index_at(self, seconds: float) -> int:
-        """The frame index shown at `seconds` from the first frame, clamped to [0, num_frames]."""
-        return min(max(0, int(round(seconds * self.info.fps))), self.info.num_frames)
+        """The frame index shown at `seconds` from frame 0, clamped to [0, num_frames]
+        (constant frame rate: ``round(seconds * fps)``)."""
+        return self._tl.index_at(seconds)
 
     def read(self, frame_indices: Sequence[int], *, size: int | None = None,
              skip_nonref: bool = True) -> tuple[np.ndarray, int]:
         """The frames `frame_indices` (see `decode`) and how many were past the stream's real end.
 
-        Such frames (metadata promised more frames than the stream has) are filled with the last
-        decoded frame; the count lets callers flag them like padding.
+        Such frames (the stream ended before the frame count) are filled with the last decoded
+        frame; the count lets callers flag them like padding.
         """
         indices = [int(i) for i in frame_indices]
+        n = self._tl.num_frames
         if not indices:
             raise DecodeError("index", "no frame indices requested")
         if min(indices) < 0:
             raise DecodeError("index", f"negative frame index {min(indices)}")
-        if max(indices) >= self._n:
-            raise DecodeError("index", f"frame index {max(indices)} beyond the video's {self._n} frames")
-        got, tail = _seek_decode(self._container, self._stream, self._tl, sorted(set(indices)), size,
-                                 skip_nonref)
+        if max(indices) >= n:
+            raise DecodeError("index", f"frame index {max(indices)} beyond the video's {n} frames")
+        got, tail = seek_decode(self._container, self._stream, self._tl, sorted(set(indices)), size,
+                                skip_nonref, self._truncated, self._file_size)
         missing = {i for i in set(indices) if i not in got}
         if missing:
             if tail is None:
@@ -367,176 +333,34 @@ class Video:
         return np.stack([got[i] for i in indices]), n_missing  # [T, H, W, 3]
 
 
-def probe(src: Source) -> VideoInfo:
+def probe(src: Source, *, max_pixels: int | None = MAX_PIXELS) -> VideoInfo:
     """Read a video's stream facts; decodes the first frame to check it and read its rotation.
 
     Raises DecodeError with stage open/stream/probe/decode for bad input.
     """
-    with Video(src) as video:
+    with Video(src, max_pixels=max_pixels) as video:
         return video.info
 
 
-# ----------------------------------------------------------------------------- decode
-
-
-def _nal_length_size(stream) -> int | None:
-    """AVCC NAL length size for H.264 in mp4/mkv, or None (Annex B / other codecs)."""
-    ctx = stream.codec_context
-    if ctx.name != "h264":
-        return None
-    extra = ctx.extradata
-    if not extra or len(extra) < 5 or extra[0] != 1:
-        return None
-    return (extra[4] & 3) + 1
-
-
-def _is_non_reference(data: bytes, nal_len: int) -> bool:
-    """True when every NAL unit of an AVCC H.264 packet has nal_ref_idc == 0."""
-    pos, n = 0, len(data)
-    seen = False
-    while pos + nal_len < n:
-        size = int.from_bytes(data[pos:pos + nal_len], "big")
-        pos += nal_len
-        if size <= 0 or pos + size > n:
-            return False
-        if (data[pos] >> 5) & 3:
-            return False
-        seen = True
-        pos += size
-    return seen
-
-
-def _decoded_frames(container, stream, skip=None) -> Iterator[av.VideoFrame]:
-    """Frames from the current demux position on; `skip(packet)` drops a packet undecoded."""
-    for packet in container.demux(stream):
-        if skip is not None and packet.size and skip(packet):
-            continue
-        yield from packet.decode()
-
-
-def _norm_rotation(degrees) -> int:
-    """Display rotation rounded to a multiple of 90, in (-180, 180]."""
-    r = (int(round((degrees or 0) / 90.0)) * 90) % 360
-    return r - 360 if r > 180 else r
-
-
-def _to_rgb(frame: av.VideoFrame, size: int | None) -> np.ndarray:
-    """rgb24 at native size (one swscale thread), upright, then short side -> size (OpenCV)."""
-    rgb = frame.to_ndarray(format="rgb24", threads=1)  # [H, W, 3]
-    rot = _norm_rotation(frame.rotation) % 360
-    if rot:
-        rgb = np.ascontiguousarray(np.rot90(rgb, k=rot // 90))  # counter-clockwise
-    if size is not None:
-        rgb = short_side_resize_frame(rgb, size)
-    return rgb
-
-
-
-
 def decode_with_report(src: Source, frame_indices: Sequence[int], *, threads: int = 1,
-                       size: int | None = None, skip_nonref: bool = True) -> tuple[np.ndarray, int]:
+                       size: int | None = None, skip_nonref: bool = True,
+                       max_pixels: int | None = MAX_PIXELS) -> tuple[np.ndarray, int]:
     """Like `decode`, also returning how many requested frames were past the stream's real end."""
-    with Video(src, threads=threads) as video:
+    with Video(src, threads=threads, max_pixels=max_pixels) as video:
         return video.read(frame_indices, size=size, skip_nonref=skip_nonref)
 
 
 def decode(src: Source, frame_indices: Sequence[int], *, threads: int = 1,
-           size: int | None = None) -> np.ndarray:
+           size: int | None = None, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
     """Decode exactly the frames `frame_indices` (any order, repeats allowed) -> uint8 [T, H, W, 3].
 
     `src` is a local path or a seekable binary file object (e.g. `fsspec.open(uri, "rb")`).
     Frames are RGB, upright (rotation metadata applied) and, when `size` is given, resized so the
-    short side equals `size` (OpenCV INTER_LINEAR). `threads` is the decoder's thread count.
-    Indices beyond the frame count raise DecodeError('index'); if the stream really ends before
-    the count its metadata claims, the missing frames repeat the last decoded one (logged; see
-    `decode_with_report` for the count). Bad input raises DecodeError with a stage.
+    short side equals `size` (OpenCV INTER_LINEAR). `threads` is the decoder's thread count;
+    `max_pixels` caps the frame size (see `MAX_PIXELS`). Indices beyond the frame count raise
+    DecodeError('index'); if the stream really ends before the count, the missing frames repeat
+    the last decoded one (logged; see `decode_with_report` for the count). Bad input raises
+    DecodeError with a stage.
     """
-    frames, _ = decode_with_report(src, frame_indices, threads=threads, size=size)
+    frames, _ = decode_with_report(src, frame_indices, threads=threads, size=size, max_pixels=max_pixels)
     return frames
-
-
-def _seek_decode(container, stream, tl: _Timeline, wanted: list[int], size: int | None,
-                 skip_nonref: bool) -> tuple[dict[int, np.ndarray], np.ndarray | None]:
-    """Decode the sorted unique `wanted` frames with (smart) seeking.
-
-    Returns ({index: rgb array}, the stream's last frame when it ended before all wanted frames).
-    """
-    wanted_set = set(wanted)
-    nal_len = _nal_length_size(stream) if skip_nonref else None
-    skip = None
-    if nal_len is not None:
-        def skip(packet) -> bool:
-            if packet.pts is None or packet.is_keyframe:
-                return False
-            if tl.index_of(packet.pts) in wanted_set:
-                return False
-            return _is_non_reference(bytes(packet), nal_len)
-
-    got: dict[int, np.ndarray] = {}
-    w = 0  # position in `wanted`
-    pos = None  # index of the last decoded frame; None = must seek
-    frames: Iterator[av.VideoFrame] | None = None
-    prev: tuple[int, av.VideoFrame] | None = None
-    tail: np.ndarray | None = None
-    seek_to = 0
-    backoff = 0  # extra frames to seek before a target when a seek landed too late
-    try:
-        while w < len(wanted):
-            target = wanted[w]
-            if pos is None or _keyframe_between(tl, pos, max(target - backoff, 0)):
-                seek_to = max(target - backoff, 0)
-                container.seek(tl.target_pts(seek_to), backward=True, any_frame=False, stream=stream)
-                frames = _decoded_frames(container, stream, skip)
-                pos, prev, first = -1, None, True
-            frame = next(frames, None)
-            if frame is None:
-                if prev is None and seek_to > 0:
-                    # nothing after this seek: the stream really ends earlier; back off to find
-                    # its last frame
-                    backoff = max(2 * backoff, 32)
-                    pos = None
-                    continue
-                if prev is not None:
-                    tail = _to_rgb(prev[1], size)
-                break  # end of stream: remaining wanted frames are missing
-            if frame.pts is None:
-                raise DecodeError("decode", "decoded frame has no timestamp")
-            k = tl.index_of(frame.pts)
-            if first and k > target and target - backoff > 0:
-                # the seek landed after the target (index/pts mismatch): seek further back
-                backoff = max(2 * backoff, 32)
-                pos = None
-                continue
-            first = False
-            pos = k
-            if wanted[w] <= k and frame.is_corrupt:
-                if seek_to > 0:
-                    # e.g. a leading frame of an open GOP: decode from an earlier keyframe
-                    backoff = max(2 * backoff, 32)
-                    pos = None
-                    continue
-                raise DecodeError("decode", f"frame {k} is corrupt (the decoder concealed errors)")
-            while w < len(wanted) and wanted[w] <= k:
-                t = wanted[w]
-                if t == k:
-                    got[t] = _to_rgb(frame, size)
-                elif prev is not None and prev[0] < t:
-                    got[t] = _to_rgb(prev[1], size)  # a gap in pts: the frame showing at t
-                elif t not in got:
-                    got[t] = _to_rgb(frame, size)  # before the first frame (start gap)
-                w += 1
-            prev = (k, frame)
-    except av.FFmpegError as e:
-        # never substitute frames for data the decoder rejected
-        where = "" if not got else f" after frame {pos}"
-        raise DecodeError("decode", f"undecodable frames{where}: {e}") from e
-    return got, tail
-
-
-def _keyframe_between(tl: _Timeline, pos: int, target: int) -> bool:
-    """True when a keyframe lies after `pos` + 1 and at or before `target` (re-seek is cheaper
-    than decoding on to it)."""
-    if target <= pos + 1:
-        return False
-    key = tl.keyframe_before(target)
-    return key is not None and key > pos + 1

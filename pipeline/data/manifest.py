@@ -35,7 +35,9 @@ from typing import Any, Iterable, Mapping
 
 from pipeline import storage
 
-VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi")
+# the one list of video file suffixes (folder manifests, jobs.infer --videos FOLDER)
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".mts", ".m2ts", ".mpg",
+                  ".mpeg", ".flv", ".wmv", ".3gp", ".ogv")
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 LABELS_FILE = "labels.json"
 _CORE = ("path", "label", "video_id", "start_sec", "end_sec")

@@ -152,9 +152,10 @@ def test_indices_outside_the_video_are_errors(index_video):
         decode(path, [])
 
 
-def test_stream_shorter_than_its_metadata_repeats_the_real_last_frame(tmp_path):
-    """mp4 with the index up front (faststart) whose media data is cut after 40 packets:
-    metadata still says 60 frames; frames past the real end repeat the last real frame."""
+def test_truncated_faststart_mp4_reads_its_decodable_prefix(tmp_path):
+    """mp4 with the index up front (faststart) whose media data is cut after 40 packets: the
+    index still says 60 frames; the video is its 40 decodable frames, flagged truncated.
+    (Before, num_frames was the index's 60 and frames past the cut repeated the last real one.)"""
     src = write_index_video(tmp_path / "src.mp4", num_frames=60, gop=12)
     fast = tmp_path / "fast.mp4"
     with av.open(src) as i, av.open(str(fast), "w", options={"movflags": "faststart"}) as o:
@@ -166,15 +167,17 @@ def test_stream_shorter_than_its_metadata_repeats_the_real_last_frame(tmp_path):
     with av.open(str(fast)) as c:
         packets = [(p.pos, p.size, p.pts) for p in c.demux(c.streams.video[0]) if p.size]
     cut_pos = packets[40][0]  # decode order: packets[:40] are complete
-    tb_per_frame = 90000 // 30
-    last_real = max(p[2] for p in packets[:40]) // tb_per_frame
     data = fast.read_bytes()
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[:cut_pos])
-    assert probe(str(cut)).num_frames == 60
-    frames, missing = decode_with_report(str(cut), [0, 59, 10, 58])
-    assert missing == 2
-    assert _indices(frames) == [0, last_real, 10, last_real]
+    info = probe(str(cut))
+    assert (info.num_frames, info.truncated, info.declared_frames) == (40, True, 60)
+    assert not probe(str(fast)).truncated
+    frames, missing = decode_with_report(str(cut), [0, 39, 10, 38])
+    assert missing == 0
+    assert _indices(frames) == [0, 39, 10, 38]
+    with pytest.raises(DecodeError, match="beyond"):
+        decode(str(cut), [40])
 
 
 EXPECTED_STAGE = {"missing": "open", "zero_bytes": "open", "truncated": "open",
