@@ -37,6 +37,7 @@ import pyarrow as pa
 from pipeline import storage
 from pipeline.cli import parse_job
 from pipeline.config import ConfigError
+from pipeline.data.decode import MAX_PIXELS
 from pipeline.data.errors import errors_table
 from pipeline.data.rows import RETRYABLE_STAGE, DataConfig, manifest_table, process_row, views_to_batch
 from pipeline.data.manifest import load_manifest, write_labels
@@ -65,6 +66,7 @@ class PreprocessConfig:
     shard_mb: float = 256.0  # target size of one Parquet file
     rows_per_shard: int = 64  # manifest rows per shard: the unit of work and of resume (files are cut at shard_mb)
     decode_threads: int = 1  # PyAV decoder threads per video
+    max_pixels: int | None = MAX_PIXELS  # width x height above which a video is an error row (admits 4K); None: no cap
     num_cpus: float = 1.0  # CPUs per shard task
     memory_mb: int = 1024  # memory reserved per shard task
     storage_attempts: int = 3  # tries per video while storage fails transiently (5xx, throttling, resets)
@@ -88,7 +90,7 @@ def data_config(cfg: PreprocessConfig) -> DataConfig:
         train_short_side=(cfg.short_side, cfg.short_side), short_side=cfg.short_side,
         clips=cfg.clips, crops=cfg.crops, sampling=cfg.sampling, decode_threads=cfg.decode_threads,
         num_cpus=cfg.num_cpus, memory=cfg.memory_mb * MB, batch_size=1,
-        storage_attempts=cfg.storage_attempts, storage_backoff_s=cfg.storage_backoff_s)
+        storage_attempts=cfg.storage_attempts, storage_backoff_s=cfg.storage_backoff_s, max_pixels=cfg.max_pixels)
 
 
 def validate(cfg: PreprocessConfig) -> DataConfig:

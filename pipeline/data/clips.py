@@ -32,7 +32,7 @@ import numpy as np
 from einops import rearrange
 
 from pipeline.data import sampling, transforms
-from pipeline.data.decode import DecodeError, Video, VideoInfo
+from pipeline.data.decode import MAX_PIXELS, DecodeError, Video, VideoInfo
 
 Mode = Literal["train", "val", "test"]
 
@@ -51,6 +51,7 @@ class ClipConfig:
     crops: int = 1  # val/test views per clip: 1 centre crop, or 3 crops along the long side
     hflip: bool = True  # train: horizontal flip with p = 0.5
     clips_per_decode: int = 8  # clips decoded per seek pass (bounds native-size frames held at once)
+    max_pixels: int | None = MAX_PIXELS  # width x height above which a video is refused before decoding (admits 4K); None: no cap
 
     def __post_init__(self) -> None:
         for name in ("num_frames", "sampling_rate", "clips", "clips_per_decode"):
@@ -94,7 +95,7 @@ class Clips:
     starts: list[float]  # seconds from the first frame, per clip
     ends: list[float]
     num_padded: list[int]  # frames repeated per clip (video or segment shorter than the clip)
-    info: VideoInfo
+    info: VideoInfo  # info.truncated: the file ends early; clips come from the frames before the cut
 
 
 def row_key(row: dict[str, Any]) -> int:

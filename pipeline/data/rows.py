@@ -13,6 +13,7 @@ One output row per view (clip x crop):
     end_sec     float64
     num_padded  int64                frames repeated because the video / segment was too short
     epoch       int64
+    truncated   bool                 the file ends early (a cut download): clips use the frames before the cut
 
 A bad row never raises: `process_row` returns `([], error_row)` with the stage that failed. A
 storage failure (5xx, throttling, resets, timeouts, expired credentials) is retried with backoff;
@@ -34,7 +35,7 @@ from pipeline.data.errors import error_row
 
 RETRYABLE_STAGE = "storage"  # error rows of this stage are transient: a re-run tries them again
 OUTPUT_COLUMNS = ("frames", "label", "video_id", "clip_index", "crop_index", "start_sec",
-                  "end_sec", "num_padded", "epoch")
+                  "end_sec", "num_padded", "epoch", "truncated")
 
 
 @dataclass
@@ -76,7 +77,7 @@ def clip_rows(clips: Clips, row: dict[str, Any], epoch: int = 0) -> list[dict[st
             out.append({
                 "frames": view, "label": int(row.get("label", -1)), "video_id": str(row["video_id"]),
                 "clip_index": k, "crop_index": c, "start_sec": clips.starts[k], "end_sec": clips.ends[k],
-                "num_padded": clips.num_padded[k], "epoch": int(epoch),
+                "num_padded": clips.num_padded[k], "epoch": int(epoch), "truncated": bool(clips.info.truncated),
             })
     return out
 
@@ -88,7 +89,7 @@ def video_clips(src: Any, row: dict[str, Any], cfg: DataConfig, *, mode: str, se
     Raises `decode.DecodeError` (with a stage) for bad input.
     """
     rng = row_rng(seed, epoch, row)
-    with vdecode.Video(src, threads=cfg.decode_threads) as video:  # one open for probe and decode
+    with vdecode.Video(src, threads=cfg.decode_threads, max_pixels=cfg.max_pixels) as video:  # one open for probe and decode
         return clip_rows(read_clips(video, row, cfg, mode=mode, rng=rng), row, epoch)
 
 
@@ -138,6 +139,6 @@ def views_to_batch(views: list[dict[str, Any]]) -> dict[str, np.ndarray]:
              "video_id": np.array([v["video_id"] for v in views], dtype=object)}
     for name, dtype in (("label", np.int64), ("clip_index", np.int64), ("crop_index", np.int64),
                         ("start_sec", np.float64), ("end_sec", np.float64),
-                        ("num_padded", np.int64), ("epoch", np.int64)):
+                        ("num_padded", np.int64), ("epoch", np.int64), ("truncated", np.bool_)):
         batch[name] = np.array([v[name] for v in views], dtype=dtype)
     return batch

@@ -22,7 +22,7 @@ def video_clips(item: dict[str, Any], cfg: ClipConfig) -> tuple[dict[str, Any], 
     meta: `duration, fps, num_frames, starts, ends` (seconds per clip), `num_padded`.
     Only the sampled frames are decoded (seeking); DecodeError / OSError propagate.
     """
-    with _open_source(item["uri"]) as src, Video(src, threads=1) as video:
+    with _open_source(item["uri"]) as src, Video(src, threads=1, max_pixels=cfg.max_pixels) as video:
         clips = read_clips(video, item, cfg, mode="test")
     info = clips.info
     meta = {
@@ -32,6 +32,7 @@ def video_clips(item: dict[str, Any], cfg: ClipConfig) -> tuple[dict[str, Any], 
         "starts": clips.starts,
         "ends": clips.ends,
         "num_padded": int(sum(clips.num_padded)),
+        "truncated": bool(info.truncated),
     }
     return meta, clips.frames  # [K, V, T, S, S, 3]
 

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pipeline import aggregate as agg
 from pipeline.data.clips import ClipConfig
+from pipeline.data.decode import MAX_PIXELS
 
 
 @dataclass
@@ -29,6 +30,7 @@ class InferConfig:
     torch_threads: int = 0  # torch threads in a CPU actor; 0: actor_cpus
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype on CUDA
     decode_num_cpus: float = 1.0
+    max_pixels: int | None = MAX_PIXELS  # width x height above which a video is an error row (admits 4K); None: no cap
     clips_per_decode: int = 8  # clips decoded per decode() call (bounds native-size frames held)
     max_videos_in_flight: int = 0  # decoding + waiting for scores; 0: 2 x decode slots + 2
     max_batches_per_actor: int = 2  # queued actor calls per actor (>= 2 keeps actors fed)
@@ -67,7 +69,7 @@ def clip_config(cfg: InferConfig, info: dict[str, Any]) -> ClipConfig:
     return ClipConfig(num_frames=cfg.num_frames or info["num_frames"], sampling_rate=cfg.sampling_rate,
                       sampling=cfg.sampling, clips=cfg.clips, crops=cfg.crops,
                       short_side=cfg.short_side or crop, crop_size=crop,
-                      clips_per_decode=cfg.clips_per_decode)
+                      clips_per_decode=cfg.clips_per_decode, max_pixels=cfg.max_pixels)
 
 
 @dataclass

@@ -31,7 +31,7 @@ def error_row(video_id: str, uri: str, stage: str, error: str, target: str | Non
     return {"video_id": video_id, "uri": uri, "status": "error", "stage": stage, "error": error,
             "target": target, "duration": None, "fps": None, "num_clips": 0, "num_padded": 0,
             "label": None, "label_id": None, "score": None, "top_labels": [], "top_ids": [],
-            "top_scores": [], "timeline": []}
+            "top_scores": [], "timeline": [], "truncated": None}
 
 
 def prediction_row(item: dict[str, Any], meta: dict[str, Any], clip_logits: np.ndarray,
@@ -47,6 +47,7 @@ def prediction_row(item: dict[str, Any], meta: dict[str, Any], clip_logits: np.n
         "top_labels": [n for _, n, _ in top], "top_ids": [i for i, _, _ in top],
         "top_scores": [s for _, _, s in top],
         "timeline": agg.timeline(meta["starts"], meta["ends"], clip_logits),
+        "truncated": bool(meta.get("truncated", False)),
     }
 
 
@@ -59,7 +60,16 @@ SCHEMA = pa.schema([
     ("top_ids", pa.list_(pa.int32())), ("top_scores", pa.list_(pa.float32())),
     ("timeline", pa.list_(pa.struct([("start_sec", pa.float64()), ("end_sec", pa.float64()),
                                      ("scores", pa.list_(pa.float32()))]))),
+    ("truncated", pa.bool_()),  # the file ends early: the prediction covers the frames before the cut
 ])
+
+
+def _conform(table: pa.Table) -> pa.Table:
+    """A part file's table in `SCHEMA` (columns added since it was written are null)."""
+    for name in SCHEMA.names:
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(table.num_rows, SCHEMA.field(name).type))
+    return table.select(SCHEMA.names).cast(SCHEMA)
 
 
 def part_name(video_ids: Sequence[str]) -> str:
@@ -122,7 +132,7 @@ def merge_parts(output: str, video_ids: Sequence[str], *, jsonl: bool = False) -
         jf = stack.enter_context(storage.open_atomic(storage.join(output, "predictions.jsonl"))) if jsonl else None
         writer = stack.enter_context(pq.ParquetWriter(pf, SCHEMA))
         for uri, rows in chosen.items():
-            t = storage.read_parquet(uri).select(SCHEMA.names).cast(SCHEMA)
+            t = _conform(storage.read_parquet(uri))
             t = t.take(pa.array(rows, pa.int64()))
             writer.write_table(t)
             if jf is not None:

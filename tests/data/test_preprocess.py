@@ -159,3 +159,22 @@ def test_storage_outage_is_retryable_and_a_rerun_delivers_every_video(ray_local,
     assert "already complete" in printed and not storage.exists(storage.join(out, "errors.parquet"))
     files = storage.list_files(storage.join(out, "clips"), (".parquet",))
     assert sorted(os.path.basename(f) for f in files) == sorted(os.path.basename(f) for f in summary["files"])
+
+
+def test_awkward_inputs_become_error_rows_with_reasons_and_cut_downloads_are_flagged(ray_local, tmp_path, capsys):
+    from bad_inputs import EXPECTED, MAX_PIXELS, manifest, write_bad_inputs
+
+    videos = write_bad_inputs(tmp_path / "in")
+    out = str(tmp_path / "out")
+    assert main(["--manifest", manifest(tmp_path / "in", videos), "--output", out, "--num-frames", "4",
+                 "--sampling-rate", "4", "--short-side", "32", "--sampling", "cover", "--memory-mb", "64",
+                 "--max-pixels", str(MAX_PIXELS)]) == 0
+    errors = {os.path.basename(e["uri"]).split(".")[0]: e for e in
+              storage.read_parquet(os.path.join(out, "errors.parquet")).to_pylist()}
+    assert set(errors) == {name for name, words in EXPECTED.items() if words}
+    for name, e in errors.items():
+        assert EXPECTED[name] in e["error"] and e["stage"] == "probe", e
+    rows = ray.data.read_parquet(os.path.join(out, "clips")).take_all()
+    flags = {r["video_id"]: r["truncated"] for r in rows}
+    assert flags == {"good": False, "truncated": True}
+    assert "2/6 videos ok, 4 failed" in capsys.readouterr().out

@@ -259,3 +259,21 @@ def test_howto100m_task_csv_with_a_path_template(ray_local, untrained_ckpt, shor
     rows = {r["video_id"]: r for r in read_rows(out)}
     assert {v: (r["status"], r["target"]) for v, r in rows.items()} == {
         "clip0": ("ok", "3"), "clip1": ("ok", "1"), "not_there": ("error", "2")}
+
+
+def test_awkward_inputs_are_error_rows_with_reasons_and_cut_downloads_are_flagged(ray_local, untrained_ckpt, tmp_path):
+    from bad_inputs import EXPECTED, MAX_PIXELS, manifest, write_bad_inputs
+
+    videos = write_bad_inputs(tmp_path / "in")
+    out = str(tmp_path / "out")
+    assert _run_job(untrained_ckpt, manifest(tmp_path / "in", videos), out, "--max-pixels", str(MAX_PIXELS)) == 0
+    rows = {r["video_id"]: r for r in read_rows(out)}
+    assert sorted(rows) == sorted(EXPECTED)  # every input has its one row
+    for name, words in EXPECTED.items():
+        if words:
+            assert rows[name]["status"] == "error" and words in rows[name]["error"], rows[name]
+            assert rows[name]["stage"] == "decode.probe"
+        else:
+            assert rows[name]["status"] == "ok"
+    assert (rows["good"]["truncated"], rows["truncated"]["truncated"]) == (False, True)
+    assert rows["truncated"]["duration"] < 0.5 * 120 / 25  # the prefix that decodes, not the header's
