@@ -88,3 +88,22 @@ def test_config_names_the_bad_field():
         ClipConfig(crop_size=224, short_side=200)
     with pytest.raises(ValueError, match="train mode"):
         read_clips(None, {}, ClipConfig(), mode="train")
+
+
+def test_variable_frame_rate_clip_times_are_presentation_times(tmp_path):
+    """A VFR mkv (nominal 30 fps, real ~12): clip starts/ends are the frames' presentation times,
+    and a segment in seconds maps to the frames shown then."""
+    rng = np.random.default_rng(0)
+    gaps = rng.choice([1 / 30, 0.05, 0.2], size=60)
+    pts = np.concatenate([[0.0], np.cumsum(gaps[:-1])]).round(3).tolist()
+    path = write_index_video(tmp_path / "vfr.mkv", num_frames=60, fps=30, container="mkv", pts_seconds=pts)
+    row = {"path": path, "video_id": "vfr"}
+    with Video(path) as video:
+        clips = read_clips(video, row, _cfg(sampling="cover"), mode="test")
+        n, span = video.info.num_frames, sampling.clip_span(4, 4, video.info.fps)
+        for k, (s, e) in enumerate(sampling.cover_clips(n, span)):
+            assert clips.starts[k] == pytest.approx(pts[s], abs=2e-3)
+            assert clips.ends[k] == pytest.approx(video.time_of(min(e, n)))
+        assert clips.ends[-1] == pytest.approx(video.info.duration)  # the timeline ends where the video does
+        seg = read_clips(video, {**row, "start_sec": pts[20], "end_sec": pts[40]}, _cfg(), mode="val")
+        assert min(_indices(seg.frames[0, 0])) >= 20 and max(_indices(seg.frames[0, 0])) < 40
