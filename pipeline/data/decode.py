@@ -177,8 +177,6 @@ def _build_timeline(container, stream, rate: Fraction, file_size: int) -> tuple[
         first = _first_pts(start)
         shift = first - entries[0].timestamp  # index dts -> pts (decoder delay)
         return Timeline.regular(first, tb, rate, n_meta, entries=entries, dts_shift=shift), start, "metadata"
-    if container.streams.video[0] is not stream:
-        raise DecodeError("probe", "not the first video stream")
     start = read_start(container, stream, file_size, scan=True)
     first = _first_pts(start)
     if not any(p >= first for p in start.pts):
@@ -186,7 +184,7 @@ def _build_timeline(container, stream, rate: Fraction, file_size: int) -> tuple[
     tl = Timeline.from_table(start.pts, start.keys, tb, rate, first, start.last_duration)
     declared = _declared_seconds(container, stream)  # a length, or an end time (Matroska)
     end = max(tl.duration, float(tl.first_pts * tb) + tl.duration)
-    if n_meta > tl.num_frames or declared > end + max(0.5, 2 / float(rate)):
+    if n_meta > start.packets or declared > end + max(0.5, 2 / float(rate)):
         start.truncated = True  # the header promised more frames or time than the file holds
     return tl, start, "scan"
 
