@@ -14,8 +14,9 @@ Printed ratios and their targets:
 
     python -m bench.decode --sizes 340x256 --gops 60 --gaps 1,8,16   # re-seek policy A/B
 
-`--gaps` times our decode with each `pipeline.data.seek.RESEEK_MIN_GAP` on the same clips,
-interleaved clip by clip (paired, so machine load hits every policy alike).
+`--gaps` times our decode with each `pipeline.data.seek.RESEEK_MIN_GAP` on the same clips of
+the short and the long video, interleaved clip by clip (paired: load swings on a shared machine
+hit every policy and both videos alike, so its cost ratios are the steadier ones).
 """
 
 from __future__ import annotations
@@ -173,26 +174,29 @@ def bench_video(path: str, clips_per_kind: int, check: bool, gop: int, base_tota
 
 
 def bench_gaps(vids: dict, gaps: list[int], clips_per_kind: int, gop: int, base_total: int) -> None:
-    """Our decode under each re-seek gap, paired clip by clip; prints ms per clip and the
-    600 s / 60 s cost ratios per gap."""
+    """Our decode under each re-seek gap on the short and the long video, interleaved clip by
+    clip (clip k of every video and gap back to back), so load swings hit all alike; prints ms
+    per clip and the long / short cost ratios per gap."""
     saved = seek.RESEEK_MIN_GAP
+    secs = sorted(vids)
     cost = {}  # (sec, kind, gap) -> cpu s per clip
     try:
-        for sec, path in vids.items():
-            info = probe(path)
-            for kind in CLIP_KINDS:
-                clips = clip_list(info.num_frames, info.fps, kind, clips_per_kind, gop=gop,
-                                  base_total=base_total)
-                tot = {g: 0.0 for g in gaps}
-                for idx in clips:
-                    for g in gaps:
-                        seek.RESEEK_MIN_GAP = g
-                        tot[g] += timed(decode, path, idx)[0].cpu
+        for kind in CLIP_KINDS:
+            clips = {}
+            for sec in secs:
+                info = probe(vids[sec])
+                clips[sec] = clip_list(info.num_frames, info.fps, kind, clips_per_kind, gop=gop,
+                                       base_total=base_total)
+            tot = {(sec, g): 0.0 for sec in secs for g in gaps}
+            for k in range(clips_per_kind):
                 for g in gaps:
-                    cost[sec, kind, g] = tot[g] / len(clips)
+                    seek.RESEEK_MIN_GAP = g
+                    for sec in secs:
+                        tot[sec, g] += timed(decode, vids[sec], clips[sec][k])[0].cpu
+            for (sec, g), t in tot.items():
+                cost[sec, kind, g] = t / clips_per_kind
     finally:
         seek.RESEEK_MIN_GAP = saved
-    secs = sorted(vids)
     for kind in CLIP_KINDS:
         for g in gaps:
             ms = "  ".join(f"{s}s {cost[s, kind, g] * 1e3:6.1f}" for s in secs)

@@ -8,8 +8,8 @@ docs/DECODE.md lists the rules per container.
 
 Input limits (each a DecodeError('probe', reason)): more than `max_pixels` pixels per frame
 (default `MAX_PIXELS`, admits 4096x2304; checked from the header, before any frame is decoded),
-still images and single-frame image codecs, a frame rate outside [`MIN_FPS`, `MAX_FPS`] (a
-broken time base or timescale). A truncated file is read up to its last complete packet (`VideoInfo.truncated`).
+still images and single-frame image codecs, a frame rate (from the timestamps) outside
+[`MIN_FPS`, `MAX_FPS`] (a broken time base or timescale). A truncated file is read up to its last complete packet (`VideoInfo.truncated`).
 
 Reading seeks to the keyframe at or before the first wanted frame, decodes forward, skips
 unwanted non-reference H.264 packets and stops after the last wanted frame; a seek that lands
@@ -152,13 +152,7 @@ def _check_stream(container, stream, max_pixels: int | None) -> Fraction:
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     if not rate:
         raise DecodeError("probe", "video stream has no frame rate")
-    rate = Fraction(rate)
-    if not MIN_FPS <= rate <= MAX_FPS:
-        raise DecodeError("probe", f"frame rate {float(rate):.4g} fps outside [{MIN_FPS:g}, {MAX_FPS:g}] "
-                                   f"(time base {tb}: broken timescale or header)")
-    if Fraction(1) / rate / tb < 1:
-        raise DecodeError("probe", f"time base {tb} is coarser than one frame at {float(rate):.4g} fps")
-    return rate
+    return Fraction(rate)  # nominal: checked against the timestamps by the timeline
 
 
 # ----------------------------------------------------------------------------- frame index
@@ -183,8 +177,6 @@ def _build_timeline(container, stream, rate: Fraction, file_size: int) -> tuple[
         first = _first_pts(start)
         shift = first - entries[0].timestamp  # index dts -> pts (decoder delay)
         return Timeline.regular(first, tb, rate, n_meta, entries=entries, dts_shift=shift), start, "metadata"
-    if container.streams.video[0] is not stream:
-        raise DecodeError("probe", "not the first video stream")
     start = read_start(container, stream, file_size, scan=True)
     first = _first_pts(start)
     if not any(p >= first for p in start.pts):
@@ -192,7 +184,7 @@ def _build_timeline(container, stream, rate: Fraction, file_size: int) -> tuple[
     tl = Timeline.from_table(start.pts, start.keys, tb, rate, first, start.last_duration)
     declared = _declared_seconds(container, stream)  # a length, or an end time (Matroska)
     end = max(tl.duration, float(tl.first_pts * tb) + tl.duration)
-    if n_meta > tl.num_frames or declared > end + max(0.5, 2 / float(rate)):
+    if n_meta > start.packets or declared > end + max(0.5, 2 / float(rate)):
         start.truncated = True  # the header promised more frames or time than the file holds
     return tl, start, "scan"
 
@@ -261,9 +253,9 @@ class Video:
         codec = stream.codec_context.name
         if codec in IMAGE_CODECS and tl.num_frames < 2:
             raise DecodeError("probe", f"a single {codec} image, not a video")
-        if tl.vfr and not MIN_FPS <= tl.fps <= MAX_FPS:
-            raise DecodeError("probe", f"average frame rate {tl.fps:.4g} fps from timestamps outside "
-                                       f"[{MIN_FPS:g}, {MAX_FPS:g}]")
+        if not MIN_FPS <= tl.fps <= MAX_FPS:
+            raise DecodeError("probe", f"frame rate {tl.fps:.4g} fps outside [{MIN_FPS:g}, {MAX_FPS:g}] "
+                                       f"(time base {tl.time_base}: broken timescale or header)")
         if first.is_corrupt:
             raise DecodeError("decode", "first frame is corrupt (the decoder concealed errors)")
         return VideoInfo(

@@ -123,6 +123,7 @@ class StartPass:
     keys: list | None = None
     last_duration: int | None = None
     truncated: bool = False
+    packets: int = 0  # complete packets scanned (discarded ones included)
 
 
 def read_start(container, stream, file_size: int, scan: bool) -> StartPass:
@@ -143,7 +144,11 @@ def read_start(container, stream, file_size: int, scan: bool) -> StartPass:
                 st.first = next(iter(packet.decode()), None)
                 if st.first is not None and not scan:
                     break
-            if not scan or packet.pts is None or packet.is_discard:
+            if not scan:
+                continue
+            corrupt_tail = None
+            st.packets += 1
+            if packet.pts is None or packet.is_discard:
                 continue
             corrupt_tail = packet.pts if packet.is_corrupt else None
             st.pts.append(packet.pts)
@@ -160,6 +165,7 @@ def read_start(container, stream, file_size: int, scan: bool) -> StartPass:
         st.truncated = True
     if corrupt_tail is not None:  # the last packet is cut short
         st.pts.remove(corrupt_tail)
+        st.packets -= 1
         st.truncated = True
     if st.first is None:
         raise DecodeError("decode", "no decodable frames (truncated or corrupt)")
