@@ -176,6 +176,20 @@ def parse_config(cls: type[T], parser: argparse.ArgumentParser, argv: Sequence[s
         raise ConfigError(f"--config {args.config}: not valid YAML ({' '.join(str(e).split())})") from e
 
 
+def explicit_keys(cls: type, args: argparse.Namespace) -> set[str]:
+    """Dotted keys of `cls` that `args` set (in `--config`, as flags or with `--set`), as opposed
+    to those left at the dataclass defaults."""
+    def flatten(data: Any, prefix: str = "") -> set[str]:
+        if not isinstance(data, dict):
+            return {prefix[:-1]}
+        return set().union(*(flatten(v, f"{prefix}{k}.") for k, v in data.items())) if data else set()
+
+    keys = flatten(load_yaml(args.config)) if getattr(args, "config", None) else set()
+    keys |= {key for key, _, _, _ in _leaves(cls) if key in vars(args)}
+    keys |= {item.split("=", 1)[0].strip() for item in getattr(args, "_set", [])}
+    return keys
+
+
 def parse_job(cls: type[T], argv: Sequence[str] | None, *, prog: str, doc: str, examples: str = "",
               extra: Callable[[argparse.ArgumentParser], None] | None = None,
               required: Sequence[str] = ()) -> tuple[T, argparse.Namespace]:

@@ -37,13 +37,13 @@ import importlib
 from typing import Any
 
 from pipeline.infer.clips import video_clips
-from pipeline.infer.config import InferConfig, InferResult, clip_config
+from pipeline.infer.config import InferConfig, InferPlan, InferResult, clip_config, plan_inference, resolve_infer
 from pipeline.infer.inputs import list_videos, read_label_names
 from pipeline.infer.outputs import (PARTS_DIR, PLOTS_DIR, SCHEMA, done_video_ids, error_row, list_parts,
                                     merge_parts, part_name, plot_uri, prediction_row, write_part,
                                     write_summary)
 
-__all__ = ["InferConfig", "InferResult", "PARTS_DIR", "PLOTS_DIR", "SCHEMA", "done_video_ids",
+__all__ = ["InferConfig", "InferPlan", "InferResult", "plan_inference", "resolve_infer", "PARTS_DIR", "PLOTS_DIR", "SCHEMA", "done_video_ids",
            "error_row", "list_parts", "list_videos", "merge_parts", "part_name", "plot_uri",
            "prediction_row", "read_label_names", "clip_config", "video_clips", "write_part",
            "write_summary"]
