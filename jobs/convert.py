@@ -77,23 +77,36 @@ def validate(cfg: ConvertConfig) -> None:
 
 
 def build_target(cfg: ConvertConfig) -> tuple[Any, dict[str, Any] | None, list[str] | None]:
-    """(model to load into, the input's recipe or None, the input's class names or None)."""
+    """(model to load into, the input's recipe or None, the input's class names or None).
+
+    The model: `--preset` (+ overrides) when given, else an HF folder's config.json, our input
+    checkpoint's config, or timesformer_base (+ overrides)."""
     from pipeline import model as models
     from pipeline.model.recipe import checkpoint_recipe
-    from pipeline.model.weights import hf_folder_config
+    from pipeline.model.weights import WeightError, hf_folder_config
 
     overrides = model_overrides(cfg)
-    if cfg.preset:
-        return models.create(cfg.preset, **overrides), None, None
+    base = labels = hf = ckpt = None
     if cfg.source == "hf":
-        family, config, labels = hf_folder_config(cfg.input, **overrides)
-        return models.build(family, dataclasses.asdict(config)), None, labels
+        try:
+            hf = hf_folder_config(cfg.input, **overrides)
+            labels = hf[2]
+        except WeightError:
+            if not cfg.preset:
+                raise
     if cfg.source == "ours":
         ckpt = models.read_checkpoint(cfg.input)
         recipe, notes = checkpoint_recipe(ckpt)
+        base, labels = (None if notes else recipe), recipe.get("labels")
+    if cfg.preset:
+        model = models.create(cfg.preset, **overrides)
+    elif hf is not None:
+        model = models.build(hf[0], dataclasses.asdict(hf[1]))
+    elif ckpt is not None:
         model = models.build(ckpt["family"], {**ckpt["config"], **overrides})
-        return model, (None if notes else recipe), recipe.get("labels")
-    return models.create("timesformer_base", **overrides), None, None
+    else:
+        model = models.create("timesformer_base", **overrides)
+    return model, base, labels
 
 
 def recipe_of(cfg: ConvertConfig, model: Any, base: dict[str, Any] | None, labels: list[str] | None) -> dict:
