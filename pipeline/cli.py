@@ -20,6 +20,7 @@ import argparse
 import dataclasses
 import inspect
 import re
+import types
 import typing
 from typing import Any, Callable, Sequence, TypeVar
 
@@ -87,6 +88,8 @@ def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is typing.Literal:
         return "|".join(str(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join("None" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
     text = getattr(tp, "__name__", None) if origin is None else None
     return text or re.sub(r"\b[\w.]+\.(\w+)", r"\1", str(tp))
 
