@@ -13,7 +13,9 @@ from typing import Any, Literal
 
 from pipeline import aggregate as agg
 from pipeline.data.clips import ClipConfig
-from pipeline.model.recipe import CLIP_FIELDS, Resolved, fixed_frames, read_recipe, resolve_clip_settings
+from pipeline.model.recipe import (
+    CLIP_FIELDS, RecipeError, Resolved, fixed_frames, read_recipe, resolve_clip_settings,
+)
 
 
 @dataclass
@@ -100,7 +102,12 @@ def plan_inference(checkpoint: str, cfg: InferConfig) -> InferPlan:
     Raises FileNotFoundError / ValueError (RecipeError included) naming the problem.
     """
     family, model_config, recipe, notes = read_recipe(checkpoint)
-    return InferPlan(family, model_config, recipe, notes, resolve_infer(cfg, family, model_config, recipe))
+    plan = InferPlan(family, model_config, recipe, notes, resolve_infer(cfg, family, model_config, recipe))
+    try:
+        clip_config(cfg, plan.resolved.values)
+    except ValueError as e:  # e.g. a --short-side below the recipe's crop
+        raise RecipeError(f"clip settings {plan.resolved.values}: {e}") from e
+    return plan
 
 
 @dataclass

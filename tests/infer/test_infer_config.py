@@ -37,10 +37,20 @@ def test_no_clip_flags_give_the_recipe_and_a_differing_flag_is_used_with_a_warni
     assert any(w.startswith("--sampling-rate 32 (given) differs from the checkpoint's recipe (4)") for w in res.warnings)
 
 
-def test_a_frame_count_the_model_cannot_take_needs_allow_resample():
+def _saved(recipe, tmp_path) -> str:
+    from pipeline.model import create, save
+
+    path = str(tmp_path / "model.pt")
+    save(create("debug", num_frames=8), path, recipe=recipe)
+    return path
+
+
+def test_a_frame_count_the_model_cannot_take_needs_allow_resample(tmp_path):
     recipe = make_recipe(ClipConfig(num_frames=8, crop_size=32), MODEL)
     with pytest.raises(RecipeError, match="--num-frames 16: the model takes 8 frames .*--allow-resample"):
         resolve_infer(InferConfig(num_frames=16), "timesformer", MODEL, recipe)
+    with pytest.raises(RecipeError, match="short_side 16 < crop_size 32"):
+        plan_inference(_saved(recipe, tmp_path), InferConfig(short_side=16))
     res = resolve_infer(InferConfig(num_frames=16, allow_resample=True), "timesformer", MODEL, recipe)
     assert res.values["num_frames"] == 16 and any("resampled to 16" in w for w in res.warnings)
     # a space-only TimeSformer has no time embedding: any frame count, only the recipe warning
