@@ -2,6 +2,9 @@
 
     result = run_inference(checkpoint_uri, videos, output_uri, InferConfig(sampling="cover"))
 
+The clip settings left at None in `InferConfig` come from the recipe the checkpoint records
+(`config.plan_inference`, read in the driver before any actor starts; see `pipeline.model.recipe`).
+
 Data flow (the HowTo100M protocol: each long video covered by clips, one label per video):
 
 1. One CPU task per video (`tasks.decode_video_task`, `num_cpus=decode_num_cpus`, around
