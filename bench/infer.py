@@ -133,7 +133,7 @@ def bench_preset(preset: str, args, paths: list[str], work: str) -> dict:
     import ray
     import torch
 
-    from pipeline.infer import InferConfig, make_actors, clip_config, run_inference
+    from pipeline.infer import InferConfig, clip_config, make_actors, plan_inference, run_inference
     from pipeline.model import create, save
 
     ckpt = os.path.join(work, f"{preset}.pt")
@@ -147,7 +147,7 @@ def bench_preset(preset: str, args, paths: list[str], work: str) -> dict:
                       decode_num_cpus=args.decode_cpus, part_size=64)
     actors = make_actors(ckpt, cfg, device=args.device)
     info = ray.get(actors[0].info.remote())
-    spec = clip_config(cfg, info)
+    spec = clip_config(cfg, plan_inference(ckpt, cfg).resolved.values)
 
     slots = max(1, int(ray.available_resources().get("CPU", 1) // args.decode_cpus))
     decode_only(paths[:slots], spec, args.decode_cpus)  # warm-up: start the decode workers

@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = runs / "demo"
     _step("4/4 infer on long videos", infer_job.main,
           ["--checkpoint", str(run_dir / "model.pt"), "--videos", str(data / "long.csv"),
-           "--output", str(preds), "--sampling", "cover", "--sampling-rate", "4", "--plot", "--actors", "1"])
+           "--output", str(preds), "--sampling", "cover", "--plot", "--actors", "1"])  # frames, rate, crop: model.pt's recipe
 
     summary = json.loads((shards / "summary.json").read_text())
     val_acc = _final_val_accuracy(run_dir / "metrics.jsonl")

@@ -4,6 +4,11 @@
 under `--output`: `predictions.parquet` (+ `.jsonl` with `--jsonl`), `parts/`, `errors.parquet`,
 `summary.json`, `labels.json`, `plots/` (with `--plot`). A rerun skips videos already done.
 Exit 0 even when some videos failed (they are error rows); 2 for bad arguments.
+
+Clip settings (--num-frames, --sampling-rate, --short-side, --crop-size, --sampling, --clips,
+--crops) default to the recipe recorded in the checkpoint (what the model was trained or published
+with). A flag that differs from it is used, printed as a warning and recorded in summary.json; a
+frame count the model would have to resample its time embedding for needs --allow-resample.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from pipeline.infer.config import InferConfig
 
 EXAMPLES = """examples:
   python -m jobs.infer --checkpoint s3://b/run/model.pt --videos s3://b/howto100m/test.csv \\
-      --output s3://b/preds --sampling cover --num-frames 8 --sampling-rate 32 --crops 3 --plot
+      --output s3://b/preds --sampling cover --crops 3 --plot
   python -m jobs.infer --checkpoint model.pt --videos videos/ --output preds --sampling uniform --clips 4"""
 
 
@@ -46,6 +51,19 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    from pipeline.infer import plan_inference
+    from pipeline.model.recipe import RecipeError
+
+    try:  # the checkpoint and the clip settings are checked here, before Ray starts
+        plan = plan_inference(job.checkpoint, job.infer_config())
+    except RecipeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: --checkpoint: {e}", file=sys.stderr)
+        return 2
+    for warning in plan.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     import ray
 
     from pipeline.infer import run_inference
@@ -54,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         ray.init()  # address from RAY_ADDRESS / a running cluster, else a local one
     try:
         res = run_inference(job.checkpoint, job.videos, job.output, job.infer_config(), device=job.device,
-                            howto100m_template=job.howto100m_template or None)
+                            howto100m_template=job.howto100m_template or None, plan=plan)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

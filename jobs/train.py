@@ -11,7 +11,7 @@ import json
 import os
 import sys
 
-from pipeline.cli import parse_job
+from pipeline.cli import explicit_keys, parse_job
 from pipeline.config import ConfigError
 from pipeline.train import TrainJobConfig, evaluate_run, fit, validate
 
@@ -44,13 +44,20 @@ def main(argv: list[str] | None = None) -> int:
         cfg, args = parse_job(TrainJobConfig, argv, prog="python -m jobs.train", doc=__doc__, examples=EXAMPLES,
                               extra=_extra)
         validate(cfg, need_train=not args.eval_only)
+        plan = None
+        if args.eval_only:  # the checkpoint and its recipe are checked before Ray starts
+            from pipeline.train.recipe import eval_plan
+
+            plan = eval_plan(cfg, explicit_keys(TrainJobConfig, args))
+            for warning in plan.warnings:
+                print(f"warning: {warning}", file=sys.stderr)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
     connect_ray()
     try:
         if args.eval_only:
-            result = evaluate_run(cfg)
+            result = evaluate_run(cfg, plan)
             result.pop("predictions", None)
             print(json.dumps(result, indent=2))
             return 0

@@ -20,6 +20,7 @@ import argparse
 import dataclasses
 import inspect
 import re
+import types
 import typing
 from typing import Any, Callable, Sequence, TypeVar
 
@@ -87,6 +88,8 @@ def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is typing.Literal:
         return "|".join(str(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join("None" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
     text = getattr(tp, "__name__", None) if origin is None else None
     return text or re.sub(r"\b[\w.]+\.(\w+)", r"\1", str(tp))
 
@@ -174,6 +177,20 @@ def parse_config(cls: type[T], parser: argparse.ArgumentParser, argv: Sequence[s
         raise ConfigError(f"--config: {e}") from e
     except yaml.YAMLError as e:
         raise ConfigError(f"--config {args.config}: not valid YAML ({' '.join(str(e).split())})") from e
+
+
+def explicit_keys(cls: type, args: argparse.Namespace) -> set[str]:
+    """Dotted keys of `cls` that `args` set (in `--config`, as flags or with `--set`), as opposed
+    to those left at the dataclass defaults."""
+    def flatten(data: Any, prefix: str = "") -> set[str]:
+        if not isinstance(data, dict):
+            return {prefix[:-1]}
+        return set().union(*(flatten(v, f"{prefix}{k}.") for k, v in data.items())) if data else set()
+
+    keys = flatten(load_yaml(args.config)) if getattr(args, "config", None) else set()
+    keys |= {key for key, _, _, _ in _leaves(cls) if key in vars(args)}
+    keys |= {item.split("=", 1)[0].strip() for item in getattr(args, "_set", [])}
+    return keys
 
 
 def parse_job(cls: type[T], argv: Sequence[str] | None, *, prog: str, doc: str, examples: str = "",

@@ -2,6 +2,9 @@
 
     result = run_inference(checkpoint_uri, videos, output_uri, InferConfig(sampling="cover"))
 
+The clip settings left at None in `InferConfig` come from the recipe the checkpoint records
+(`config.plan_inference`, read in the driver before any actor starts; see `pipeline.model.recipe`).
+
 Data flow (the HowTo100M protocol: each long video covered by clips, one label per video):
 
 1. One CPU task per video (`tasks.decode_video_task`, `num_cpus=decode_num_cpus`, around
@@ -37,13 +40,13 @@ import importlib
 from typing import Any
 
 from pipeline.infer.clips import video_clips
-from pipeline.infer.config import InferConfig, InferResult, clip_config
+from pipeline.infer.config import InferConfig, InferPlan, InferResult, clip_config, plan_inference, resolve_infer
 from pipeline.infer.inputs import list_videos, read_label_names
 from pipeline.infer.outputs import (PARTS_DIR, PLOTS_DIR, SCHEMA, done_video_ids, error_row, list_parts,
                                     merge_parts, part_name, plot_uri, prediction_row, write_part,
                                     write_summary)
 
-__all__ = ["InferConfig", "InferResult", "PARTS_DIR", "PLOTS_DIR", "SCHEMA", "done_video_ids",
+__all__ = ["InferConfig", "InferPlan", "InferResult", "plan_inference", "resolve_infer", "PARTS_DIR", "PLOTS_DIR", "SCHEMA", "done_video_ids",
            "error_row", "list_parts", "list_videos", "merge_parts", "part_name", "plot_uri",
            "prediction_row", "read_label_names", "clip_config", "video_clips", "write_part",
            "write_summary"]

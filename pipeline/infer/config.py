@@ -1,4 +1,10 @@
-"""Inference settings, the clip recipe a decode task gets, and the result of a run (no Ray)."""
+"""Inference settings, the clip recipe a decode task gets, and the result of a run (no Ray).
+
+The clip fields of `InferConfig` (`pipeline.model.recipe.CLIP_FIELDS`) default to None: "the
+checkpoint's recipe". `plan_inference` reads the checkpoint once, in the driver, and resolves them
+(`resolve_clip_settings`): a given value that differs from the recipe is used and warned about, a
+frame count the model cannot take is a `RecipeError` unless `allow_resample`.
+"""
 
 from __future__ import annotations
 
@@ -8,19 +14,23 @@ from typing import Any, Literal
 from pipeline import aggregate as agg
 from pipeline.data.clips import ClipConfig
 from pipeline.data.decode import MAX_PIXELS
+from pipeline.model.recipe import (
+    CLIP_FIELDS, RecipeError, Resolved, fixed_frames, read_recipe, resolve_clip_settings,
+)
 
 
 @dataclass
 class InferConfig:
-    """Inference settings. `None` sizes come from the model's config (frames, image size)."""
+    """Inference settings. The clip fields left at None come from the checkpoint's recipe."""
 
-    num_frames: int | None = None  # frames per clip (None: the model's)
-    sampling_rate: int = 32  # source frames between sampled frames at 30 fps (HowTo100M: 1 in 32)
-    sampling: Literal["uniform", "cover"] = "cover"  # cover: non-overlapping clips over the whole video (HowTo100M); uniform: `clips` evenly spaced
-    clips: int = 1  # with sampling=uniform: clips per video
-    crops: Literal[1, 3] = 1  # 1 centre crop, or 3 crops along the long side (scores averaged)
-    short_side: int | None = None  # resize short side to this (None: crop_size)
-    crop_size: int | None = None  # None: the model's image size
+    num_frames: int | None = None  # frames per clip (None: the checkpoint's recipe)
+    sampling_rate: int | None = None  # source frames between sampled frames at 30 fps (None: the checkpoint's recipe)
+    sampling: Literal["uniform", "cover"] | None = None  # cover: non-overlapping clips over the whole video (HowTo100M); uniform: `clips` evenly spaced (None: the recipe's)
+    clips: int | None = None  # with sampling=uniform: clips per video (None: the recipe's)
+    crops: Literal[1, 3] | None = None  # 1 centre crop, or 3 crops along the long side, scores averaged (None: the recipe's)
+    short_side: int | None = None  # resize short side to this (None: the recipe's; follows --crop-size when the recipe resizes to its crop)
+    crop_size: int | None = None  # square crop side (None: the recipe's)
+    allow_resample: bool = False  # accept a frame count other than the model's (its time / position embedding is resampled)
     aggregate: Literal["mean_logits", "mean_probs", "max"] = "mean_logits"
     top_k: int = 5
     batch_size: int = 8  # clips per actor call (each clip is `crops` model inputs)
@@ -44,17 +54,16 @@ class InferConfig:
     plot: bool = False
 
     def __post_init__(self) -> None:
-        if self.sampling not in ("uniform", "cover"):
+        if self.sampling not in (None, "uniform", "cover"):
             raise ValueError(f"sampling must be uniform or cover, got {self.sampling!r}")
-        if self.crops not in (1, 3):
+        if self.crops not in (None, 1, 3):
             raise ValueError(f"crops must be 1 or 3, got {self.crops}")
         if self.aggregate not in agg.AGGREGATES:
             raise ValueError(f"aggregate must be one of {agg.AGGREGATES}, got {self.aggregate!r}")
-        for name in ("sampling_rate", "clips", "top_k", "batch_size", "clips_per_decode",
-                     "max_batches_per_actor", "part_size"):
+        for name in ("top_k", "batch_size", "clips_per_decode", "max_batches_per_actor", "part_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("num_frames", "short_side", "crop_size"):
+        for name in ("num_frames", "sampling_rate", "clips", "short_side", "crop_size"):
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ValueError(f"{name} must be >= 1, got {v}")
@@ -62,14 +71,50 @@ class InferConfig:
             raise ValueError(f"short_side {self.short_side} < crop_size {self.crop_size}")
 
 
-def clip_config(cfg: InferConfig, info: dict[str, Any]) -> ClipConfig:
-    """The clip recipe of a run: `cfg`, with the sizes left to the model (frames, crop size)
-    filled from the actor's `info()`."""
-    crop = cfg.crop_size or info["image_size"]
-    return ClipConfig(num_frames=cfg.num_frames or info["num_frames"], sampling_rate=cfg.sampling_rate,
-                      sampling=cfg.sampling, clips=cfg.clips, crops=cfg.crops,
-                      short_side=cfg.short_side or crop, crop_size=crop,
-                      clips_per_decode=cfg.clips_per_decode, max_pixels=cfg.max_pixels)
+def clip_config(cfg: InferConfig, values: dict[str, Any]) -> ClipConfig:
+    """The clip recipe of a run: the resolved clip fields `values` (see `InferPlan`), decoded
+    `cfg.clips_per_decode` clips at a time."""
+    return ClipConfig(**{k: values[k] for k in CLIP_FIELDS}, clips_per_decode=cfg.clips_per_decode,
+                      max_pixels=cfg.max_pixels)
+
+
+@dataclass
+class InferPlan:
+    """What the driver knows of the checkpoint before any actor starts, and the clip settings."""
+
+    family: str
+    model_config: dict[str, Any]
+    recipe: dict[str, Any]  # the checkpoint's (or the legacy defaults)
+    notes: list[str]  # about the recipe itself (e.g. none recorded)
+    resolved: Resolved
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.notes + self.resolved.warnings
+
+    def record(self) -> dict[str, Any]:
+        """The `recipe` entry of summary.json."""
+        return self.resolved.as_dict(self.recipe, self.notes)
+
+
+def resolve_infer(cfg: InferConfig, family: str, model_config: dict[str, Any], recipe: dict[str, Any]) -> Resolved:
+    """`cfg`'s clip fields over `recipe` (pure; raises RecipeError for a frame count the model cannot take)."""
+    return resolve_clip_settings(recipe, {k: getattr(cfg, k) for k in CLIP_FIELDS},
+                                 model_frames=fixed_frames(family, model_config), allow_resample=cfg.allow_resample)
+
+
+def plan_inference(checkpoint: str, cfg: InferConfig) -> InferPlan:
+    """Read the checkpoint's config and recipe (not its actors) and resolve `cfg` against them.
+
+    Raises FileNotFoundError / ValueError (RecipeError included) naming the problem.
+    """
+    family, model_config, recipe, notes = read_recipe(checkpoint)
+    plan = InferPlan(family, model_config, recipe, notes, resolve_infer(cfg, family, model_config, recipe))
+    try:
+        clip_config(cfg, plan.resolved.values)
+    except ValueError as e:  # e.g. a --short-side below the recipe's crop
+        raise RecipeError(f"clip settings {plan.resolved.values}: {e}") from e
+    return plan
 
 
 @dataclass

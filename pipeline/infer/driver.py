@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -10,7 +11,7 @@ import ray
 
 from pipeline import storage
 from pipeline.infer.actor import make_actors
-from pipeline.infer.config import InferConfig, InferResult, clip_config
+from pipeline.infer.config import InferConfig, InferPlan, InferResult, clip_config, plan_inference
 from pipeline.infer.inputs import list_videos, read_label_names
 from pipeline.infer.outputs import done_video_ids, merge_parts, write_summary
 from pipeline.infer.scheduler import Scheduler
@@ -18,15 +19,22 @@ from pipeline.infer.scheduler import Scheduler
 
 def run_inference(checkpoint: str, videos: str | list[dict[str, Any]], output: str,
                   cfg: InferConfig | None = None, *, device: str = "auto",
-                  actors: list[Any] | None = None, howto100m_template: str | None = None) -> InferResult:
+                  actors: list[Any] | None = None, howto100m_template: str | None = None,
+                  plan: InferPlan | None = None) -> InferResult:
     """Classify every video (a manifest/folder URI or items `{video_id, uri, target}`).
 
     Writes parts, then `predictions.parquet` etc. under `output` (see `pipeline.infer`). Videos
     that already have an `ok` row under `output` are skipped. `actors` reuses started `ClipScorer`s.
+    Clip settings left at None in `cfg` come from the checkpoint's recipe (`plan_inference`;
+    `plan` passes one already made); differences from it are logged as warnings.
     """
     from pipeline.data.manifest import LABELS_FILE, LabelMap, write_labels
 
     cfg = cfg or InferConfig()
+    if plan is None:
+        plan = plan_inference(checkpoint, cfg)
+        for warning in plan.warnings:
+            logging.getLogger(__name__).warning(warning)
     t_start = time.perf_counter()
     if isinstance(videos, str):
         items, bad_rows = list_videos(videos, howto100m_template)
@@ -42,8 +50,8 @@ def run_inference(checkpoint: str, videos: str | list[dict[str, Any]], output: s
                                                                   fault_marker=storage.join(output, "_fault_injected"))
     info = ray.get([a.info.remote() for a in actors])[0]
     t_ready = time.perf_counter()
-    names = read_label_names(cfg.labels, checkpoint, info["num_classes"])
-    spec = clip_config(cfg, info)
+    names = read_label_names(cfg.labels, checkpoint, info["num_classes"], recorded=plan.recipe.get("labels"))
+    spec = clip_config(cfg, plan.resolved.values)
     write_labels(storage.join(output, LABELS_FILE), LabelMap(tuple(names)))
 
     scheduler = Scheduler(actors, spec, cfg, output, names, result)
@@ -61,5 +69,5 @@ def run_inference(checkpoint: str, videos: str | list[dict[str, Any]], output: s
     result.model_busy_s = scheduler.busy
     window = max(t_end - t_ready, 1e-9)
     result.actor_idle = float(np.mean([max(0.0, 1.0 - b / window) for b in scheduler.busy]))
-    write_summary(checkpoint, cfg, spec, info, result)
+    write_summary(checkpoint, cfg, spec, info, result, recipe=plan.record())
     return result

@@ -67,10 +67,14 @@ def _stem(uri: str) -> str:
     return posixpath.splitext(posixpath.basename(uri.rstrip("/")))[0] or uri
 
 
-def read_label_names(labels_uri: str | None, checkpoint: str, num_classes: int) -> list[str]:
-    """Class names: the given labels file, else `labels.json` beside the checkpoint, else ids."""
+def read_label_names(labels_uri: str | None, checkpoint: str, num_classes: int,
+                     recorded: list[str] | None = None) -> list[str]:
+    """Class names: the given labels file, else the names the checkpoint records (`recorded`),
+    else `labels.json` beside the checkpoint, else ids."""
     from pipeline.data.manifest import LABELS_FILE, read_labels
 
+    if not labels_uri and recorded and len(recorded) == num_classes:
+        return [str(n) for n in recorded]
     candidates = [labels_uri] if labels_uri else [_sibling(checkpoint, LABELS_FILE)]
     for uri in candidates:
         if uri and storage.exists(uri):

@@ -161,10 +161,13 @@ def plot_uri(output: str, video_id: str) -> str:
 
 
 def write_summary(checkpoint: str, cfg: InferConfig, spec: ClipConfig, info: dict[str, Any],
-                  result: InferResult) -> None:
-    """`summary.json`: the settings (InferConfig, ClipConfig), the model facts and the InferResult."""
+                  result: InferResult, recipe: dict[str, Any] | None = None) -> None:
+    """`summary.json`: the settings (InferConfig, ClipConfig), the checkpoint's recipe and what
+    differed from it (`recipe`: checkpoint, used, overrides, warnings), the model facts and the
+    InferResult."""
     storage.write_json(storage.join(result.output, "summary.json"), {
         "checkpoint": checkpoint, "config": dataclasses.asdict(cfg), "clip_spec": dataclasses.asdict(spec),
+        "recipe": recipe,
         "model": info, "counts": {"videos": result.total, "ok": result.ok, "errors": result.errors,
                                   "skipped": result.skipped, "processed": result.processed},
         "top1": result.top1, "clips": result.clips, "wall_s": result.wall_s, "decode_s": result.decode_s,

@@ -23,6 +23,7 @@ Modules (`loop` and `driver` import Ray Train; `from pipeline.train import fit` 
     build       model (fresh or from model.init weights) and optimizer
     checkpoint  RNG streams, training state, checkpoint folders, restore
     metrics     metrics.jsonl and the running Window between logged steps
+    recipe      --eval-only: the data settings resolved against the checkpoint's recipe (eval_plan)
     loop        the Ray Train worker: train_func, train_step, evaluate_clips, Reporter
     driver      fit, make_trainer, build_datasets, load_splits, evaluate_run (--eval-only)
 """

@@ -100,6 +100,7 @@ class EvalSection:
     checkpoint: str = ""  # default: <run folder>/model.pt
     batch_size: int = 8  # views per scoring batch
     device: str = "cpu"  # where --eval-only scores (cpu or cuda)
+    allow_resample: bool = False  # accept data.num_frames other than the model's (its time / position embedding is resampled)
 
 
 @dataclass

@@ -23,6 +23,7 @@ from pipeline.evaluate import evaluate_views
 from pipeline.train.checkpoint import latest_checkpoint_step
 from pipeline.train.config import TrainJobConfig, validate
 from pipeline.train.loop import train_func
+from pipeline.train.recipe import EvalPlan, eval_plan
 from pipeline.train.schedule import Plan, make_plan, run_dir_of
 
 
@@ -110,30 +111,31 @@ def fit(cfg: TrainJobConfig, *, datasets: dict[str, Any] | None = None,
     return make_trainer(cfg, plan, datasets).fit()
 
 
-def evaluate_run(cfg: TrainJobConfig) -> dict[str, Any]:
+def evaluate_run(cfg: TrainJobConfig, plan: EvalPlan | None = None) -> dict[str, Any]:
     """`--eval-only`: video-level multi-view evaluation of a trained model on `val_manifest`.
 
     Views: `data.clips` temporal clips x `data.crops` crops per video (set
     `data.crops=3` for the official 1 x 3 protocol), decoded by Ray Data, scored on the
-    driver (`eval.device`). Writes `eval.json` to the run folder and returns it.
+    driver (`eval.device`). The clip settings are `plan`'s (`pipeline.train.recipe.eval_plan`:
+    the checkpoint's recipe under the data fields the user set; default: every data field set).
+    Writes `eval.json` to the run folder and returns it.
     """
     validate(cfg, need_train=False)
+    plan = plan or eval_plan(cfg)
     run_dir = run_dir_of(cfg.run)
-    ckpt = cfg.eval.checkpoint or storage.join(run_dir, "model.pt")
-    if not storage.exists(ckpt):
-        raise ConfigError(f"eval.checkpoint: no model at {ckpt} (train first, or set eval.checkpoint=URI)")
+    ckpt = plan.checkpoint
     labels_uri = storage.join(run_dir, "labels.json")
     val = load_manifest(cfg.val_manifest, labels=labels_uri if storage.exists(labels_uri) else (cfg.labels or None),
                         howto100m_template=cfg.howto100m_template or None)
     model = models.load(ckpt)
-    ds = build_clip_dataset(val.rows, cfg.data, mode="test", seed=cfg.loop.seed,
+    ds = build_clip_dataset(val.rows, plan.data, mode="test", seed=cfg.loop.seed,
                             error_uri=storage.join(run_dir, "eval_errors"))
     ds = ds.select_columns(["frames", "label", "video_id"])
     t0 = time.perf_counter()
     result = evaluate_views(model, ds.iter_batches(batch_size=cfg.eval.batch_size, batch_format="numpy"),
                             device=cfg.eval.device)
-    result.update({"checkpoint": ckpt, "manifest": cfg.val_manifest, "clips_per_video": cfg.data.clips,
-                   "crops": cfg.data.crops, "seconds": time.perf_counter() - t0,
-                   "manifest_errors": len(val.errors)})
+    result.update({"checkpoint": ckpt, "manifest": cfg.val_manifest, "clips_per_video": plan.data.clips,
+                   "crops": plan.data.crops, "seconds": time.perf_counter() - t0,
+                   "manifest_errors": len(val.errors), "recipe": plan.record})
     storage.write_json(storage.join(run_dir, "eval.json"), result)
     return result

@@ -25,7 +25,9 @@ from torch import nn
 
 from pipeline import storage
 from pipeline.config import from_dict
+from pipeline.data.clips import ClipConfig
 from pipeline.model.forward import clip_logits, forward_logits, model_input, unwrap
+from pipeline.model.recipe import make_recipe
 from pipeline.plots import plot_metrics
 from pipeline.train.build import build_model, build_optimizer, set_lr
 from pipeline.train.checkpoint import restore, rng_state, save_checkpoint_dir, seed_worker, training_state
@@ -88,7 +90,7 @@ def train_func(config: dict) -> None:
 
     if step != reporter.last_checkpoint:  # the stream ran out early
         reporter.report(step, {}, checkpoint=True)
-    reporter.finish(step)
+    reporter.finish(step, cfg.data)
 
 
 def train_batches(cfg: TrainJobConfig, plan: Plan, step: int, rank: int) -> Iterator[dict[str, torch.Tensor]]:
@@ -230,8 +232,9 @@ class Reporter:
         if self.rank == 0:
             write_metrics(self.plan.run_dir, self.records)
 
-    def finish(self, step: int) -> None:
-        """Rank 0 at the end: metrics.jsonl, metrics.png and model.pt (our format) in the run folder."""
+    def finish(self, step: int, clip: ClipConfig) -> None:
+        """Rank 0 at the end: metrics.jsonl, metrics.png and model.pt (our format; its meta holds
+        the recipe of the run's clips `clip` and the labels: `pipeline.model.recipe`) in the run folder."""
         from pipeline import model as models
 
         if self.rank != 0:
@@ -240,7 +243,9 @@ class Reporter:
         self.records.append({"kind": "end", "step": step, "time": time.time()})
         write_metrics(run_dir, self.records)
         plot_metrics(self.records, storage.join(run_dir, "metrics.png"))
-        models.save(unwrap(self.net), storage.join(run_dir, "model.pt"), step=step, labels=self.plan.labels)
+        model = unwrap(self.net)
+        models.save(model, storage.join(run_dir, "model.pt"), step=step, labels=self.plan.labels,
+                    recipe=make_recipe(clip, model.config, self.plan.labels))
         self.say(f"done at step {step}; model -> {storage.join(run_dir, 'model.pt')}")
 
 

@@ -1,11 +1,14 @@
-"""InferConfig validation."""
+"""InferConfig validation, and its clip fields resolved against a checkpoint's recipe."""
 
 from __future__ import annotations
 
 import pytest
 
 from pipeline.data.clips import ClipConfig
-from pipeline.infer import InferConfig, clip_config
+from pipeline.infer import InferConfig, clip_config, plan_inference, resolve_infer
+from pipeline.model.recipe import RecipeError, make_recipe
+
+MODEL = {"num_frames": 8, "image_size": 32, "attention": "divided", "mean": [0.45] * 3, "std": [0.225] * 3}
 
 
 def test_config_rejects_bad_values():
@@ -15,14 +18,69 @@ def test_config_rejects_bad_values():
         InferConfig(aggregate="median")
     with pytest.raises(ValueError, match="short_side"):
         InferConfig(short_side=16, crop_size=32)
+    with pytest.raises(ValueError, match="sampling_rate"):
+        InferConfig(sampling_rate=0)
 
 
-def test_clip_config_fills_sizes_from_the_model():
-    info = {"num_frames": 8, "image_size": 224}
-    spec = clip_config(InferConfig(), info)
-    assert spec == ClipConfig(num_frames=8, sampling_rate=32, sampling="cover", clips=1, crops=1, short_side=224,
-                              crop_size=224, clips_per_decode=8)
-    spec = clip_config(InferConfig(num_frames=4, crop_size=32, short_side=40, crops=3, sampling="uniform", clips=2),
-                       info)
-    assert (spec.num_frames, spec.crop_size, spec.short_side, spec.crops, spec.sampling, spec.clips) == (
-        4, 32, 40, 3, "uniform", 2)
+def test_no_clip_flags_give_the_recipe_and_a_differing_flag_is_used_with_a_warning():
+    recipe = make_recipe(ClipConfig(num_frames=8, sampling_rate=4, crop_size=32, short_side=36, clips=2),
+                         MODEL, labels=["a", "b"])
+    res = resolve_infer(InferConfig(), "timesformer", MODEL, recipe)
+    assert clip_config(InferConfig(clips_per_decode=3), res.values) == ClipConfig(
+        num_frames=8, sampling_rate=4, crop_size=32, short_side=36, sampling="uniform", clips=2, crops=1,
+        clips_per_decode=3)
+    assert not res.warnings and not res.overrides
+    res = resolve_infer(InferConfig(sampling_rate=32, sampling="cover", crops=3), "timesformer", MODEL, recipe)
+    assert res.values["sampling_rate"] == 32 and res.values["sampling"] == "cover" and res.values["crops"] == 3
+    assert res.overrides["sampling_rate"] == {"recipe": 4, "used": 32}
+    assert sorted(res.overrides) == ["crops", "sampling", "sampling_rate"]
+    assert any(w.startswith("--sampling-rate 32 (given) differs from the checkpoint's recipe (4)") for w in res.warnings)
+
+
+def _saved(recipe, tmp_path) -> str:
+    from pipeline.model import create, save
+
+    path = str(tmp_path / "model.pt")
+    save(create("debug", num_frames=8), path, recipe=recipe)
+    return path
+
+
+def test_a_frame_count_the_model_cannot_take_needs_allow_resample(tmp_path):
+    recipe = make_recipe(ClipConfig(num_frames=8, crop_size=32), MODEL)
+    with pytest.raises(RecipeError, match="--num-frames 16: the model takes 8 frames .*--allow-resample"):
+        resolve_infer(InferConfig(num_frames=16), "timesformer", MODEL, recipe)
+    with pytest.raises(RecipeError, match="short_side 16 < crop_size 32"):
+        plan_inference(_saved(recipe, tmp_path), InferConfig(short_side=16))
+    res = resolve_infer(InferConfig(num_frames=16, allow_resample=True), "timesformer", MODEL, recipe)
+    assert res.values["num_frames"] == 16 and any("resampled to 16" in w for w in res.warnings)
+    # a space-only TimeSformer has no time embedding: any frame count, only the recipe warning
+    space = {**MODEL, "attention": "space_only"}
+    assert resolve_infer(InferConfig(num_frames=16), "timesformer", space, recipe).values["num_frames"] == 16
+    with pytest.raises(RecipeError):
+        resolve_infer(InferConfig(num_frames=4), "vivit", {**MODEL, "num_frames": 8}, recipe)
+
+
+def test_a_crop_flag_moves_the_short_side_when_the_recipe_resizes_to_its_crop():
+    recipe = make_recipe(ClipConfig(num_frames=8, crop_size=32), MODEL)
+    values = resolve_infer(InferConfig(crop_size=40), "timesformer", MODEL, recipe).values
+    assert (values["crop_size"], values["short_side"]) == (40, 40)
+
+
+def test_an_old_checkpoint_gets_the_documented_defaults_with_a_warning(tmp_path):
+    from pipeline.model import create, save
+
+    path = str(tmp_path / "old.pt")
+    save(create("debug", num_frames=8), path)  # no recipe in meta
+    plan = plan_inference(path, InferConfig())
+    assert plan.resolved.values == {"num_frames": 8, "sampling_rate": 32, "crop_size": 32, "short_side": 32,
+                                    "sampling": "cover", "clips": 1, "crops": 1}
+    assert len(plan.warnings) == 1 and "records no clip recipe" in plan.warnings[0]
+
+
+def test_a_missing_or_corrupt_checkpoint_is_a_one_line_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        plan_inference(str(tmp_path / "nope.pt"), InferConfig())
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ValueError, match="not a readable checkpoint") as e:
+        plan_inference(str(tmp_path / "bad.pt"), InferConfig())
+    assert "\n" not in str(e.value)

@@ -73,7 +73,7 @@ def test_bad_videos_become_error_rows_and_exit_zero(ray_local, untrained_ckpt, s
     assert all(e["stage"] and e["error"] for e in errors)
 
 
-def test_output_schema_jsonl_plots_and_summary(ray_local, untrained_ckpt, short_videos, tmp_path):
+def test_output_schema_jsonl_plots_and_summary(ray_local, untrained_ckpt, short_videos, tmp_path, capsys):
     folder = tmp_path / "videos"
     (folder / "sub").mkdir(parents=True)
     for i, p in enumerate(short_videos[:3]):
@@ -101,6 +101,12 @@ def test_output_schema_jsonl_plots_and_summary(ray_local, untrained_ckpt, short_
     assert {r["video_id"]: r["label"] for r in jsonl} == {r["video_id"]: r["label"] for r in rows}
     summary = json.loads(Path(out, "summary.json").read_text())
     assert summary["counts"]["videos"] == 3 and summary["counts"]["ok"] == 3 and summary["clips"] == 9
+    # the checkpoint predates recipes: the documented defaults, and the flag that differs from them
+    assert summary["recipe"]["overrides"] == {"sampling_rate": {"recipe": 32, "used": 8}}
+    assert summary["clip_spec"]["sampling_rate"] == 8 and summary["clip_spec"]["sampling"] == "cover"
+    err = capsys.readouterr().err
+    assert "warning: the checkpoint records no clip recipe" in err
+    assert "warning: --sampling-rate 8 (given) differs from the checkpoint's recipe (32); using 8" in err
     assert json.loads(Path(out, "labels.json").read_text())["names"] == synthetic.CLASSES
 
 

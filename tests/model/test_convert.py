@@ -76,7 +76,7 @@ def test_hf_save_pretrained_folder_converts(tmp_path):
 def test_a_source_the_family_cannot_take_is_an_error(tmp_path, capsys):
     assert main(["--source", "official", "--input", str(tmp_path / "x.pyth"), "--preset", "vivit_debug",
                  "--output", str(tmp_path / "m.pt")]) == 1
-    assert "--source must be one of ['hf']" in capsys.readouterr().err
+    assert "--source must be one of ['hf', 'ours']" in capsys.readouterr().err
 
 
 def test_target_shape_flags_resize_and_report(tmp_path):
@@ -94,3 +94,32 @@ def test_target_shape_flags_resize_and_report(tmp_path):
     assert resized["pos_embed"] == ([1, 17, 64], [1, 65, 64])
     assert "head.weight" in report["fresh"]
     assert model(torch.randn(1, 3, 8, 64, 64)).shape == (1, 6)
+
+
+def test_ours_keeps_its_recipe_and_labels_through_a_resize_and_an_old_one_gets_the_defaults(tmp_path):
+    from pipeline.model.recipe import checkpoint_recipe, make_recipe
+
+    model = pm.create("debug", num_frames=8)
+    recipe = make_recipe({"sampling_rate": 4, "crop_size": 32, "short_side": 36, "crops": 3}, model.config,
+                         labels=["a", "b", "c", "d"])
+    pm.save(model, str(tmp_path / "in.pt"), recipe=recipe)
+    assert main(["--source", "ours", "--input", str(tmp_path / "in.pt"), "--num-frames", "16",
+                 "--output", str(tmp_path / "out" / "m.pt")]) == 0
+    out, notes = checkpoint_recipe(pm.read_checkpoint(str(tmp_path / "out" / "m.pt")))
+    assert not notes and pm.load(str(tmp_path / "out" / "m.pt")).config.num_frames == 16
+    assert (out["num_frames"], out["sampling_rate"], out["short_side"], out["crops"], out["labels"]) == (
+        16, 4, 36, 3, ["a", "b", "c", "d"])
+    pm.save(model, str(tmp_path / "old.pt"))  # no recipe: convert records the defaults
+    assert main(["--source", "ours", "--input", str(tmp_path / "old.pt"), "--output", str(tmp_path / "new.pt")]) == 0
+    new, notes = checkpoint_recipe(pm.read_checkpoint(str(tmp_path / "new.pt")))
+    assert not notes and (new["sampling_rate"], new["sampling"], new["short_side"]) == (32, "uniform", 32)
+
+
+def test_an_hf_file_without_config_json_needs_a_preset(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    save_file(hf_timesformer("divided").state_dict(), str(tmp_path / "w.safetensors"))
+    assert main(["--source", "hf", "--input", str(tmp_path / "w.safetensors"), "--output", str(tmp_path / "m.pt")]) == 1
+    assert "no config.json" in capsys.readouterr().err
+    assert main(["--source", "hf", "--input", str(tmp_path / "w.safetensors"), "--preset", "debug",
+                 "--output", str(tmp_path / "m.pt")]) == 0

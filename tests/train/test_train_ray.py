@@ -160,5 +160,7 @@ def test_worker_failure_and_job_restart_resume_exactly_from_s3(ray_local, s3_buc
     assert rc == 0
     result = storage.read_json(f"{run_dir}/eval.json")
     assert result["num_videos"] == 16 and result["views_per_video"] == [6, 6]
+    # the --set values differ from the checkpoint's recipe: used, and recorded as overrides
+    assert sorted(result["recipe"]["overrides"]) == ["clips", "crops", "short_side"]
     assert 0.0 <= result["top1"] <= 1.0
     print(f"eval-only: {time.time() - t0:.0f}s")

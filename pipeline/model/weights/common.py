@@ -5,6 +5,7 @@ position embeddings, and the strict fit of a renamed state dict against a model'
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -114,6 +115,45 @@ def read_hf_folder(src: str | Path) -> tuple[dict[str, Any], dict[str, Any] | No
     if storage.exists(storage.join(uri, "pytorch_model.bin")):
         return read_state(storage.join(uri, "pytorch_model.bin")), config
     raise WeightError(f"{uri}: no model.safetensors(.index.json) or pytorch_model.bin in this folder")
+
+
+def rename_prefix(key: str, pairs: list[tuple[str, str]]) -> str | None:
+    """Rename `key` by the first (from, to) prefix template that matches it; None when none does.
+    `{i}` in a template is a block index; a template without a trailing dot is a whole name."""
+    for src, dst in pairs:
+        pattern = "^" + re.escape(src).replace(re.escape("{i}"), r"(?P<i>\d+)") + ("" if src.endswith(".") else "$")
+        m = re.match(pattern, key)
+        if m:
+            return dst.format(i=m.groupdict().get("i")) + key[m.end():]
+    return None
+
+
+def hf_labels(hf_config: Mapping[str, Any]) -> list[str] | None:
+    """Class names of an HF config.json (`id2label` ordered by id), or None without one."""
+    id2label = hf_config.get("id2label") or {}
+    if not id2label:
+        return None
+    ids = sorted(int(i) for i in id2label)
+    if ids != list(range(len(ids))):
+        raise WeightError(f"config.json id2label ids {ids[:8]} are not 0..N-1")
+    return [str(id2label.get(str(i), id2label.get(i))) for i in ids]
+
+
+def hf_id2label(labels: list[str] | None, num_classes: int) -> dict[str, Any]:
+    """`id2label` / `label2id` of an HF config.json for `labels` (or LABEL_i names)."""
+    names = list(labels) if labels and len(labels) == num_classes else [f"LABEL_{i}" for i in range(num_classes)]
+    return {"id2label": {str(i): n for i, n in enumerate(names)}, "label2id": {n: i for i, n in enumerate(names)}}
+
+
+def write_hf_folder(folder: str, config: dict[str, Any], state: StateDict) -> None:
+    """A `save_pretrained`-style folder: `config.json` and `model.safetensors` (written atomically)."""
+    from safetensors.torch import save as save_safetensors
+
+    from pipeline import storage
+
+    blob = save_safetensors({k: v.detach().cpu().contiguous() for k, v in state.items()}, metadata={"format": "pt"})
+    storage.write_bytes_atomic(storage.join(folder, "model.safetensors"), blob)
+    storage.write_json(storage.join(folder, "config.json"), config)
 
 
 # ---------------------------------------------------------------------------- resampling

@@ -13,7 +13,7 @@ from torch import nn
 from pipeline.model.timesformer import TimeSformerConfig
 from pipeline.model.vivit import ViViTConfig
 from pipeline.model.weights import timesformer, vivit
-from pipeline.model.weights.common import LoadReport, Source, StateDict, WeightError
+from pipeline.model.weights.common import LoadReport, Source, StateDict, WeightError, hf_labels, write_hf_folder
 
 Loader = Callable[[Source, Any], tuple[StateDict, LoadReport]]
 
@@ -27,6 +27,12 @@ LOADERS: dict[tuple[str, str], Loader] = {
     ("vivit", "hf"): vivit.load_hf_vivit,
     ("vivit", "ours"): vivit.load_ours,
 }
+
+# Hugging Face config.json -> our config (by `model_type`), and our model -> (config.json, HF state dict).
+HF_CONFIGS: dict[str, Callable[..., Any]] = {"timesformer": timesformer.hf_timesformer_config,
+                                             "vivit": vivit.hf_vivit_config}
+HF_EXPORTERS: dict[str, Callable[..., tuple[dict[str, Any], StateDict]]] = {
+    "timesformer": timesformer.to_hf_timesformer, "vivit": vivit.to_hf_vivit}
 
 _CONFIG_FAMILY: dict[type, str] = {TimeSformerConfig: "timesformer", ViViTConfig: "vivit"}
 
@@ -64,3 +70,30 @@ def load_weights(model_or_config: nn.Module | Any, source: str, src: Source) -> 
     if (family, source) not in LOADERS:
         raise WeightError(f"{family} weights load from sources {allowed}, not {source!r}")
     return LOADERS[(family, source)](src, cfg)
+
+
+def hf_folder_config(folder: str, **overrides: Any) -> tuple[str, Any, list[str] | None]:
+    """(family, our model config, class names) of a Hugging Face `save_pretrained` folder, from
+    its `config.json` (`model_type` picks the family); `overrides` replace config fields."""
+    from pipeline import storage
+
+    uri = storage.join(str(folder), "config.json")
+    if not storage.exists(uri):
+        raise WeightError(f"{folder}: no config.json (a save_pretrained folder has one; or give a preset)")
+    hf_config = storage.read_json(uri)
+    family = hf_config.get("model_type")
+    if family not in HF_CONFIGS:
+        raise WeightError(f"{uri}: model_type {family!r} is not one of {sorted(HF_CONFIGS)}")
+    return family, HF_CONFIGS[family](hf_config, **overrides), hf_labels(hf_config)
+
+
+def export_hf(model: nn.Module, folder: str, labels: list[str] | None = None) -> dict[str, Any]:
+    """Write `model` as a Hugging Face `save_pretrained` folder (`config.json` with `id2label`,
+    `model.safetensors`) for `TimesformerForVideoClassification` / `VivitForVideoClassification`;
+    returns the config. A model HF cannot express raises `WeightError`."""
+    family, cfg = family_and_config(model)
+    if family not in HF_EXPORTERS:
+        raise WeightError(f"no Hugging Face export for model family {family!r}")
+    config, state = HF_EXPORTERS[family](cfg, model.state_dict(), labels)
+    write_hf_folder(folder, config, state)
+    return config

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import torch
 
 from pipeline.model.timesformer import TimeSformer, TimeSformerConfig
 from pipeline.model.weights.common import (
-    LoadReport, Source, StateDict, WeightError, check_tensors, fit_expected, read_hf_folder, read_state,
-    resize_pos_embed, resize_time_embed, source_name,
+    LoadReport, Source, StateDict, WeightError, check_tensors, fit_expected, hf_id2label, hf_labels, read_hf_folder, read_state,
+    rename_prefix, resize_pos_embed, resize_time_embed, source_name,
 )
 
 
@@ -90,19 +90,9 @@ _HF_NAMES: list[tuple[str, str]] = [
 ]
 
 
-def _rename(key: str, pairs: list[tuple[str, str]]) -> str | None:
-    """Rename `key` by the first (from, to) prefix template that matches it; None when none does."""
-    for src, dst in pairs:
-        pattern = "^" + re.escape(src).replace(re.escape("{i}"), r"(?P<i>\d+)") + ("" if src.endswith(".") else "$")
-        m = re.match(pattern, key)
-        if m:
-            return dst.format(i=m.groupdict().get("i")) + key[m.end():]
-    return None
-
-
 def hf_key_to_official(key: str) -> str:
     """`timesformer.encoder.layer.3.temporal_dense.weight` -> `blocks.3.temporal_fc.weight`."""
-    new = _rename(key, _HF_NAMES)
+    new = rename_prefix(key, _HF_NAMES)
     if new is None:
         raise WeightError(f"unknown Hugging Face TimeSformer key {key!r}")
     return new
@@ -110,20 +100,79 @@ def hf_key_to_official(key: str) -> str:
 
 def official_key_to_hf(key: str) -> str:
     """Inverse of `hf_key_to_official` (to export into `TimesformerForVideoClassification`)."""
-    new = _rename(key, [(ours, hf) for hf, ours in _HF_NAMES])
+    new = rename_prefix(key, [(ours, hf) for hf, ours in _HF_NAMES])
     if new is None:
         raise WeightError(f"no Hugging Face name for {key!r}")
     return new
 
 
-def load_hf(src: Source, cfg: TimeSformerConfig) -> tuple[StateDict, LoadReport]:
+# HF `attention_type` <-> ours (HF TimeSformer has these three schemes only).
+_HF_ATTENTION = {"divided_space_time": "divided", "joint_space_time": "joint", "space_only": "space_only"}
+
+
+def hf_timesformer_config(hf_config: Mapping[str, Any], **overrides: Any) -> TimeSformerConfig:
+    """Our `TimeSformerConfig` with the geometry of an HF `TimesformerConfig` dict (config.json):
+    image / patch size, frames, width, depth, heads, MLP, attention type, layer-norm eps and the
+    class count of `id2label`. `overrides` replace fields afterwards. Settings our model cannot
+    express (non-square images or patches, an activation other than gelu) raise `WeightError`."""
+    c = dict(hf_config)
+    if c.get("model_type", "timesformer") != "timesformer":
+        raise WeightError(f"config.json is for model_type {c.get('model_type')!r}, not 'timesformer'")
+    size, patch = c.get("image_size", 224), c.get("patch_size", 16)
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    patch = (patch, patch) if isinstance(patch, int) else tuple(patch)
+    if size[0] != size[1] or patch[0] != patch[1]:
+        raise WeightError(f"non-square image {size} or patch {patch} is not supported")
+    if c.get("hidden_act", "gelu") != "gelu":
+        raise WeightError(f"hidden_act {c.get('hidden_act')!r} has no equivalent here (TimeSformer uses gelu)")
+    attention = _HF_ATTENTION.get(c.get("attention_type", "divided_space_time"))
+    if attention is None:
+        raise WeightError(f"attention_type {c.get('attention_type')!r} is not one of {sorted(_HF_ATTENTION)}")
+    hidden = c.get("hidden_size", 768)
+    labels = hf_labels(c)
+    fields = dict(
+        num_classes=len(labels) if labels else c.get("num_labels", 2), num_frames=c.get("num_frames", 8),
+        image_size=size[0], patch_size=patch[0], in_chans=c.get("num_channels", 3), embed_dim=hidden,
+        depth=c.get("num_hidden_layers", 12), num_heads=c.get("num_attention_heads", 12),
+        mlp_ratio=c.get("intermediate_size", 3072) / hidden, qkv_bias=c.get("qkv_bias", True), attention=attention,
+        layer_norm_eps=c.get("layer_norm_eps", 1e-6), drop_path_rate=float(c.get("drop_path_rate", 0.0)),
+    )
+    fields.update(overrides)
+    return TimeSformerConfig(**fields)
+
+
+def to_hf_timesformer(cfg: TimeSformerConfig, state: Mapping[str, torch.Tensor],
+                      labels: list[str] | None = None) -> tuple[dict[str, Any], StateDict]:
+    """(config.json, state dict) of the HF `TimesformerForVideoClassification` equal to our model
+    (`official_key_to_hf` on every key). Schemes HF lacks (local_global, axial) raise `WeightError`."""
+    hf_attention = {ours: hf for hf, ours in _HF_ATTENTION.items()}.get(cfg.attention)
+    if hf_attention is None:
+        raise WeightError(f"Hugging Face TimeSformer has no {cfg.attention!r} attention (only {sorted(_HF_ATTENTION)})")
+    config = {
+        "model_type": "timesformer", "architectures": ["TimesformerForVideoClassification"],
+        "image_size": cfg.image_size, "patch_size": cfg.patch_size, "num_channels": cfg.in_chans,
+        "num_frames": cfg.num_frames, "hidden_size": cfg.embed_dim, "num_hidden_layers": cfg.depth,
+        "num_attention_heads": cfg.num_heads, "intermediate_size": int(cfg.embed_dim * cfg.mlp_ratio),
+        "hidden_act": "gelu", "hidden_dropout_prob": cfg.drop_rate, "attention_probs_dropout_prob": cfg.attn_drop_rate,
+        "layer_norm_eps": cfg.layer_norm_eps, "qkv_bias": cfg.qkv_bias, "attention_type": hf_attention,
+        **hf_id2label(labels, cfg.num_classes),
+    }
+    return config, {official_key_to_hf(k): v for k, v in state.items()}
+
+
+def load_hf(src: Source, cfg: TimeSformerConfig | None = None) -> tuple[StateDict, LoadReport]:
     """A Hugging Face `TimesformerForVideoClassification`: a state dict, a weights file
     (`.safetensors` or torch) or a `save_pretrained` folder.
 
+    The target config is `cfg` if given, else `hf_timesformer_config(config.json)` of the folder.
     HF may keep `time_embeddings` for space-only models: dropped then (reported).
     """
     name = source_name(src, "Hugging Face state dict")
-    raw = dict(src) if isinstance(src, Mapping) else read_hf_folder(src)[0]
+    raw, hf_cfg = (dict(src), None) if isinstance(src, Mapping) else read_hf_folder(src)
+    if cfg is None:
+        if hf_cfg is None:
+            raise WeightError(f"{name}: no config.json to build the model from (give a preset)")
+        cfg = hf_timesformer_config(hf_cfg)
     state = check_tensors(raw, name)
     renamed = {hf_key_to_official(k): v for k, v in state.items()}
     report = LoadReport(source=name)

@@ -12,24 +12,32 @@ import torch
 
 from pipeline.model.vivit import ViViT, ViViTConfig
 from pipeline.model.weights.common import (
-    LoadReport, Source, StateDict, WeightError, check_tensors, fit_expected, read_hf_folder, source_name,
+    LoadReport, Source, StateDict, WeightError, check_tensors, fit_expected, hf_id2label, read_hf_folder,
+    rename_prefix, source_name,
 )
 
-# (regex on the HF key without its `vivit.` prefix, our name); `\1` is the layer index.
-_HF_VIVIT_RULES: list[tuple[str, str]] = [
-    (r"^embeddings\.cls_token$", "cls_token"),
-    (r"^embeddings\.position_embeddings$", "pos_embed"),
-    (r"^embeddings\.patch_embeddings\.projection\.(weight|bias)$", r"patch_embed.proj.\1"),
-    (r"^(?:layers|encoder\.layer)\.(\d+)\.layernorm_before\.(weight|bias)$", r"blocks.\1.norm1.\2"),
-    (r"^(?:layers|encoder\.layer)\.(\d+)\.layernorm_after\.(weight|bias)$", r"blocks.\1.norm2.\2"),
-    (r"^layers\.(\d+)\.attention\.o_proj\.(weight|bias)$", r"blocks.\1.attn.proj.\2"),
-    (r"^encoder\.layer\.(\d+)\.attention\.output\.dense\.(weight|bias)$", r"blocks.\1.attn.proj.\2"),
-    (r"^layers\.(\d+)\.mlp\.fc1\.(weight|bias)$", r"blocks.\1.mlp.fc1.\2"),
-    (r"^layers\.(\d+)\.mlp\.fc2\.(weight|bias)$", r"blocks.\1.mlp.fc2.\2"),
-    (r"^encoder\.layer\.(\d+)\.intermediate\.dense\.(weight|bias)$", r"blocks.\1.mlp.fc1.\2"),
-    (r"^encoder\.layer\.(\d+)\.output\.dense\.(weight|bias)$", r"blocks.\1.mlp.fc2.\2"),
-    (r"^layernorm\.(weight|bias)$", r"norm.\1"),
+# (HF name without its `vivit.` prefix, ours) in the save_pretrained layout (every 4.x Hub
+# checkpoint; `export` writes it); `{i}` is the layer index. Whole names end without a dot.
+_HF_VIVIT_NAMES: list[tuple[str, str]] = [
+    ("embeddings.cls_token", "cls_token"),
+    ("embeddings.position_embeddings", "pos_embed"),
+    ("embeddings.patch_embeddings.projection.", "patch_embed.proj."),
+    ("encoder.layer.{i}.layernorm_before.", "blocks.{i}.norm1."),
+    ("encoder.layer.{i}.layernorm_after.", "blocks.{i}.norm2."),
+    ("encoder.layer.{i}.attention.output.dense.", "blocks.{i}.attn.proj."),
+    ("encoder.layer.{i}.intermediate.dense.", "blocks.{i}.mlp.fc1."),
+    ("encoder.layer.{i}.output.dense.", "blocks.{i}.mlp.fc2."),
+    ("layernorm.", "norm."),
 ]
+# The same tensors under the in-memory names of transformers 5.x (read only).
+_HF_VIVIT_NAMES_5X: list[tuple[str, str]] = [
+    ("layers.{i}.layernorm_before.", "blocks.{i}.norm1."),
+    ("layers.{i}.layernorm_after.", "blocks.{i}.norm2."),
+    ("layers.{i}.attention.o_proj.", "blocks.{i}.attn.proj."),
+    ("layers.{i}.mlp.fc1.", "blocks.{i}.mlp.fc1."),
+    ("layers.{i}.mlp.fc2.", "blocks.{i}.mlp.fc2."),
+]
+_HF_VIVIT_QKV_NAME = "encoder.layer.{i}.attention.attention.{part}.{leaf}"  # save_pretrained layout of q / k / v
 # q / k / v projections in either layout -> (layer, part, leaf); fused into blocks.{i}.attn.qkv.
 _HF_VIVIT_QKV = re.compile(
     r"^(?:layers\.(\d+)\.attention\.([qkv])_proj|encoder\.layer\.(\d+)\.attention\.attention\.(query|key|value))"
@@ -93,15 +101,13 @@ def _hf_vivit_rename(state: Mapping[str, torch.Tensor], name: str, report: LoadR
             part = (m.group(2) or m.group(4))[0]  # q / k / v
             qkv.setdefault((layer, m.group(5)), {})[part] = value
             continue
-        for pattern, repl in _HF_VIVIT_RULES:
-            new, n = re.subn(pattern, repl, short)
-            if n:
-                if new in out:
-                    raise WeightError(f"{name}: {key!r} maps onto {new!r} twice (mixed 4.x / 5.x layouts?)")
-                out[new] = value
-                break
-        else:
+        new = rename_prefix(short, _HF_VIVIT_NAMES + _HF_VIVIT_NAMES_5X)
+        if new is None:
             unknown.append(key)
+            continue
+        if new in out:
+            raise WeightError(f"{name}: {key!r} maps onto {new!r} twice (mixed 4.x / 5.x layouts?)")
+        out[new] = value
     if unknown:
         raise WeightError(f"{name}: {len(unknown)} keys that are not HF ViViT: {', '.join(sorted(unknown)[:12])}")
     for (layer, leaf), parts in sorted(qkv.items()):
@@ -171,6 +177,37 @@ def load_hf_vivit(src: Source, cfg: ViViTConfig | None = None) -> tuple[StateDic
     if cfg.model != 1:
         raise WeightError(f"HF ViViT is Model 1 (joint attention); the target config is Model {cfg.model}")
     return fit_vivit(renamed, cfg, report), report
+
+
+def to_hf_vivit(cfg: ViViTConfig, state: Mapping[str, torch.Tensor],
+                labels: list[str] | None = None) -> tuple[dict[str, Any], StateDict]:
+    """(config.json, state dict in the save_pretrained layout) of the HF `VivitForVideoClassification`
+    equal to our Model 1 with tubelet tokens: `_HF_VIVIT_NAMES` read backwards, `qkv` split into
+    query / key / value. Other models or tokenizers raise `WeightError`."""
+    if cfg.model != 1 or cfg.tokenizer != "tubelet":
+        raise WeightError(f"Hugging Face ViViT is Model 1 with tubelet tokens; this is Model {cfg.model}, {cfg.tokenizer}")
+    config = {
+        "model_type": "vivit", "architectures": ["VivitForVideoClassification"], "image_size": cfg.image_size,
+        "num_frames": cfg.num_frames, "tubelet_size": [cfg.tubelet_size, cfg.patch_size, cfg.patch_size],
+        "num_channels": cfg.in_chans, "hidden_size": cfg.embed_dim, "num_hidden_layers": cfg.depth,
+        "num_attention_heads": cfg.num_heads, "intermediate_size": int(cfg.embed_dim * cfg.mlp_ratio),
+        "hidden_act": {"exact": "gelu", "tanh": "gelu_fast"}[cfg.gelu], "hidden_dropout_prob": cfg.drop_rate,
+        "attention_probs_dropout_prob": cfg.attn_drop_rate, "layer_norm_eps": cfg.layer_norm_eps,
+        "qkv_bias": cfg.qkv_bias, **hf_id2label(labels, cfg.num_classes),
+    }
+    back = [(ours, hf) for hf, ours in _HF_VIVIT_NAMES] + [("head.", "classifier.")]
+    out: StateDict = {}
+    for key, value in state.items():
+        m = re.match(r"^blocks\.(\d+)\.attn\.qkv\.(weight|bias)$", key)
+        if m:
+            for part, chunk in zip(("query", "key", "value"), value.chunk(3, dim=0)):  # [3D(, D)] -> 3 x [D(, D)]
+                out["vivit." + _HF_VIVIT_QKV_NAME.format(i=m.group(1), part=part, leaf=m.group(2))] = chunk
+            continue
+        new = rename_prefix(key, back)
+        if new is None:
+            raise WeightError(f"no Hugging Face ViViT name for {key!r}")
+        out[new if new.startswith("classifier.") else "vivit." + new] = value
+    return config, out
 
 
 def load_ours(src: str | Path, cfg: ViViTConfig) -> tuple[StateDict, LoadReport]:
