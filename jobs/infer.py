@@ -31,6 +31,7 @@ class InferJobConfig(InferConfig):
     output: str = ""  # output folder URI (required)
     howto100m_template: str = ""  # read --videos as a HowTo100M task CSV; paths like s3://b/howto100m/{video_id}.mp4
     device: Literal["auto", "cpu", "cuda"] = "auto"  # model actors' device (auto: cuda when the cluster has GPUs)
+    overwrite: bool = False  # discard this job's earlier output in --output (another config's, or into a folder of other files)
 
     def infer_config(self) -> InferConfig:
         """The InferConfig part of the job's config."""
@@ -38,11 +39,24 @@ class InferJobConfig(InferConfig):
         return InferConfig(**{k: getattr(self, k) for k in fields})
 
 
+def check_inputs(job: InferJobConfig) -> None:
+    """Everything checkable before Ray starts (raises ConfigError): the checkpoint, the clips it
+    can take, the videos, and the output folder (claimed for this run)."""
+    from pipeline.infer.inputs import check_checkpoint, check_clips, check_videos
+    from pipeline.infer.outputs import claim_output
+
+    check_clips(job.infer_config(), check_checkpoint(job.checkpoint))
+    check_videos(job.videos)
+    claim_output(job.output, job.checkpoint, job.videos, job.infer_config(), overwrite=job.overwrite,
+                 howto100m_template=job.howto100m_template)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the job; returns the exit code (0 also when some videos are error rows)."""
     try:
         job, _ = parse_job(InferJobConfig, argv, prog="python -m jobs.infer", doc=__doc__, examples=EXAMPLES,
                            required=("checkpoint", "videos", "output"))
+        check_inputs(job)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -8,6 +8,9 @@ import posixpath
 from typing import Any
 
 from pipeline import storage
+from pipeline.config import ConfigError
+from pipeline.data.errors import error_text
+from pipeline.infer.config import InferConfig
 from pipeline.infer.outputs import error_row
 
 log = logging.getLogger(__name__)
@@ -79,3 +82,40 @@ def _sibling(uri: str, name: str) -> str:
     if storage.is_local(uri) and not uri.startswith("file://"):
         return os.path.join(os.path.dirname(os.path.abspath(uri)), name)
     return uri.rsplit("/", 1)[0] + "/" + name
+
+
+def check_checkpoint(uri: str) -> Any:
+    """The model config of the checkpoint at `uri`, read on the driver before any Ray work (raises
+    ConfigError with one line when it is missing, not a checkpoint, or holds a bad config)."""
+    from pipeline.model import model_config, read_checkpoint
+
+    try:
+        if not storage.exists(uri):
+            raise ConfigError(f"--checkpoint {uri}: not found")
+        ckpt = read_checkpoint(uri)
+        return model_config(ckpt["family"], ckpt["config"])
+    except ConfigError as e:
+        raise ConfigError(str(e) if str(e).startswith("--checkpoint") else f"--checkpoint {uri}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the user's checkpoint error
+        if isinstance(e, (ValueError, KeyError)) and not isinstance(e, UnicodeError):  # our format check
+            raise ConfigError(f"--checkpoint {error_text(str(e))}") from None
+        raise ConfigError(f"--checkpoint {uri}: not a readable torch checkpoint ({type(e).__name__})") from None
+
+
+def check_clips(cfg: InferConfig, model_cfg: Any) -> None:
+    """ConfigError when the clips `cfg` asks for cannot go through the model (e.g. a crop that is
+    not a multiple of its patch size)."""
+    from pipeline.model import check_clip_shape
+
+    frames = cfg.num_frames or model_cfg.num_frames
+    crop = cfg.crop_size or model_cfg.image_size
+    try:
+        check_clip_shape(model_cfg, frames, crop)
+    except ValueError as e:
+        raise ConfigError(f"--num-frames / --crop-size: {e}") from None
+
+
+def check_videos(uri: str) -> None:
+    """ConfigError when `--videos` names nothing."""
+    if not storage.exists(uri):
+        raise ConfigError(f"--videos {uri}: not found")

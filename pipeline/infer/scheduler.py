@@ -21,6 +21,7 @@ import numpy as np
 import ray
 
 from pipeline.data.clips import ClipConfig
+from pipeline.data.errors import error_text
 from pipeline.infer.config import InferConfig, InferResult
 from pipeline.infer.outputs import error_row, plot_uri, prediction_row, write_part
 from pipeline.infer.tasks import decode_video_task, plot_task
@@ -137,7 +138,7 @@ class Scheduler:
         try:
             meta = ray.get(ref)
         except ray.exceptions.RayError as e:  # the worker died (e.g. out of memory)
-            meta = {"error": f"{type(e).__name__}: {e}", "stage": "decode.worker"}
+            meta = {"error": error_text(e), "stage": "decode.worker"}
         self.result.decode_s += meta.get("decode_s", 0.0)
         if meta.get("error"):
             self.finish(error_row(item["video_id"], item["uri"], meta["stage"], meta["error"], item.get("target")))
@@ -156,7 +157,7 @@ class Scheduler:
             logits, seconds = ray.get(ref)
             self.busy[a] += seconds
         except ray.exceptions.RayError as e:  # the actor failed past its restarts
-            logits, err = None, f"{type(e).__name__}: {e}"
+            logits, err = None, error_text(e)
         for j, (vid, k) in enumerate(batch):
             v = self.open.get(vid)
             if v is None:  # already failed by an earlier batch
