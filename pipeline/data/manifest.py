@@ -234,7 +234,8 @@ def _csv_rows(reader: Any, uri: str, errors: list[dict[str, str]]) -> Iterable[t
         except StopIteration:
             return
         except csv.Error as e:
-            errors.append(_error(_where(uri, reader.line_num + 1), f"unreadable CSV row: {e}"))
+            line = getattr(reader, "reader", reader).line_num  # a DictReader's own count lags on errors
+            errors.append(_error(_where(uri, line), f"unreadable CSV row: {e}"))
             continue
         yield reader.line_num, rec
 

@@ -118,3 +118,21 @@ def test_preprocess_cover_whole_frames_local(ray_local, corpus, tmp_path, capsys
         assert starts == [0, 16, 32, 48]
     summary = json.loads(open(os.path.join(out, "summary.json")).read())
     assert summary["config"]["data"]["sampling"] == "cover"
+
+
+def test_user_errors_exit_2_before_ray(user_error, corpus, tmp_path):
+    out = tmp_path / "out"
+    man = os.path.join(corpus, "train.csv")
+    user_error(main, ["--manifest", tmp_path / "none.csv", "--output", out], "--manifest")
+    (tmp_path / "noise.csv").write_bytes(bytes(range(256)) * 8)
+    user_error(main, ["--manifest", tmp_path / "noise.csv", "--output", out], "--manifest")
+    (tmp_path / "noise.parquet").write_bytes(b"PAR1" + bytes(range(256)) * 8)
+    user_error(main, ["--manifest", tmp_path / "noise.parquet", "--output", out], "--manifest")
+    (tmp_path / "nopath.csv").write_text("foo,bar\n1,2\n")
+    user_error(main, ["--manifest", tmp_path / "nopath.csv", "--output", out], "no usable rows")
+    user_error(main, ["--manifest", man, "--output", out, "--rows-per-shard", "-1"], "--rows-per-shard")
+    user_error(main, ["--manifest", man, "--output", out, "--shard-mb", ".nan"], "finite")
+    other = tmp_path / "preds"  # another job's output folder
+    other.mkdir()
+    (other / "predictions.parquet").write_bytes(b"PAR1")
+    user_error(main, ["--manifest", man, "--output", other], "did not write")

@@ -44,3 +44,16 @@ def test_config_errors_do_not_start_ray(capsys):
     assert job.main(["--config", "configs/debug.yaml", "--set", "scale.num_workers=0"]) == 2
     assert "scale.num_workers" in capsys.readouterr().err
     assert ray.is_initialized() == was
+
+
+@pytest.mark.parametrize("override, text", [
+    ("model.preset=nosuch", "model.preset: unknown preset 'nosuch'"),
+    ("model.overrides.nosuch=1", "model.overrides: unknown config key nosuch"),
+    ("model.overrides.depth=-1", "depth"),
+    ("optim.lr=.nan", "optim.lr: must be a finite number"),
+    ("optim.momentum=.inf", "optim.momentum: must be a finite number"),
+    ("data.crop_size=30", "not divisible by patch_size 8"),  # the debug preset's patch is 8
+])
+def test_model_and_number_errors_fail_on_the_driver(user_error, override, text):
+    user_error(job.main, ["--config", "configs/debug.yaml", "--set", "train_manifest=t.csv",
+                          "--set", "val_manifest=v.csv", "--set", override], text)
