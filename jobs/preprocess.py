@@ -211,6 +211,8 @@ def run(job: PreprocessConfig) -> dict[str, Any]:
     """Run the job; returns the summary dict (also written to summary.json)."""
     import ray
 
+    from pipeline.data.dataset import progress_bars_on_terminal
+
     t0 = time.time()
     cfg = validate(job)
     manifest = read_job_manifest(job)
@@ -236,6 +238,7 @@ def run(job: PreprocessConfig) -> dict[str, Any]:
     if pending:
         if not ray.is_initialized():
             ray.init()
+        progress_bars_on_terminal()
         specs = [json.dumps({"index": i, "lo": lo, "hi": hi, "rows": [_core(r) for r in manifest.rows[lo:hi]],
                              "clips_dir": clips_dir, "progress_dir": progress_dir}) for i, lo, hi in pending]
         ds = ray.data.from_items([{"spec": s} for s in specs], override_num_blocks=len(specs))

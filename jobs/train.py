@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config error: {e}", file=sys.stderr)
         return 2
     connect_ray()
+    from pipeline.data.dataset import progress_bars_on_terminal
+
+    progress_bars_on_terminal()
     try:
         if args.eval_only:
             result = evaluate_run(cfg)

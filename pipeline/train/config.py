@@ -91,6 +91,7 @@ class RunSection:
     name: str = "debug"  # run folder name; the same name again resumes
     storage_path: str = "runs"  # local folder or s3://bucket/prefix
     max_failures: int = 0  # worker-group restarts from the latest checkpoint
+    ray_train_logs: bool = False  # Ray Train's own INFO lines (per report, checkpoint, worker group); off: warnings only
 
 
 @dataclass

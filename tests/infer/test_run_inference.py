@@ -73,7 +73,7 @@ def test_bad_videos_become_error_rows_and_exit_zero(ray_local, untrained_ckpt, s
     assert all(e["stage"] and e["error"] for e in errors)
 
 
-def test_output_schema_jsonl_plots_and_summary(ray_local, untrained_ckpt, short_videos, tmp_path):
+def test_output_schema_jsonl_plots_and_summary(ray_local, untrained_ckpt, short_videos, tmp_path, capsys):
     folder = tmp_path / "videos"
     (folder / "sub").mkdir(parents=True)
     for i, p in enumerate(short_videos[:3]):
@@ -102,6 +102,9 @@ def test_output_schema_jsonl_plots_and_summary(ray_local, untrained_ckpt, short_
     summary = json.loads(Path(out, "summary.json").read_text())
     assert summary["counts"]["videos"] == 3 and summary["counts"]["ok"] == 3 and summary["clips"] == 9
     assert json.loads(Path(out, "labels.json").read_text())["names"] == synthetic.CLASSES
+    progress = json.loads(Path(out, "progress.json").read_text())
+    assert progress["finished"] and progress["videos_done"] == progress["videos_total"] == 3
+    assert "[infer] videos 3/3 | " in capsys.readouterr().out
 
 
 def test_uniform_clips_three_crops_and_in_flight_bounds(ray_local, untrained_ckpt, short_videos, tmp_path):
