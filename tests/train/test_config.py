@@ -57,3 +57,11 @@ def test_config_errors_do_not_start_ray(capsys):
 def test_model_and_number_errors_fail_on_the_driver(user_error, override, text):
     user_error(job.main, ["--config", "configs/debug.yaml", "--set", "train_manifest=t.csv",
                           "--set", "val_manifest=v.csv", "--set", override], text)
+
+
+def test_missing_manifests_fail_before_ray(user_error, tmp_path):
+    user_error(job.main, ["--config", "configs/debug.yaml", "--set", f"train_manifest={tmp_path}/t.csv",
+                          "--set", f"val_manifest={tmp_path}/v.csv"], "train_manifest:")
+    (tmp_path / "t.csv").write_text("path,label\na.mp4,x\n")
+    user_error(job.main, ["--config", "configs/debug.yaml", "--set", f"train_manifest={tmp_path}/t.csv",
+                          "--set", f"val_manifest={tmp_path}/v.csv"], "val_manifest:")
