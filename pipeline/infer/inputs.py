@@ -90,16 +90,18 @@ def check_checkpoint(uri: str) -> Any:
     from pipeline.model import model_config, read_checkpoint
 
     try:
-        if not storage.exists(uri):
-            raise ConfigError(f"--checkpoint {uri}: not found")
-        ckpt = read_checkpoint(uri)
-        return model_config(ckpt["family"], ckpt["config"])
-    except ConfigError as e:
-        raise ConfigError(str(e) if str(e).startswith("--checkpoint") else f"--checkpoint {uri}: {e}") from None
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the user's checkpoint error
-        if isinstance(e, (ValueError, KeyError)) and not isinstance(e, UnicodeError):  # our format check
-            raise ConfigError(f"--checkpoint {error_text(str(e))}") from None
+        found = storage.exists(uri)
+        ckpt = read_checkpoint(uri) if found else None
+    except ValueError as e:  # read, but not our format (the message names the file)
+        raise ConfigError(f"--checkpoint {error_text(str(e))}") from None
+    except Exception as e:  # noqa: BLE001 - unreadable: truncated, not a torch file, no access
         raise ConfigError(f"--checkpoint {uri}: not a readable torch checkpoint ({type(e).__name__})") from None
+    if ckpt is None:
+        raise ConfigError(f"--checkpoint {uri}: not found")
+    try:
+        return model_config(ckpt["family"], ckpt["config"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"--checkpoint {uri}: bad model config ({error_text(e)})") from None
 
 
 def check_clips(cfg: InferConfig, model_cfg: Any) -> None:

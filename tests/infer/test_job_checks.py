@@ -47,6 +47,10 @@ def test_missing_and_corrupt_checkpoints_exit_2_before_ray(user_error, inputs, t
     torch.save({"weights": torch.zeros(2)}, tmp_path / "plain.pt")
     user_error(main, ["--checkpoint", tmp_path / "plain.pt", "--videos", man, "--output", out],
                "not a pipeline.model/1 checkpoint")
+    torch.save({"format": "pipeline.model/1", "family": "timesformer", "config": {"nosuch": 1},
+                "state_dict": {}, "meta": {}}, tmp_path / "badconfig.pt")
+    user_error(main, ["--checkpoint", tmp_path / "badconfig.pt", "--videos", man, "--output", out],
+               "bad model config")
     user_error(main, ["--checkpoint", inputs[0], "--videos", tmp_path / "none.csv", "--output", out],
                "--videos")
 
