@@ -46,7 +46,7 @@ def check_inputs(job: InferJobConfig) -> None:
     from pipeline.infer.outputs import claim_output
 
     check_clips(job.infer_config(), check_checkpoint(job.checkpoint))
-    check_videos(job.videos)
+    check_videos(job.videos, job.howto100m_template or None)
     claim_output(job.output, job.checkpoint, job.videos, job.infer_config(), overwrite=job.overwrite,
                  howto100m_template=job.howto100m_template)
 

@@ -117,7 +117,19 @@ def check_clips(cfg: InferConfig, model_cfg: Any) -> None:
         raise ConfigError(f"--num-frames / --crop-size: {e}") from None
 
 
-def check_videos(uri: str) -> None:
-    """ConfigError when `--videos` names nothing."""
+def check_videos(uri: str, howto100m_template: str | None = None) -> None:
+    """ConfigError when `--videos` names nothing, or is a manifest that cannot be read or has no
+    usable row (a folder is only checked to exist: listing it is the run's work)."""
+    from pipeline.data.manifest import TABLE_SUFFIXES, load_manifest
+
     if not storage.exists(uri):
         raise ConfigError(f"--videos {uri}: not found")
+    if not (howto100m_template or uri.lower().rstrip("/").endswith(TABLE_SUFFIXES)):
+        return
+    try:
+        man = load_manifest(uri, howto100m_template=howto100m_template)
+    except (OSError, ValueError, KeyError) as e:
+        raise ConfigError(f"--videos {uri}: {error_text(e)}") from None
+    if not man.rows:
+        first = f"; first: {man.errors[0]['error']}" if man.errors else ""
+        raise ConfigError(f"--videos {uri}: no usable rows ({len(man.errors)} bad{first})")

@@ -53,6 +53,12 @@ def test_missing_and_corrupt_checkpoints_exit_2_before_ray(user_error, inputs, t
                "bad model config")
     user_error(main, ["--checkpoint", inputs[0], "--videos", tmp_path / "none.csv", "--output", out],
                "--videos")
+    (tmp_path / "noise.csv").write_bytes(bytes(range(256)) * 4)
+    user_error(main, ["--checkpoint", inputs[0], "--videos", tmp_path / "noise.csv", "--output", out],
+               "--videos")
+    (tmp_path / "nopath.jsonl").write_text('{"video": 1}\n')
+    user_error(main, ["--checkpoint", inputs[0], "--videos", tmp_path / "nopath.jsonl", "--output", out],
+               "no usable rows")
 
 
 def test_refuses_another_jobs_output_folder(user_error, inputs, tmp_path):
