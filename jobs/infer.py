@@ -36,6 +36,7 @@ class InferJobConfig(InferConfig):
     output: str = ""  # output folder URI (required)
     howto100m_template: str = ""  # read --videos as a HowTo100M task CSV; paths like s3://b/howto100m/{video_id}.mp4
     device: Literal["auto", "cpu", "cuda"] = "auto"  # model actors' device (auto: cuda when the cluster has GPUs)
+    overwrite: bool = False  # discard this job's earlier output in --output (another config's, or into a folder of other files)
 
     def infer_config(self) -> InferConfig:
         """The InferConfig part of the job's config."""
@@ -43,24 +44,36 @@ class InferJobConfig(InferConfig):
         return InferConfig(**{k: getattr(self, k) for k in fields})
 
 
+def check_inputs(job: InferJobConfig):
+    """Everything checkable before Ray starts, in order: the checkpoint, the clips it can take
+    (its recipe under the flags given), the videos; then the output folder is claimed for this
+    run. Returns the inference plan; raises ConfigError with one line."""
+    from pipeline.infer import plan_inference
+    from pipeline.infer.inputs import check_checkpoint, check_clips, check_videos
+    from pipeline.infer.outputs import claim_output
+    from pipeline.model.recipe import RecipeError
+
+    check_clips(job.infer_config(), check_checkpoint(job.checkpoint))
+    try:
+        plan = plan_inference(job.checkpoint, job.infer_config())
+    except RecipeError as e:
+        raise ConfigError(str(e)) from e
+    except (FileNotFoundError, ValueError) as e:
+        raise ConfigError(f"--checkpoint: {e}") from e
+    check_videos(job.videos, job.howto100m_template or None)
+    claim_output(job.output, job.checkpoint, job.videos, job.infer_config(), overwrite=job.overwrite,
+                 howto100m_template=job.howto100m_template)
+    return plan
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the job; returns the exit code (0 also when some videos are error rows)."""
     try:
         job, _ = parse_job(InferJobConfig, argv, prog="python -m jobs.infer", doc=__doc__, examples=EXAMPLES,
                            required=("checkpoint", "videos", "output"))
+        plan = check_inputs(job)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    from pipeline.infer import plan_inference
-    from pipeline.model.recipe import RecipeError
-
-    try:  # the checkpoint and the clip settings are checked here, before Ray starts
-        plan = plan_inference(job.checkpoint, job.infer_config())
-    except RecipeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: --checkpoint: {e}", file=sys.stderr)
         return 2
     for warning in plan.warnings:
         print(f"warning: {warning}", file=sys.stderr)

@@ -38,9 +38,10 @@ from pipeline import storage
 from pipeline.cli import parse_job
 from pipeline.config import ConfigError
 from pipeline.data.decode import MAX_PIXELS
-from pipeline.data.errors import errors_table
+from pipeline.data.errors import error_text, errors_table
 from pipeline.data.rows import RETRYABLE_STAGE, DataConfig, manifest_table, process_row, views_to_batch
 from pipeline.data.manifest import load_manifest, write_labels
+from pipeline.guard import OutputConflict, claim_output
 
 log = logging.getLogger("jobs.preprocess")
 
@@ -221,34 +222,34 @@ def _shard_udf(batch: dict[str, np.ndarray], *, plan_ref: list[Any], cfg: DataCo
     return {k: np.asarray(v, dtype=np.int64) for k, v in out.items()}
 
 
-class OutputConflict(Exception):
-    """The output folder holds a run of another config or manifest."""
+def read_job_manifest(job: PreprocessConfig) -> Any:
+    """The job's manifest; ConfigError (one line) when it is missing, unreadable or has no usable row."""
+    try:
+        manifest = load_manifest(job.manifest, labels=job.labels or None,
+                                 howto100m_template=job.howto100m_template or None)
+    except (OSError, ValueError, KeyError) as e:
+        raise ConfigError(f"--manifest {job.manifest}: {error_text(e)}") from None
+    if not manifest.rows:
+        first = f"; first: {manifest.errors[0]['error']}" if manifest.errors else ""
+        raise ConfigError(f"--manifest {job.manifest}: no usable rows ({len(manifest.errors)} bad{first})")
+    return manifest
 
 
-def _check_config(progress_dir: str, job_config: dict[str, Any], overwrite: bool, output: str) -> None:
-    """Refuse to mix output from another config/manifest into a folder (unless overwrite)."""
-    uri = storage.join(progress_dir, "config.json")
-    if storage.exists(uri) and not overwrite:
-        old = storage.read_json(uri)
-        if old != job_config:
-            changed = sorted(k for k in set(old) | set(job_config) if old.get(k) != job_config.get(k))
-            raise OutputConflict(f"{output} holds output of another config or manifest "
-                             f"(differs in {', '.join(changed)}); use --overwrite or a new --output")
-        return
-    if overwrite:
-        for sub in ("clips", "_progress", "errors.parquet", "summary.json"):
-            storage.remove(storage.join(output, sub), recursive=True)
-    storage.write_json(uri, job_config)
+def _check_config(job_config: dict[str, Any], overwrite: bool, output: str) -> None:
+    """Refuse to mix output of another config/manifest, or of another job, into a folder (unless overwrite)."""
+    claim_output(output, "_progress/config.json", job_config, overwrite=overwrite, job="jobs.preprocess",
+                 owned=("clips", "_progress", "errors.parquet", "summary.json"))
 
 
 def run(job: PreprocessConfig) -> dict[str, Any]:
     """Run the job; returns the summary dict (also written to summary.json)."""
     import ray
 
+    from pipeline.data.dataset import progress_bars_on_terminal
+
     t0 = time.time()
     cfg = validate(job)
-    manifest = load_manifest(job.manifest, labels=job.labels or None,
-                             howto100m_template=job.howto100m_template or None)
+    manifest = read_job_manifest(job)
     out = job.output.rstrip("/")
     clips_dir, progress_dir = storage.join(out, "clips"), storage.join(out, "_progress")
     shard_bytes = max(1, int(job.shard_mb * MB))
@@ -257,7 +258,7 @@ def run(job: PreprocessConfig) -> dict[str, Any]:
                   "rows_per_shard": rows_per_shard, "shard_mb": job.shard_mb,
                   "labels": list(manifest.labels.names),
                   "manifest_rows": len(manifest.rows), "manifest_sha1": manifest_fingerprint(manifest.rows)})
-    _check_config(progress_dir, job_config, job.overwrite, out)
+    _check_config(job_config, job.overwrite, out)
     write_labels(storage.join(out, "labels.json"), manifest.labels)
 
     shards = plan_shards(len(manifest.rows), rows_per_shard)
@@ -269,6 +270,7 @@ def run(job: PreprocessConfig) -> dict[str, Any]:
     if pending:
         if not ray.is_initialized():
             ray.init()
+        progress_bars_on_terminal()
         # the manifest and the shard plan go to the object store once; the dataset is shard
         # numbers (one block each, made by read tasks), so the driver does O(shards) small work
         plan = {"rows": manifest_table(manifest.rows), "pending": np.asarray(pending, np.int64).reshape(-1, 3),

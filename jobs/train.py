@@ -38,12 +38,28 @@ def connect_ray() -> None:
         ray.init()  # joins a local cluster started with `ray start` if there is one, else starts one
 
 
+def check_manifests(cfg: TrainJobConfig, *, need_train: bool) -> None:
+    """The manifests exist (ConfigError naming the key otherwise): checked before Ray starts."""
+    from pipeline import storage
+
+    keys = (["train_manifest"] if need_train else []) + ["val_manifest"]
+    for key in keys:
+        uri = getattr(cfg, key)
+        try:
+            found = storage.exists(uri)
+        except Exception as e:  # noqa: BLE001 - credentials, endpoint, permissions: the user's to fix
+            raise ConfigError(f"{key}: cannot read {uri} ({type(e).__name__}: {e})") from None
+        if not found:
+            raise ConfigError(f"{key}: {uri} not found")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code (2 for config errors, 1 for a failed run)."""
     try:
         cfg, args = parse_job(TrainJobConfig, argv, prog="python -m jobs.train", doc=__doc__, examples=EXAMPLES,
                               extra=_extra)
         validate(cfg, need_train=not args.eval_only)
+        check_manifests(cfg, need_train=not args.eval_only)
         plan = None
         if args.eval_only:  # the checkpoint and its recipe are checked before Ray starts
             from pipeline.train.recipe import eval_plan
@@ -55,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config error: {e}", file=sys.stderr)
         return 2
     connect_ray()
+    from pipeline.data.dataset import progress_bars_on_terminal
+
+    progress_bars_on_terminal()
     try:
         if args.eval_only:
             result = evaluate_run(cfg, plan)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import io
 import json
 import os
@@ -38,6 +39,7 @@ T = TypeVar("T")
 
 __all__ = [
     "endpoint_url", "filesystem", "arrow_filesystem", "is_local", "local_path", "join",
+    "safe_relpath", "join_inside",
     "open_uri", "exists", "list_files", "makedirs", "remove", "read_bytes",
     "write_bytes_atomic", "read_json", "write_json", "read_parquet", "write_parquet_atomic",
     "is_transient", "with_retries",
@@ -112,6 +114,42 @@ def join(uri: str, *parts: str) -> str:
         return os.path.join(uri, *parts)
     scheme, rest = uri.split("://", 1)
     return f"{scheme}://{posixpath.join(rest, *parts)}"
+
+
+_SAFE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+MAX_SEGMENT = 100  # characters of one sanitised path segment (before its hash suffix)
+
+
+def safe_relpath(name: str, suffix: str = "") -> str:
+    """A relative path made from an untrusted `name` (a video id): `/` keeps folders, every
+    segment is cut to [A-Za-z0-9._-] and at most MAX_SEGMENT characters, empty, `.` and `..`
+    segments are dropped and no segment starts with a dot. When that changed `name`, 8 hex of
+    its sha1 are appended, so two different names never share a path. `suffix` (".png") ends it."""
+    segments = []
+    for seg in name.split("/"):
+        clean = "".join(c if c in _SAFE_CHARS else "_" for c in seg)[:MAX_SEGMENT].lstrip(".")
+        if clean:
+            segments.append(clean)
+    rel = "/".join(segments)
+    if rel != name or not rel:
+        rel = (rel or "_") + "-" + hashlib.sha1(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return rel + suffix
+
+
+def join_inside(root: str, rel: str) -> str:
+    """`join(root, rel)`, proven to lie inside `root` (raises ValueError when `rel` is absolute or
+    climbs out with `..`): the guard for every output name derived from data."""
+    uri = join(root, rel)
+    if is_local(root):
+        base, path = local_path(root), os.path.normpath(local_path(uri))
+        if os.path.isabs(rel) or os.path.commonpath([base, path]) != base or path == base:
+            raise ValueError(f"{rel!r} would leave the output folder {root}")
+        return uri
+    base = root.split("://", 1)[1].rstrip("/")
+    path = posixpath.normpath(uri.split("://", 1)[1])
+    if rel.startswith("/") or not path.startswith(base + "/") or path != uri.split("://", 1)[1]:
+        raise ValueError(f"{rel!r} would leave the output folder {root}")
+    return uri
 
 
 def _unparse(uri: str, path: str) -> str:

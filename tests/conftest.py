@@ -315,3 +315,47 @@ def patch_mdhd_timescale(src, dst, timescale: int) -> str:
     data[at + 16:at + 20] = struct.pack(">I", timescale)  # type, version+flags, 2 x time, timescale
     open(str(dst), "wb").write(bytes(data))
     return str(dst)
+
+
+# ---------------------------------------------------------------- user errors of the jobs
+
+
+def _files(root) -> dict:
+    """path -> (size, mtime_ns) of every file under a local folder."""
+    out = {}
+    for folder, _, names in os.walk(root):
+        for name in names:
+            st = os.stat(os.path.join(folder, name))
+            out[os.path.join(folder, name)] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+@pytest.fixture()
+def file_snapshot():
+    """`snapshot(folder)`: path -> (size, mtime) of every file under a local folder."""
+    return _files
+
+
+@pytest.fixture()
+def user_error(capsys, tmp_path):
+    """`check(main, argv, text)`: the job refuses `argv` as a user error: exit 2 in under 15 s, one
+    line on stderr naming `text`, no traceback, nothing written under `tmp_path` (or `watch`), and
+    Ray not started by it. Returns the line."""
+    import time
+
+    def check(main, argv, text: str, watch=tmp_path) -> str:
+        import ray
+
+        before, was = _files(watch), ray.is_initialized()
+        t0 = time.monotonic()
+        rc = main([str(a) for a in argv])
+        seconds = time.monotonic() - t0
+        err = capsys.readouterr().err.strip()
+        assert rc == 2, err
+        assert text in err and "\n" not in err and "Traceback" not in err and "\x1b" not in err, err
+        assert _files(watch) == before, "a refused job wrote files"
+        assert ray.is_initialized() == was
+        assert seconds < 15, seconds
+        return err
+
+    return check

@@ -36,9 +36,14 @@ def test_head_runs_no_tasks_and_gpus_scale_from_zero(cluster):
 
 
 def test_image_and_pins_match_the_project(cluster):
-    image = cluster["docker"]["image"]
-    m = re.fullmatch(r"rayproject/ray:(\d+\.\d+\.\d+)-py(\d)(\d+)-gpu", image)
-    assert m, f"pin a versioned rayproject/ray GPU image, got {image}"
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    base = re.search(r"^FROM (\S+)$", dockerfile, re.M).group(1)
+    m = re.fullmatch(r"rayproject/ray:(\d+\.\d+\.\d+)-py(\d)(\d+)-gpu", base)
+    assert m, f"build on a versioned rayproject/ray GPU image, got {base}"
+    version = re.search(r'^version = "(.+)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
+    assert cluster["docker"]["image"].endswith(f"/video-transformers:{version}"), "the project's image"
+    torch_pin = re.search(r"^TORCH \?= (\S+)", (ROOT / "Makefile").read_text(), re.M).group(1)
+    assert f'ARG TORCH="{torch_pin} ' in dockerfile, "the image's torch is the Makefile's"
     assert m.group(1) == ray.__version__
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert f'"ray[train,data]=={ray.__version__}"' in pyproject
@@ -47,6 +52,8 @@ def test_image_and_pins_match_the_project(cluster):
     # every requirement is pinned exactly
     lines = [l for l in req.splitlines() if l.strip() and not l.startswith("#")]
     assert lines and all("==" in l for l in lines), lines
+    names = {re.split(r"[\[=]", line)[0] for line in lines}
+    assert {"safetensors", "gcsfs", "s3fs"} <= names, "every format and object store the README offers"
     minimum = re.search(r'requires-python = ">=(\d+)\.(\d+)"', pyproject)
     assert (int(m.group(2)), int(m.group(3))) >= (int(minimum.group(1)), int(minimum.group(2)))
     assert (int(m.group(2)), int(m.group(3))) == sys.version_info[:2], "CI and image share Python"

@@ -63,3 +63,17 @@ def test_set_needs_key_value():
         apply_overrides({}, ["optim.lr"])
     with pytest.raises(ConfigError, match="is not a section"):
         apply_overrides({"epochs": 3}, ["epochs.x=1"])
+
+
+def test_non_finite_numbers_are_config_errors_everywhere():
+    @dataclass
+    class Cfg:
+        lr: float = 0.1
+        clip: float | None = None
+        resources: dict[str, float] = field(default_factory=dict)
+
+    assert from_dict(Cfg, {"lr": 1, "clip": None, "resources": {"CPU": 2}}).resources == {"CPU": 2.0}
+    for data, key in (({"lr": float("nan")}, "lr"), ({"clip": float("inf")}, "clip"),
+                      ({"resources": {"GPU": float("-inf")}}, "resources.GPU")):
+        with pytest.raises(ConfigError, match=f"^{key}: must be a finite number"):
+            from_dict(Cfg, data)

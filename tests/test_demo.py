@@ -16,7 +16,10 @@ def test_demo_runs_the_whole_pipeline(ray_local, tmp_path, capsys):
     out = tmp_path / "demo"
     assert demo.main(["--output", str(out), "--videos", "24", "--long-videos", "2",
                       "--segment-seconds", "15", "--epochs", "1"]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
+    # readable in a log file: no progress bars redrawn with carriage returns (stderr is no terminal)
+    assert "\r" not in captured.out + captured.err and len(captured.out + captured.err) < 200_000
 
     # 2: Parquet frame shards of the validation split, with summary and labels beside them
     summary = json.loads((out / "shards" / "summary.json").read_text())

@@ -138,3 +138,15 @@ def build_clip_dataset(rows: Sequence[dict[str, Any]], cfg: DataConfig, *, mode:
         remote_args["memory"] = cfg.memory
     ds = ds.map_batches(fn, batch_size=cfg.batch_size, batch_format="pyarrow", **remote_args)
     return ds.materialize() if materialize else ds
+
+
+def progress_bars_on_terminal(stream=None) -> bool:
+    """Ray Data's progress bars only when `stream` (stderr) is a terminal: redrawn bars fill a
+    log file or `ray job logs`. Call on the driver before building datasets; returns the setting."""
+    import sys
+
+    on = bool((stream or sys.stderr).isatty())
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = on
+    ctx.enable_operator_progress_bars = on
+    return on

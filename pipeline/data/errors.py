@@ -8,6 +8,7 @@ merges the parts into one de-duplicated table.
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Iterable, Sequence
 
 import pyarrow as pa
@@ -15,11 +16,30 @@ import pyarrow as pa
 from pipeline import storage
 
 ERROR_SCHEMA = pa.schema([("uri", pa.string()), ("stage", pa.string()), ("error", pa.string())])
+MAX_ERROR = 300  # characters of an error text in a row
+MAX_URI = 1000  # characters of a uri in an error row
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]")
 
 
-def error_row(uri: str, stage: str, error: str) -> dict[str, str]:
-    """One row of the error table."""
-    return {"uri": str(uri), "stage": str(stage), "error": str(error)}
+def error_text(error: BaseException | str, limit: int = MAX_ERROR) -> str:
+    """A short, plain, one-line error text: the root cause of an exception (Ray's task errors
+    hold it in `.cause`), the last line of a traceback, no terminal escapes, at most `limit`."""
+    if isinstance(error, BaseException):
+        seen = set()
+        while getattr(error, "cause", None) is not None and id(error) not in seen:
+            seen.add(id(error))
+            error = error.cause
+        error = f"{type(error).__name__}: {error}"
+    lines = [line.strip() for line in _ANSI.sub("", str(error)).splitlines() if line.strip()]
+    text = " ".join(lines[-1].split()) if lines else ""
+    text = "".join(c if c.isprintable() else "?" for c in text)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def error_row(uri: str, stage: str, error: BaseException | str) -> dict[str, str]:
+    """One row of the error table (the error as `error_text`)."""
+    uri = str(uri)
+    return {"uri": uri if len(uri) <= MAX_URI else uri[:MAX_URI - 3] + "...", "stage": str(stage), "error": error_text(error)}
 
 
 def errors_table(errors: Iterable[dict[str, str]]) -> pa.Table:

@@ -219,8 +219,7 @@ def _table_records(uri: str) -> tuple[list[tuple[str, dict[str, Any]]], list[dic
     delim = "\t" if low.endswith(".tsv") else ","
     reader = csv.DictReader(io.StringIO(text), delimiter=delim)
     out = []
-    for rec in reader:
-        line = reader.line_num
+    for line, rec in _csv_rows(reader, uri, errors):
         if None in rec:  # more cells than header columns
             errors.append(_error(_where(uri, line), "row has more cells than the header"))
             continue
@@ -228,11 +227,26 @@ def _table_records(uri: str) -> tuple[list[tuple[str, dict[str, Any]]], list[dic
     return out, errors
 
 
+def _csv_rows(reader: Any, uri: str, errors: list[dict[str, str]]) -> Iterable[tuple[int, Any]]:
+    """(line, record) of a csv reader; a record the csv module refuses (a field over its size
+    limit, a stray NUL) becomes one error row and reading goes on with the next line."""
+    while True:
+        try:
+            rec = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            line = getattr(reader, "reader", reader).line_num  # a DictReader's own count lags on errors
+            errors.append(_error(_where(uri, line), f"unreadable CSV row: {e}"))
+            continue
+        yield reader.line_num, rec
+
+
 def _howto100m_records(uri: str, template: str) -> tuple[list, list[dict[str, str]]]:
     """HowTo100M CSV rows -> records with a path from the template and the task id as label."""
     text = storage.read_bytes(uri).decode("utf-8-sig")
-    rows = list(csv.reader(io.StringIO(text)))
     errors: list[dict[str, str]] = []
+    rows = [cells for _, cells in _csv_rows(csv.reader(io.StringIO(text)), uri, errors)]
     start, vid_col, task_col = 0, 0, 1
     if rows and "video_id" in [c.strip() for c in rows[0]]:
         header = [c.strip() for c in rows[0]]

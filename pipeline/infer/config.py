@@ -67,6 +67,14 @@ class InferConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ValueError(f"{name} must be >= 1, got {v}")
+        for name in ("max_videos_in_flight", "actors", "torch_threads"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("decode_num_cpus", "actor_cpus"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.actor_gpus is not None and self.actor_gpus < 0:
+            raise ValueError(f"actor_gpus must be >= 0, got {self.actor_gpus}")
         if self.short_side is not None and self.crop_size is not None and self.short_side < self.crop_size:
             raise ValueError(f"short_side {self.short_side} < crop_size {self.crop_size}")
 

@@ -7,6 +7,9 @@ import posixpath
 from typing import Any
 
 from pipeline import storage
+from pipeline.config import ConfigError
+from pipeline.data.errors import error_text
+from pipeline.infer.config import InferConfig
 from pipeline.infer.outputs import error_row
 
 
@@ -91,3 +94,54 @@ def _sibling(uri: str, name: str) -> str:
     if storage.is_local(uri) and not uri.startswith("file://"):
         return os.path.join(os.path.dirname(os.path.abspath(uri)), name)
     return uri.rsplit("/", 1)[0] + "/" + name
+
+
+def check_checkpoint(uri: str) -> Any:
+    """The model config of the checkpoint at `uri`, read on the driver before any Ray work (raises
+    ConfigError with one line when it is missing, not a checkpoint, or holds a bad config)."""
+    from pipeline.model import model_config, read_checkpoint
+
+    try:
+        found = storage.exists(uri)
+        ckpt = read_checkpoint(uri) if found else None
+    except ValueError as e:  # read, but not our format (the message names the file)
+        raise ConfigError(f"--checkpoint {error_text(str(e))}") from None
+    except Exception as e:  # noqa: BLE001 - unreadable: truncated, not a torch file, no access
+        raise ConfigError(f"--checkpoint {uri}: not a readable torch checkpoint ({type(e).__name__})") from None
+    if ckpt is None:
+        raise ConfigError(f"--checkpoint {uri}: not found")
+    try:
+        return model_config(ckpt["family"], ckpt["config"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"--checkpoint {uri}: bad model config ({error_text(e)})") from None
+
+
+def check_clips(cfg: InferConfig, model_cfg: Any) -> None:
+    """ConfigError when the clips `cfg` asks for cannot go through the model (e.g. a crop that is
+    not a multiple of its patch size)."""
+    from pipeline.model import check_clip_shape
+
+    frames = cfg.num_frames or model_cfg.num_frames
+    crop = cfg.crop_size or model_cfg.image_size
+    try:
+        check_clip_shape(model_cfg, frames, crop)
+    except ValueError as e:
+        raise ConfigError(f"--num-frames / --crop-size: {e}") from None
+
+
+def check_videos(uri: str, howto100m_template: str | None = None) -> None:
+    """ConfigError when `--videos` names nothing, or is a manifest that cannot be read or has no
+    usable row (a folder is only checked to exist: listing it is the run's work)."""
+    from pipeline.data.manifest import TABLE_SUFFIXES, load_manifest
+
+    if not storage.exists(uri):
+        raise ConfigError(f"--videos {uri}: not found")
+    if not (howto100m_template or uri.lower().rstrip("/").endswith(TABLE_SUFFIXES)):
+        return
+    try:
+        man = load_manifest(uri, howto100m_template=howto100m_template)
+    except (OSError, ValueError, KeyError) as e:
+        raise ConfigError(f"--videos {uri}: {error_text(e)}") from None
+    if not man.rows:
+        first = f"; first: {man.errors[0]['error']}" if man.errors else ""
+        raise ConfigError(f"--videos {uri}: no usable rows ({len(man.errors)} bad{first})")

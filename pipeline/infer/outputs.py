@@ -20,15 +20,21 @@ import pyarrow.parquet as pq
 from pipeline import aggregate as agg
 from pipeline import storage
 from pipeline.data.clips import ClipConfig
+from pipeline.data.errors import error_text
 from pipeline.infer.config import InferConfig, InferResult
 
 PARTS_DIR = "parts"
 PLOTS_DIR = "plots"
+MARKER = "_infer.json"  # the run's settings: a rerun with the same ones resumes
+OWNED = (PARTS_DIR, PLOTS_DIR, MARKER, "predictions.parquet", "predictions.jsonl", "errors.parquet",
+         "summary.json")  # what --overwrite removes
+RESULT_FIELDS = ("num_frames", "sampling_rate", "sampling", "clips", "crops", "short_side", "crop_size",
+                 "aggregate", "top_k", "labels")  # settings that change the rows
 
 
 def error_row(video_id: str, uri: str, stage: str, error: str, target: str | None = None) -> dict[str, Any]:
-    """An output row for a video that could not be classified."""
-    return {"video_id": video_id, "uri": uri, "status": "error", "stage": stage, "error": error,
+    """An output row for a video that could not be classified (the error as a short plain line)."""
+    return {"video_id": video_id, "uri": uri, "status": "error", "stage": stage, "error": error_text(error),
             "target": target, "duration": None, "fps": None, "num_clips": 0, "num_padded": 0,
             "label": None, "label_id": None, "score": None, "top_labels": [], "top_ids": [],
             "top_scores": [], "timeline": [], "truncated": None}
@@ -155,9 +161,21 @@ def merge_parts(output: str, video_ids: Sequence[str], *, jsonl: bool = False) -
 
 
 def plot_uri(output: str, video_id: str) -> str:
-    """Where the timeline PNG of a video goes (ids with `/` keep their folders)."""
-    safe = "".join(c if c.isalnum() or c in "-_./" else "_" for c in video_id).strip("/")
-    return storage.join(output, PLOTS_DIR, safe + ".png")
+    """Where the timeline PNG of a video goes: `plots/<id>.png` for a plain id (ids with `/` keep
+    their folders); any other id is sanitised (`storage.safe_relpath`) and the result is proven to
+    be inside `output/plots`, whatever the id (`..`, absolute paths, odd characters)."""
+    return storage.join_inside(storage.join(output, PLOTS_DIR), storage.safe_relpath(video_id, ".png"))
+
+
+def claim_output(output: str, checkpoint: str, videos: str, cfg: InferConfig, *, overwrite: bool,
+                 howto100m_template: str = "") -> None:
+    """Refuse (ConfigError) an output folder that holds another job's files or a run of other
+    settings, unless `overwrite`; a rerun with the same settings resumes. Writes `_infer.json`."""
+    from pipeline.guard import claim_output as claim
+
+    settings = {"checkpoint": checkpoint, "videos": videos, "howto100m_template": howto100m_template,
+                **{k: getattr(cfg, k) for k in RESULT_FIELDS}}
+    claim(output, MARKER, settings, overwrite=overwrite, owned=OWNED, job="jobs.infer")
 
 
 def write_summary(checkpoint: str, cfg: InferConfig, spec: ClipConfig, info: dict[str, Any],

@@ -8,6 +8,7 @@ Backpressure: at most `max_videos` videos are decoding or decoded-but-not-scored
 `cfg.max_batches_per_actor` batches are queued on each actor (`ray.wait` on both), so the memory
 held is bounded whatever the corpus size. Every item gets exactly one row: a prediction row when
 all its clips are scored, else an error row (decode failed, or its actor failed past its restarts).
+Every few seconds the loop shows its progress (`progress.Progress`: a console line, `progress.json`).
 `pack_batch`, `pick_actor` and `default_max_videos` are the pure rules the loop follows.
 """
 
@@ -21,8 +22,10 @@ import numpy as np
 import ray
 
 from pipeline.data.clips import ClipConfig
+from pipeline.data.errors import error_text
 from pipeline.infer.config import InferConfig, InferResult
 from pipeline.infer.outputs import error_row, plot_uri, prediction_row, write_part
+from pipeline.infer.progress import Progress
 from pipeline.infer.tasks import decode_video_task, plot_task
 
 
@@ -85,22 +88,27 @@ class Scheduler:
         self.rows: list[dict[str, Any]] = []  # finished, not yet in a part file
         self.plot_refs: list[Any] = []
         self.sends: dict[tuple[str, int], int] = {}  # (video_id, clip) -> failed actor calls so far
+        self.finished = 0  # videos with their row (this run)
 
     def run(self, items: Iterable[dict[str, Any]], rows: Iterable[dict[str, Any]] = ()) -> None:
         """Score every item; `rows` (already finished, e.g. bad manifest lines) go into the parts too.
         Returns when nothing is pending or in flight; rows short of a part stay for `flush_rows`."""
         self.pending.extend(items)
         self.rows.extend(rows)
+        self.finished += len(self.rows)
+        progress = Progress(self.output, len(self.pending) + len(self.rows), self.result.skipped)
         while True:
+            progress.update(self.finished, self.result.clips, self.busy)
             self.submit_decodes()
             self.send_batches()
             if not self.decoding and not self.calls:
                 if self.clip_queue:  # cannot happen: send_batches flushes when nothing is in flight
                     raise RuntimeError("clips queued with no work in flight")
                 if not self.pending:
+                    progress.update(self.finished, self.result.clips, self.busy, final=True)
                     return
                 continue
-            ready, _ = ray.wait(list(self.decoding) + list(self.calls), num_returns=1)
+            ready, _ = ray.wait(list(self.decoding) + list(self.calls), num_returns=1, timeout=progress.every_s)
             for ref in ready:
                 self.on_decoded(ref) if ref in self.decoding else self.on_scored(ref)
             self.flush_rows()
@@ -138,7 +146,7 @@ class Scheduler:
         try:
             meta = ray.get(ref)
         except ray.exceptions.RayError as e:  # the worker died (e.g. out of memory)
-            meta = {"error": f"{type(e).__name__}: {e}", "stage": "decode.worker"}
+            meta = {"error": error_text(e), "stage": "decode.worker"}
         self.result.decode_s += meta.get("decode_s", 0.0)
         if meta.get("error"):
             self.finish(error_row(item["video_id"], item["uri"], meta["stage"], meta["error"], item.get("target")))
@@ -157,7 +165,7 @@ class Scheduler:
             logits, seconds = ray.get(ref)
             self.busy[a] += seconds
         except ray.exceptions.RayError as e:  # the actor died (process, node): restarted by Ray
-            batch, err = self.resend(batch), f"{type(e).__name__}: {e}"
+            batch, err = self.resend(batch), error_text(e)
             logits = None
         for j, (vid, k) in enumerate(batch):
             v = self.open.get(vid)
@@ -192,6 +200,7 @@ class Scheduler:
         """A video's one row is ready; with `cfg.plot` the timeline plot of an ok row starts now
         (drawn over the item's known `segments`, if any)."""
         self.rows.append(row)
+        self.finished += 1
         if self.cfg.plot and row["status"] == "ok":
             segments = item.get("segments") if item else None
             self.plot_refs.append(plot_task.remote(row, self.names, plot_uri(self.output, row["video_id"]),

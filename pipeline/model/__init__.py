@@ -42,13 +42,37 @@ def presets() -> dict[str, str]:
     return {name: fam for fam, (_, _, table) in _families().items() for name in table}
 
 
-def build(family: str, config: dict[str, Any]) -> nn.Module:
-    """A freshly initialised model of `family` from a config mapping (unknown keys are errors)."""
+def model_config(family: str, config: dict[str, Any]) -> Any:
+    """The config dataclass of `family` from a mapping (unknown family: ValueError; unknown key or
+    bad value: ConfigError), without building the model."""
     families = _families()
     if family not in families:
         raise ValueError(f"unknown model family {family!r} (known: {sorted(families)})")
-    config_cls, model_cls, _ = families[family]
-    return model_cls(from_dict(config_cls, config))
+    return from_dict(families[family][0], config)
+
+
+def preset_config(preset: str, **overrides: Any) -> Any:
+    """The config `create(preset, **overrides)` builds; an unknown preset or field raises
+    (`ValueError` / `ConfigError`). Cheap: checks a job's model settings before any work."""
+    for family, (_, _, table) in _families().items():
+        if preset in table:
+            return model_config(family, {**table[preset], **overrides})
+    raise ValueError(f"unknown preset {preset!r} (known: {sorted(presets())})")
+
+
+def check_clip_shape(config: Any, num_frames: int, size: int) -> None:
+    """Raise ValueError (one line) when the model of `config` cannot take clips of `num_frames` x
+    `size` x `size` (a side not a multiple of the patch, frames not a multiple of the tubelet)."""
+    try:
+        dataclasses.replace(config, num_frames=num_frames, image_size=size)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"clips of {num_frames} x {size} px do not fit the model: {e}") from None
+
+
+def build(family: str, config: dict[str, Any]) -> nn.Module:
+    """A freshly initialised model of `family` from a config mapping (unknown keys are errors)."""
+    cfg = model_config(family, config)
+    return _families()[family][1](cfg)
 
 
 def create(preset: str, **overrides: Any) -> nn.Module:
@@ -56,10 +80,9 @@ def create(preset: str, **overrides: Any) -> nn.Module:
 
     An unknown preset or config field raises (`ValueError` / `ConfigError`).
     """
-    for family, (_, _, table) in _families().items():
-        if preset in table:
-            return build(family, {**table[preset], **overrides})
-    raise ValueError(f"unknown preset {preset!r} (known: {sorted(presets())})")
+    cfg = preset_config(preset, **overrides)
+    family = presets()[preset]
+    return _families()[family][1](cfg)
 
 
 def save(model: nn.Module, path_or_uri: str, **meta: Any) -> None:
@@ -110,5 +133,5 @@ def load(path_or_uri: str) -> nn.Module:
     return model.eval()
 
 
-__all__ = ["FORMAT", "TimeSformer", "TimeSformerConfig", "build", "create", "load", "presets",
-           "read_checkpoint", "save"]
+__all__ = ["FORMAT", "TimeSformer", "TimeSformerConfig", "build", "check_clip_shape", "create", "load",
+           "model_config", "preset_config", "presets", "read_checkpoint", "save"]

@@ -91,6 +91,7 @@ class RunSection:
     name: str = "debug"  # run folder name; the same name again resumes
     storage_path: str = "runs"  # local folder or s3://bucket/prefix
     max_failures: int = 0  # worker-group restarts from the latest checkpoint
+    ray_train_logs: bool = False  # Ray Train's own INFO lines (per report, checkpoint, worker group); off: warnings only
 
 
 @dataclass
@@ -147,3 +148,20 @@ def validate(cfg: TrainJobConfig, *, need_train: bool = True) -> None:
     if not cfg.run.name or "/" in cfg.run.name:
         raise ConfigError(f"run.name: must be a non-empty name without '/', got {cfg.run.name!r}")
     accumulation_steps(cfg.optim.effective_batch, cfg.loop.batch_size, cfg.scale.num_workers)
+    _check_model(cfg)
+
+
+def _check_model(cfg: TrainJobConfig) -> None:
+    """The preset and override keys make a model config, and its clips fit it (on the driver)."""
+    from pipeline.model import check_clip_shape, preset_config
+
+    try:
+        model_cfg = preset_config(cfg.model.preset, **cfg.model.overrides)
+    except ConfigError as e:
+        raise ConfigError(f"model.overrides: {str(e).replace('top level', 'model.overrides')}") from None
+    except ValueError as e:
+        raise ConfigError(f"model.preset: {e}") from None
+    try:  # whole frames (crop_size None) are checked by the model on the first batch
+        check_clip_shape(model_cfg, cfg.data.num_frames, cfg.data.crop_size or model_cfg.image_size)
+    except ValueError as e:
+        raise ConfigError(f"data.num_frames / data.crop_size: {e}") from None

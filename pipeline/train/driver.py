@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from pipeline import model as models
@@ -73,6 +73,7 @@ def make_trainer(cfg: TrainJobConfig, plan: Plan, datasets: dict[str, Any]):
             name=cfg.run.name, storage_path=path, storage_filesystem=fs,
             failure_config=FailureConfig(max_failures=cfg.run.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.loop.keep_checkpoints),
+            logging_config=LoggingConfig(log_level="INFO" if cfg.run.ray_train_logs else "WARNING"),
         ),
         datasets=datasets,
     )

@@ -33,7 +33,8 @@ from pipeline.train.build import build_model, build_optimizer, set_lr
 from pipeline.train.checkpoint import restore, rng_state, save_checkpoint_dir, seed_worker, training_state
 from pipeline.train.config import TrainJobConfig
 from pipeline.train.losses import mixup, sample_mixup, soft_cross_entropy, soft_targets
-from pipeline.train.metrics import Window, read_metrics, write_metrics
+from pipeline.progress import eta_seconds
+from pipeline.train.metrics import Window, progress_line, read_metrics, write_metrics
 from pipeline.train.schedule import (
     Plan, lr_at, resume_skip, schedule_of, should_checkpoint, should_eval, should_log,
 )
@@ -77,7 +78,7 @@ def train_func(config: dict) -> None:
             metrics = window.metrics(step=step, steps_per_epoch=plan.steps_per_epoch, lr=lr, world=world,
                                      device=device)
             window = Window()
-            reporter.record(metrics)
+            reporter.log(metrics)
         if should_eval(step, plan, cfg.loop):
             val = evaluate_clips(net, val_shard, batch_size=cfg.loop.eval_batch_size or cfg.loop.batch_size,
                                  device=device)
@@ -181,8 +182,8 @@ def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
 
 class Reporter:
     """One worker's side effects: Ray Train reports and checkpoints, and (rank 0) the run's
-    `metrics.jsonl` records, rewritten with every checkpoint and at the end with the plot and
-    `model.pt`."""
+    `metrics.jsonl` records, rewritten at every log interval (with a progress line on the console)
+    and at the end with the plot and `model.pt`."""
 
     def __init__(self, net: nn.Module, optimizer: torch.optim.Optimizer, np_rng: np.random.Generator,
                  schedule: dict[str, Any], plan: Plan, rank: int):
@@ -190,6 +191,7 @@ class Reporter:
         self.schedule, self.plan, self.rank = schedule, plan, rank
         self.records: list[dict[str, Any]] = []
         self.last_checkpoint = -1  # the step of the last checkpoint this worker group stored
+        self.t_start, self.start_step = time.perf_counter(), 0  # for the ETA of this attempt
 
     def say(self, message: str) -> None:
         if self.rank == 0:
@@ -199,8 +201,19 @@ class Reporter:
         if self.rank == 0:
             self.records.append(dict(record))
 
+    def log(self, record: dict[str, Any]) -> None:
+        """A `train` record: kept, printed as one line and written to `metrics.jsonl` (rank 0)."""
+        if self.rank != 0:
+            return
+        self.record(record)
+        done = record["step"] - self.start_step
+        eta = eta_seconds(done, self.plan.total_steps - self.start_step, time.perf_counter() - self.t_start)
+        self.say(progress_line(record, self.plan.total_steps, eta))
+        write_metrics(self.plan.run_dir, self.records)
+
     def start(self, step: int, *, resumed: bool, world: int) -> None:
         """The `start` record; a resumed run keeps the records up to its checkpoint's step."""
+        self.t_start, self.start_step = time.perf_counter(), step
         self.last_checkpoint = step if resumed else -1
         if self.rank == 0 and resumed:
             self.records = [r for r in read_metrics(self.plan.run_dir) if r.get("step", 0) <= step]

@@ -3,6 +3,8 @@
 Records (one JSON object a line, keys sorted), each with `kind`, `step` and `time`:
     start   epoch, resumed_from (None or the checkpoint step), world_size
     train   epoch (fractional), loss, acc, lr, clips_per_s, data_wait_frac, step_time_s, peak_mem_mb
+            (rank 0 prints each as one `progress_line` and rewrites the file: it is current at every
+            log interval)
     val     epoch, val_loss, val_acc, val_clips
     end
 """
@@ -18,6 +20,7 @@ from typing import Any
 import torch
 
 from pipeline import storage
+from pipeline.progress import format_duration
 
 
 @dataclass
@@ -60,6 +63,14 @@ def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def progress_line(record: dict[str, Any], total_steps: int, eta_s: float | None) -> str:
+    """One console line of a `train` record: step/total, loss, acc, lr, clips/s, data wait, ETA."""
+    r = record
+    return (f"step {r['step']}/{total_steps} epoch {r['epoch']:.2f}: loss {r['loss']:.4f} acc {r['acc']:.3f} "
+            f"lr {r['lr']:.3g} {r['clips_per_s']:.1f} clips/s data-wait {r['data_wait_frac']:.0%} "
+            f"ETA {format_duration(eta_s)}")
 
 
 def metrics_uri(run_dir: str) -> str:

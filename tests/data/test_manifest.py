@@ -188,3 +188,18 @@ def test_duplicate_ids_are_bad_rows_and_segments_get_their_own_ids(tmp_path):
     assert [r["video_id"] for r in m.rows] == ["a@0-5", "a@5-10", "same"]
     assert len(m.errors) == 1 and m.errors[0]["uri"].endswith("c.mp4")
     assert "duplicate video_id 'same'" in m.errors[0]["error"] and m.errors[0]["stage"] == "manifest"
+
+
+@pytest.mark.parametrize("howto", [False, True])
+def test_an_oversized_csv_field_is_one_bad_row(tmp_path, howto):
+    huge = "x" * (20 << 20)  # 20 MiB, over the csv module's field size limit
+    p = tmp_path / "m.csv"
+    if howto:
+        p.write_text(f"v1,3\n{huge},4\nv2,5\n")
+        man = load_howto100m(str(p), "/v/{video_id}.mp4")
+    else:
+        p.write_text(f"path,label\na.mp4,walk\n{huge}.mp4,run\nb.mp4,run\n")
+        man = load_manifest(str(p))
+    assert [r["path"].rsplit("/", 1)[-1] for r in man.rows] == (["v1.mp4", "v2.mp4"] if howto else ["a.mp4", "b.mp4"])
+    assert len(man.errors) == 1 and man.errors[0]["uri"].endswith("#L2" if howto else "#L3")
+    assert "field larger than field limit" in man.errors[0]["error"]

@@ -178,3 +178,21 @@ def test_awkward_inputs_become_error_rows_with_reasons_and_cut_downloads_are_fla
     flags = {r["video_id"]: r["truncated"] for r in rows}
     assert flags == {"good": False, "truncated": True}
     assert "2/6 videos ok, 4 failed" in capsys.readouterr().out
+
+
+def test_user_errors_exit_2_before_ray(user_error, corpus, tmp_path):
+    out = tmp_path / "out"
+    man = os.path.join(corpus, "train.csv")
+    user_error(main, ["--manifest", tmp_path / "none.csv", "--output", out], "--manifest")
+    (tmp_path / "noise.csv").write_bytes(bytes(range(256)) * 8)
+    user_error(main, ["--manifest", tmp_path / "noise.csv", "--output", out], "--manifest")
+    (tmp_path / "noise.parquet").write_bytes(b"PAR1" + bytes(range(256)) * 8)
+    user_error(main, ["--manifest", tmp_path / "noise.parquet", "--output", out], "--manifest")
+    (tmp_path / "nopath.csv").write_text("foo,bar\n1,2\n")
+    user_error(main, ["--manifest", tmp_path / "nopath.csv", "--output", out], "no usable rows")
+    user_error(main, ["--manifest", man, "--output", out, "--rows-per-shard", "-1"], "--rows-per-shard")
+    user_error(main, ["--manifest", man, "--output", out, "--shard-mb", ".nan"], "finite")
+    other = tmp_path / "preds"  # another job's output folder
+    other.mkdir()
+    (other / "predictions.parquet").write_bytes(b"PAR1")
+    user_error(main, ["--manifest", man, "--output", other], "did not write")

@@ -108,6 +108,9 @@ def test_output_schema_jsonl_plots_and_summary(ray_local, untrained_ckpt, short_
     assert "warning: the checkpoint records no clip recipe" in err
     assert "warning: --sampling-rate 8 (given) differs from the checkpoint's recipe (32); using 8" in err
     assert json.loads(Path(out, "labels.json").read_text())["names"] == synthetic.CLASSES
+    progress = json.loads(Path(out, "progress.json").read_text())
+    assert progress["finished"] and progress["videos_done"] == progress["videos_total"] == 3
+    assert "[infer] videos 3/3 | " in capsys.readouterr().out
 
 
 def test_uniform_clips_three_crops_and_in_flight_bounds(ray_local, untrained_ckpt, short_videos, tmp_path):

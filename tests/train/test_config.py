@@ -44,3 +44,24 @@ def test_config_errors_do_not_start_ray(capsys):
     assert job.main(["--config", "configs/debug.yaml", "--set", "scale.num_workers=0"]) == 2
     assert "scale.num_workers" in capsys.readouterr().err
     assert ray.is_initialized() == was
+
+
+@pytest.mark.parametrize("override, text", [
+    ("model.preset=nosuch", "model.preset: unknown preset 'nosuch'"),
+    ("model.overrides.nosuch=1", "model.overrides: unknown config key nosuch"),
+    ("model.overrides.depth=-1", "depth"),
+    ("optim.lr=.nan", "optim.lr: must be a finite number"),
+    ("optim.momentum=.inf", "optim.momentum: must be a finite number"),
+    ("data.crop_size=30", "not divisible by patch_size 8"),  # the debug preset's patch is 8
+])
+def test_model_and_number_errors_fail_on_the_driver(user_error, override, text):
+    user_error(job.main, ["--config", "configs/debug.yaml", "--set", "train_manifest=t.csv",
+                          "--set", "val_manifest=v.csv", "--set", override], text)
+
+
+def test_missing_manifests_fail_before_ray(user_error, tmp_path):
+    user_error(job.main, ["--config", "configs/debug.yaml", "--set", f"train_manifest={tmp_path}/t.csv",
+                          "--set", f"val_manifest={tmp_path}/v.csv"], "train_manifest:")
+    (tmp_path / "t.csv").write_text("path,label\na.mp4,x\n")
+    user_error(job.main, ["--config", "configs/debug.yaml", "--set", f"train_manifest={tmp_path}/t.csv",
+                          "--set", f"val_manifest={tmp_path}/v.csv"], "val_manifest:")

@@ -35,3 +35,24 @@ def test_an_empty_window_reports_zeros_not_errors():
     m = Window().metrics(step=1, steps_per_epoch=1, lr=0.0, world=1, device=torch.device("cpu"))
     assert m["loss"] == 0.0 and m["acc"] == 0.0 and m["clips_per_s"] == 0.0 and m["data_wait_frac"] == 0.0
     assert m["step_time_s"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_rank_0_prints_a_line_and_keeps_metrics_jsonl_current_every_log(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from pipeline.train.loop import Reporter
+
+    plan = SimpleNamespace(total_steps=40, steps_per_epoch=10, accum=1, run_dir=str(tmp_path / "run"))
+    reporters = [Reporter(None, None, None, {}, plan, rank) for rank in (0, 1)]
+    for r in reporters:
+        r.start(0, resumed=False, world=2)
+    for step in (10, 20):
+        record = {"kind": "train", "step": step, "epoch": step / 10, "loss": 1.25, "acc": 0.5, "lr": 0.01,
+                  "clips_per_s": 42.0, "data_wait_frac": 0.03}
+        for r in reporters:
+            r.log(record)
+        assert [x["step"] for x in read_metrics(plan.run_dir) if x["kind"] == "train"] == [10, 20][:step // 10]
+    lines = [x for x in capsys.readouterr().out.splitlines() if "[train] step" in x]
+    assert len(lines) == 2  # rank 0 only
+    assert lines[0].startswith("[train] step 10/40 epoch 1.00: loss 1.2500 acc 0.500 lr 0.01 42.0 clips/s")
+    assert "data-wait 3%" in lines[0] and " ETA " in lines[0]

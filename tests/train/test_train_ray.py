@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -141,6 +142,10 @@ def test_worker_failure_and_job_restart_resume_exactly_from_s3(ray_local, s3_buc
     assert len(starts) == 3 and starts[2]["resumed_from"] in (6, 8)
     train_steps = [r["step"] for r in records if r["kind"] == "train"]
     assert train_steps == list(range(1, 16)), "every step logged once: no step lost or repeated"
+    # one console line per log interval of the resumed run, from rank 0 only
+    printed = [int(s) for s in re.findall(r"\[train\] step (\d+)/15 epoch [\d.]+: loss .* data-wait \d+% ETA ",
+                                          rerun.stdout)]
+    assert printed == [s for s in train_steps if s > starts[2]["resumed_from"]], rerun.stdout[-3000:]
     assert [r["step"] for r in records if r["kind"] == "end"] == [15]
     assert [r["epoch"] for r in records if r["kind"] == "val"] == [1, 2, 3, 4, 5]
     # keep K = 2 checkpoints, the last one at the final step
