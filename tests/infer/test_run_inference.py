@@ -104,13 +104,14 @@ def test_output_schema_jsonl_plots_and_summary(ray_local, untrained_ckpt, short_
     # the checkpoint predates recipes: the documented defaults, and the flag that differs from them
     assert summary["recipe"]["overrides"] == {"sampling_rate": {"recipe": 32, "used": 8}}
     assert summary["clip_spec"]["sampling_rate"] == 8 and summary["clip_spec"]["sampling"] == "cover"
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    err = captured.err
     assert "warning: the checkpoint records no clip recipe" in err
     assert "warning: --sampling-rate 8 (given) differs from the checkpoint's recipe (32); using 8" in err
     assert json.loads(Path(out, "labels.json").read_text())["names"] == synthetic.CLASSES
     progress = json.loads(Path(out, "progress.json").read_text())
     assert progress["finished"] and progress["videos_done"] == progress["videos_total"] == 3
-    assert "[infer] videos 3/3 | " in capsys.readouterr().out
+    assert "[infer] videos 3/3 | " in captured.out
 
 
 def test_uniform_clips_three_crops_and_in_flight_bounds(ray_local, untrained_ckpt, short_videos, tmp_path):

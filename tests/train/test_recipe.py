@@ -99,7 +99,7 @@ def test_jobs_stop_on_a_bad_frame_count_before_ray_starts(trained_run, tmp_path,
     rc = infer_main(["--checkpoint", str(tmp_path / "missing.pt"), "--videos", cfg.val_manifest,
                      "--output", str(tmp_path / "out")])
     err = capsys.readouterr().err
-    assert rc == 2 and err == f"error: --checkpoint: checkpoint not found: {tmp_path / 'missing.pt'}\n"
+    assert rc == 2 and err == f"error: --checkpoint {tmp_path / 'missing.pt'}: not found\n"
     rc = train_main(["--config", DEBUG, "--eval-only", "--set", f"val_manifest={cfg.val_manifest}",
                      "--set", f"eval.checkpoint={ckpt}", "--data.num-frames", "16"])
     err = capsys.readouterr().err
