@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 from typing import Any
 
 import torch
@@ -88,7 +89,9 @@ def create(preset: str, **overrides: Any) -> nn.Module:
 def save(model: nn.Module, path_or_uri: str, **meta: Any) -> None:
     """Write `model` in the `pipeline.model/1` format to a local path or URI, atomically.
 
-    `meta` (epoch, labels, metrics, ...) must hold plain Python values (weights_only-safe).
+    `meta` (epoch, labels, metrics, ...) must hold plain Python values (weights_only-safe). A name
+    ending in `.safetensors` writes the same checkpoint as safetensors: the tensors, with format,
+    family, config and meta as JSON in the file's metadata (no pickle at all).
     """
     from pipeline import storage
 
@@ -103,6 +106,13 @@ def save(model: nn.Module, path_or_uri: str, **meta: Any) -> None:
         "state_dict": state,
         "meta": dict(meta),
     }
+    if str(path_or_uri).endswith(".safetensors"):
+        from safetensors.torch import save as save_safetensors
+
+        header = {k: json.dumps(blob[k]) for k in ("format", "family", "config", "meta")}
+        storage.write_bytes_atomic(str(path_or_uri), save_safetensors(
+            {k: v.contiguous() for k, v in state.items()}, metadata=header))
+        return
     buf = io.BytesIO()
     torch.save(blob, buf)
     storage.write_bytes_atomic(str(path_or_uri), buf.getvalue())
@@ -112,13 +122,28 @@ def read_checkpoint(path_or_uri: str) -> dict[str, Any]:
     """The raw checkpoint dict (validated format), read with `weights_only=True`."""
     from pipeline import storage
 
-    obj = torch.load(io.BytesIO(storage.read_bytes(str(path_or_uri))), map_location="cpu", weights_only=True)
+    data = storage.read_bytes(str(path_or_uri))
+    if str(path_or_uri).endswith(".safetensors"):
+        obj = _from_safetensors(data)
+    else:
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         found = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
         raise ValueError(
             f"{path_or_uri}: not a {FORMAT} checkpoint (format={found!r}); "
             "convert official / Hugging Face / timm weights with `python -m jobs.convert`"
         )
+    return obj
+
+
+def _from_safetensors(data: bytes) -> dict[str, Any]:
+    """Our checkpoint dict from safetensors bytes written by `save` (metadata values are JSON)."""
+    from safetensors.torch import load as load_safetensors
+
+    size = int.from_bytes(data[:8], "little")  # the file starts with its JSON header's length
+    header = json.loads(data[8:8 + size]).get("__metadata__") or {}
+    obj: dict[str, Any] = {k: json.loads(v) for k, v in header.items() if k in ("format", "family", "config", "meta")}
+    obj["state_dict"] = load_safetensors(data)
     return obj
 
 

@@ -102,3 +102,16 @@ def test_no_lenient_loading_anywhere():
             text = path.read_text()
             offenders += [f"{path.relative_to(ROOT)}: {s}" for s in ("strict=False", "weights_only=False") if s in text]
     assert not offenders
+
+
+def test_our_checkpoint_as_safetensors_loads_the_same_model(tmp_path, trained_model):
+    from safetensors import safe_open
+
+    path = str(tmp_path / "model.safetensors")
+    pm.save(trained_model, path, step=7, recipe={"num_frames": 4, "labels": ["a", "b"]})
+    with safe_open(path, "pt") as f:  # a plain safetensors file: tensors + JSON metadata, no pickle
+        assert f.metadata()["format"] == '"pipeline.model/1"' and len(list(f.keys())) == len(trained_model.state_dict())
+    loaded = pm.load(path)
+    assert loaded.config == trained_model.config and not loaded.training
+    _same_outputs(trained_model, loaded)
+    assert pm.read_checkpoint(path)["meta"] == {"step": 7, "recipe": {"num_frames": 4, "labels": ["a", "b"]}}
