@@ -52,6 +52,8 @@ class ClipConfig:
     hflip: bool = True  # train: horizontal flip with p = 0.5
     clips_per_decode: int = 8  # clips decoded per seek pass (bounds native-size frames held at once)
     max_pixels: int | None = MAX_PIXELS  # width x height above which a video is refused before decoding (admits 4K); None: no cap
+    storage_attempts: int = 3  # tries per video while storage fails transiently (5xx, throttling, resets, timeouts)
+    storage_backoff_s: float = 2.0  # wait before the second try (doubling after)
 
     def __post_init__(self) -> None:
         for name in ("num_frames", "sampling_rate", "clips", "clips_per_decode"):

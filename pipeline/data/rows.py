@@ -47,8 +47,6 @@ class DataConfig(ClipConfig):
     memory: int = 512 * 1024 * 1024  # bytes reserved per decode task (Ray's `memory` resource; 0: none)
     batch_size: int = 2  # manifest rows per decode task
     read_block_size: int = 8 * 1024 * 1024  # bytes per ranged read from object storage (a seek costs at most one block)
-    storage_attempts: int = 3  # tries per video while storage fails transiently (5xx, throttling, resets, timeouts)
-    storage_backoff_s: float = 2.0  # wait before the second try (doubling after)
 
     def __post_init__(self) -> None:
         super().__post_init__()

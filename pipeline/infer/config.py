@@ -41,6 +41,8 @@ class InferConfig:
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype on CUDA
     decode_num_cpus: float = 1.0
     max_pixels: int | None = MAX_PIXELS  # width x height above which a video is an error row (admits 4K); None: no cap
+    storage_attempts: int = 3  # tries per video while storage fails transiently (5xx, throttling, resets, timeouts)
+    storage_backoff_s: float = 2.0  # wait before the second try (doubling after)
     clips_per_decode: int = 8  # clips decoded per decode() call (bounds native-size frames held)
     max_videos_in_flight: int = 0  # decoding + waiting for scores; 0: 2 x decode slots + 2
     max_batches_per_actor: int = 2  # queued actor calls per actor (>= 2 keeps actors fed)
@@ -83,7 +85,8 @@ def clip_config(cfg: InferConfig, values: dict[str, Any]) -> ClipConfig:
     """The clip recipe of a run: the resolved clip fields `values` (see `InferPlan`), decoded
     `cfg.clips_per_decode` clips at a time."""
     return ClipConfig(**{k: values[k] for k in CLIP_FIELDS}, clips_per_decode=cfg.clips_per_decode,
-                      max_pixels=cfg.max_pixels)
+                      max_pixels=cfg.max_pixels, storage_attempts=cfg.storage_attempts,
+                      storage_backoff_s=cfg.storage_backoff_s)
 
 
 @dataclass

@@ -25,7 +25,8 @@ def decode_video_task(item: dict[str, Any], spec: ClipConfig) -> tuple[dict[str,
     _one_thread()
     t0 = time.perf_counter()
     try:
-        meta, clips = storage.with_retries(lambda: video_clips(item, spec))
+        meta, clips = storage.with_retries(lambda: video_clips(item, spec), attempts=spec.storage_attempts,
+                                           backoff_s=spec.storage_backoff_s)
         meta["error"] = None
     except Exception as e:  # noqa: BLE001 - any failure of one video becomes its error row
         if storage.is_transient(e):  # the store's failure: an error row that a re-run retries

@@ -169,7 +169,8 @@ def test_a_storage_outage_is_a_retryable_row_and_a_rerun_scores_the_video(ray_lo
     out = f"s3://{s3_bucket}/out"
     s3_proxy.fail(503, path_contains="/in/clip1")  # this video's reads answer 503
     try:
-        assert _run_job(untrained_ckpt, f"s3://{s3_bucket}/in", out) == 0
+        assert _run_job(untrained_ckpt, f"s3://{s3_bucket}/in", out, "--storage-attempts", "2",
+                        "--storage-backoff-s", "0.1") == 0
     finally:
         s3_proxy.heal()
     rows = {r["video_id"]: r for r in storage.read_parquet(f"{out}/predictions.parquet").to_pylist()}
