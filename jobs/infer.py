@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass
 from typing import Literal
 
+from pipeline import storage
 from pipeline.cli import parse_job
 from pipeline.config import ConfigError
 from pipeline.infer.config import InferConfig
@@ -61,6 +62,8 @@ def check_inputs(job: InferJobConfig):
     except (FileNotFoundError, ValueError) as e:
         raise ConfigError(f"--checkpoint: {e}") from e
     check_videos(job.videos, job.howto100m_template or None)
+    if job.labels and not storage.exists(job.labels):
+        raise ConfigError(f"--labels {job.labels}: not found")
     claim_output(job.output, job.checkpoint, job.videos, job.infer_config(), overwrite=job.overwrite,
                  howto100m_template=job.howto100m_template)
     return plan

@@ -30,6 +30,7 @@ def inputs(tmp_path, untrained_ckpt):
     (["--decode-num-cpus", "0"], "decode_num_cpus must be > 0"),
     (["--actor-cpus", ".nan"], "actor_cpus: must be a finite number"),
     (["--batch-size", "0"], "batch_size must be >= 1"),
+    (["--labels", "/nowhere/labels.json"], "--labels /nowhere/labels.json: not found"),
 ])
 def test_bad_settings_exit_2_in_one_line(user_error, inputs, extra, text):
     ckpt, man, out = inputs
