@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pipeline import storage
 from pipeline.config import ConfigError
 from pipeline.data.rows import DataConfig
 from pipeline.train.schedule import accumulation_steps
@@ -92,6 +93,10 @@ class RunSection:
     storage_path: str = "runs"  # local folder or s3://bucket/prefix
     max_failures: int = 0  # worker-group restarts from the latest checkpoint
     ray_train_logs: bool = False  # Ray Train's own INFO lines (per report, checkpoint, worker group); off: warnings only
+    tensorboard: bool = False  # TensorBoard event files (the `tracking` extra), in tensorboard_dir
+    tensorboard_dir: str = ""  # default: <run folder>/tensorboard
+    mlflow_uri: str = ""  # MLflow tracking URI (file:/path/mlruns, http://host:5000); empty: no MLflow
+    mlflow_experiment: str = "video-transformers"  # MLflow experiment of the run
 
 
 @dataclass
@@ -127,6 +132,9 @@ def validate(cfg: TrainJobConfig, *, need_train: bool = True) -> None:
         raise ConfigError("train_manifest: missing dataset URI (set it in the YAML or --set train_manifest=URI)")
     if not cfg.val_manifest:
         raise ConfigError("val_manifest: missing dataset URI (set it in the YAML or --set val_manifest=URI)")
+    if cfg.run.tensorboard and not storage.is_local(cfg.run.tensorboard_dir or cfg.run.storage_path):
+        raise ConfigError("run.tensorboard_dir: set a local folder when run.storage_path is on object storage "
+                          "(event files are written with local file I/O)")
     positive = {
         "loop.epochs": cfg.loop.epochs, "loop.batch_size": cfg.loop.batch_size,
         "loop.checkpoint_every_steps": cfg.loop.checkpoint_every_steps,

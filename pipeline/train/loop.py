@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline import storage
-from pipeline.config import from_dict
+from pipeline.config import from_dict, to_dict
 from pipeline.data.clips import ClipConfig
 from pipeline.model.forward import clip_logits, forward_logits, model_input, unwrap
 from pipeline.model.recipe import make_recipe
@@ -35,6 +35,7 @@ from pipeline.train.config import TrainJobConfig
 from pipeline.train.losses import mixup, sample_mixup, soft_cross_entropy, soft_targets
 from pipeline.progress import eta_seconds
 from pipeline.train.metrics import Window, progress_line, read_metrics, write_metrics
+from pipeline.train.trackers import Trackers
 from pipeline.train.schedule import (
     Plan, lr_at, resume_skip, schedule_of, should_checkpoint, should_eval, should_log,
 )
@@ -58,7 +59,8 @@ def train_func(config: dict) -> None:
     step = restore(checkpoint, rank, model, optimizer, np_rng) if checkpoint is not None else 0
     net = ray.train.torch.prepare_model(model)  # DDP when world > 1
     schedule = schedule_of(cfg, plan)
-    reporter = Reporter(net, optimizer, np_rng, schedule, plan, rank)
+    trackers = Trackers.open(cfg.run, plan.run_dir, config=to_dict(cfg), start_step=step) if rank == 0 else None
+    reporter = Reporter(net, optimizer, np_rng, schedule, plan, rank, trackers)
     reporter.start(step, resumed=checkpoint is not None, world=world)
     batches = train_batches(cfg, plan, step, rank)
     val_shard = ray.train.get_dataset_shard("val")
@@ -186,9 +188,10 @@ class Reporter:
     and at the end with the plot and `model.pt`."""
 
     def __init__(self, net: nn.Module, optimizer: torch.optim.Optimizer, np_rng: np.random.Generator,
-                 schedule: dict[str, Any], plan: Plan, rank: int):
+                 schedule: dict[str, Any], plan: Plan, rank: int, trackers: Trackers | None = None):
         self.net, self.optimizer, self.np_rng = net, optimizer, np_rng
         self.schedule, self.plan, self.rank = schedule, plan, rank
+        self.trackers = trackers  # TensorBoard / MLflow (rank 0, when the config turns them on)
         self.records: list[dict[str, Any]] = []
         self.last_checkpoint = -1  # the step of the last checkpoint this worker group stored
         self.t_start, self.start_step = time.perf_counter(), 0  # for the ETA of this attempt
@@ -200,6 +203,8 @@ class Reporter:
     def record(self, record: dict[str, Any]) -> None:
         if self.rank == 0:
             self.records.append(dict(record))
+            if self.trackers is not None and record.get("kind") in ("train", "val"):
+                self.trackers.log(record)
 
     def log(self, record: dict[str, Any]) -> None:
         """A `train` record: kept, printed as one line and written to `metrics.jsonl` (rank 0)."""
@@ -259,6 +264,8 @@ class Reporter:
         model = unwrap(self.net)
         models.save(model, storage.join(run_dir, "model.pt"), step=step, labels=self.plan.labels,
                     recipe=make_recipe(clip, model.config, self.plan.labels))
+        if self.trackers is not None:
+            self.trackers.close()
         self.say(f"done at step {step}; model -> {storage.join(run_dir, 'model.pt')}")
 
 

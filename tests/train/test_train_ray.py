@@ -96,6 +96,22 @@ def _wait_for(uri: str, proc: subprocess.Popen, timeout: float) -> None:
     raise AssertionError(f"{uri} did not appear in {timeout}s")
 
 
+def _check_trackers(tb, mlruns: str, run_id: str) -> None:
+    """TensorBoard and MLflow hold every step once, across a worker failure and a job restart."""
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tb))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("train/loss")] == list(range(1, 16))  # purged past each resume
+    assert [e.step for e in acc.Scalars("val/acc")] == [3, 6, 9, 12, 15]
+    client = MlflowClient(tracking_uri=mlruns)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.params["run.name"] == "resume"
+    assert len(client.search_runs([run.info.experiment_id])) == 1  # one run, continued
+    assert {m.step for m in client.get_metric_history(run_id, "train_loss")} == set(range(1, 16))
+
+
 def test_worker_failure_and_job_restart_resume_exactly_from_s3(ray_local, s3_bucket, small_corpus, tmp_path):
     import ray
 
@@ -107,7 +123,9 @@ def test_worker_failure_and_job_restart_resume_exactly_from_s3(ray_local, s3_buc
     run_dir = f"{runs}/resume"
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address, "PYTHONPATH": ROOT,
            "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
-    cmd = _job_cmd(small_corpus, runs, "resume")
+    tb, mlruns = tmp_path / "tb", f"file:{tmp_path / 'mlruns'}"
+    cmd = _job_cmd(small_corpus, runs, "resume", "run.tensorboard=true", f"run.tensorboard_dir={tb}",
+                   f"run.mlflow_uri={mlruns}")
     log1 = open(tmp_path / "run1.log", "w")
     t0 = time.time()
     # 48 clips / 2 workers / batch 8 = 3 steps per epoch, 5 epochs = 15 steps
@@ -155,6 +173,7 @@ def test_worker_failure_and_job_restart_resume_exactly_from_s3(ray_local, s3_buc
     model = models.load(f"{run_dir}/model.pt")
     assert model.config.num_classes == 4
     assert storage.read_bytes(f"{run_dir}/metrics.png")[:4] == b"\x89PNG"
+    _check_trackers(tb, mlruns, storage.read_bytes(f"{run_dir}/mlflow_run_id").decode())
 
     t0 = time.time()
     # --eval-only: video-level evaluation of the final model, 2 clips x 3 crops per video
