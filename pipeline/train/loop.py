@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 import tempfile
 import time
@@ -47,6 +48,7 @@ def train_func(config: dict) -> None:
     """Ray Train worker loop. `config = {"job": to_dict(TrainJobConfig), "plan": asdict(Plan)}`."""
     cfg = from_dict(TrainJobConfig, config["job"])
     plan = Plan(**config["plan"])
+    quiet_worker_reports(cfg.run.ray_train_logs)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
@@ -180,6 +182,17 @@ def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(t)
     return t.tolist()
+
+
+def quiet_worker_reports(verbose: bool) -> None:
+    """Ray Train's worker context logs every `report` at INFO ("Reporting training result ...",
+    a long line per report per rank) under a logger named after its file; the run's own progress
+    line says the same. Keep it at WARNING unless `run.ray_train_logs`."""
+    try:
+        from ray.train.v2._internal.execution import context as train_context
+    except ImportError:  # another Ray layout: nothing to quiet
+        return
+    logging.getLogger(train_context.__file__).setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 class Reporter:
