@@ -54,9 +54,10 @@ def check_inputs(job: InferJobConfig):
     from pipeline.infer.outputs import claim_output
     from pipeline.model.recipe import RecipeError
 
-    check_clips(job.infer_config(), check_checkpoint(job.checkpoint))
+    model_cfg, ckpt = check_checkpoint(job.checkpoint)  # the one read of the checkpoint on the driver
+    check_clips(job.infer_config(), model_cfg)
     try:
-        plan = plan_inference(job.checkpoint, job.infer_config())
+        plan = plan_inference(job.checkpoint, job.infer_config(), ckpt=ckpt)
     except RecipeError as e:
         raise ConfigError(str(e)) from e
     except (FileNotFoundError, ValueError) as e:

@@ -114,12 +114,13 @@ def resolve_infer(cfg: InferConfig, family: str, model_config: dict[str, Any], r
                                  model_frames=fixed_frames(family, model_config), allow_resample=cfg.allow_resample)
 
 
-def plan_inference(checkpoint: str, cfg: InferConfig) -> InferPlan:
-    """Read the checkpoint's config and recipe (not its actors) and resolve `cfg` against them.
+def plan_inference(checkpoint: str, cfg: InferConfig, ckpt: dict[str, Any] | None = None) -> InferPlan:
+    """Read the checkpoint's config and recipe (not its actors) and resolve `cfg` against them;
+    `ckpt` is the checkpoint dict when the caller has already read it.
 
     Raises FileNotFoundError / ValueError (RecipeError included) naming the problem.
     """
-    family, model_config, recipe, notes = read_recipe(checkpoint)
+    family, model_config, recipe, notes = read_recipe(checkpoint, ckpt)
     plan = InferPlan(family, model_config, recipe, notes, resolve_infer(cfg, family, model_config, recipe))
     try:
         clip_config(cfg, plan.resolved.values)

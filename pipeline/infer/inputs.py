@@ -96,9 +96,10 @@ def _sibling(uri: str, name: str) -> str:
     return uri.rsplit("/", 1)[0] + "/" + name
 
 
-def check_checkpoint(uri: str) -> Any:
-    """The model config of the checkpoint at `uri`, read on the driver before any Ray work (raises
-    ConfigError with one line when it is missing, not a checkpoint, or holds a bad config)."""
+def check_checkpoint(uri: str) -> tuple[Any, dict[str, Any]]:
+    """(model config, checkpoint dict) of the checkpoint at `uri`, read once on the driver before
+    any Ray work (raises ConfigError with one line when it is missing, not a checkpoint, or holds a
+    bad config)."""
     from pipeline.model import model_config, read_checkpoint
 
     try:
@@ -111,7 +112,7 @@ def check_checkpoint(uri: str) -> Any:
     if ckpt is None:
         raise ConfigError(f"--checkpoint {uri}: not found")
     try:
-        return model_config(ckpt["family"], ckpt["config"])
+        return model_config(ckpt["family"], ckpt["config"]), ckpt
     except (ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"--checkpoint {uri}: bad model config ({error_text(e)})") from None
 

@@ -123,21 +123,23 @@ def resolve_clip_settings(recipe: Mapping[str, Any], given: Mapping[str, Any], *
     return out
 
 
-def read_recipe(uri: str) -> tuple[str, dict[str, Any], dict[str, Any], list[str]]:
-    """(family, model config, recipe, warnings) of the checkpoint at `uri` (weights_only).
+def read_recipe(uri: str, ckpt: dict[str, Any] | None = None) -> tuple[str, dict[str, Any], dict[str, Any], list[str]]:
+    """(family, model config, recipe, warnings) of the checkpoint at `uri` (weights_only); `ckpt`,
+    the checkpoint dict when the caller has already read it.
 
     A missing file is FileNotFoundError; an unreadable one or another format is ValueError.
     """
     from pipeline import model as models
     from pipeline import storage
 
-    if not storage.exists(uri):
-        raise FileNotFoundError(f"checkpoint not found: {uri}")
-    try:
-        ckpt = models.read_checkpoint(uri)
-    except ValueError:
-        raise
-    except Exception as e:  # a truncated / corrupt file: torch raises several kinds
-        raise ValueError(f"{uri}: not a readable checkpoint ({type(e).__name__}: {' '.join(str(e).split())[:200]})") from e
+    if ckpt is None:
+        if not storage.exists(uri):
+            raise FileNotFoundError(f"checkpoint not found: {uri}")
+        try:
+            ckpt = models.read_checkpoint(uri)
+        except ValueError:
+            raise
+        except Exception as e:  # a truncated / corrupt file: torch raises several kinds
+            raise ValueError(f"{uri}: not a readable checkpoint ({type(e).__name__}: {' '.join(str(e).split())[:200]})") from e
     recipe, notes = checkpoint_recipe(ckpt)
     return str(ckpt["family"]), dict(ckpt["config"]), recipe, notes
