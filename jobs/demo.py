@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(folder, ignore_errors=True)
     t0 = time.time()
     if not ray.is_initialized():
-        ray.init(configure_logging=False, include_dashboard=False)
+        ray.init(configure_logging=False)  # with the dashboard: Ray Train queries the state API
 
     _step("1/4 generate videos", make_synthetic.main,
           ["--output", str(data), "--videos", str(args.videos), "--long-videos", str(args.long_videos),

@@ -46,9 +46,9 @@ def test_image_and_pins_match_the_project(cluster):
     assert f'ARG TORCH="{torch_pin} ' in dockerfile, "the image's torch is the Makefile's"
     assert m.group(1) == ray.__version__
     pyproject = (ROOT / "pyproject.toml").read_text()
-    assert f'"ray[train,data]=={ray.__version__}"' in pyproject
+    assert f'"ray[default,train,data]=={ray.__version__}"' in pyproject
     req = (ROOT / "deploy" / "requirements-cluster.txt").read_text()
-    assert f"ray[train,data]=={ray.__version__}" in req
+    assert f"ray[default,train,data]=={ray.__version__}" in req
     # every requirement is pinned exactly
     lines = [l for l in req.splitlines() if l.strip() and not l.startswith("#")]
     assert lines and all("==" in l for l in lines), lines

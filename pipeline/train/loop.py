@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import sys
 import os
 import tempfile
 import time
@@ -114,7 +115,7 @@ def train_batches(cfg: TrainJobConfig, plan: Plan, step: int, rank: int) -> Iter
     for _ in range(skip):
         next(batches, None)
     if skip and rank == 0:
-        print(f"[train] skipped {skip} consumed micro-batches in {time.perf_counter() - t0:.1f}s", flush=True)
+        console(f"[train] skipped {skip} consumed micro-batches in {time.perf_counter() - t0:.1f}s")
     return batches
 
 
@@ -184,6 +185,16 @@ def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     return t.tolist()
 
 
+def console(line: str) -> None:
+    """One line on the worker's stdout (Ray forwards it to the driver once).
+
+    Not `print`: Ray Train patches a worker's `print` to log through the root logger and, when
+    `sys.stdout` is wrapped, also to print, which shows each line twice in some drivers.
+    """
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def quiet_worker_reports(verbose: bool) -> None:
     """Ray Train's worker context logs every `report` at INFO ("Reporting training result ...",
     a long line per report per rank) under a logger named after its file; the run's own progress
@@ -207,11 +218,11 @@ class Reporter:
         self.trackers = trackers  # TensorBoard / MLflow (rank 0, when the config turns them on)
         self.records: list[dict[str, Any]] = []
         self.last_checkpoint = -1  # the step of the last checkpoint this worker group stored
-        self.t_start, self.start_step = time.perf_counter(), 0  # for the ETA of this attempt
+        self.eta_from: tuple[int, float] | None = None  # (step, time) of this attempt's first log line
 
     def say(self, message: str) -> None:
         if self.rank == 0:
-            print(f"[train] {message}", flush=True)
+            console(f"[train] {message}")
 
     def record(self, record: dict[str, Any]) -> None:
         if self.rank == 0:
@@ -224,14 +235,18 @@ class Reporter:
         if self.rank != 0:
             return
         self.record(record)
-        done = record["step"] - self.start_step
-        eta = eta_seconds(done, self.plan.total_steps - self.start_step, time.perf_counter() - self.t_start)
+        # the rate since this attempt's first log line: start-up (workers, first batches) is not a step
+        now, step = time.perf_counter(), record["step"]
+        if self.eta_from is None:
+            self.eta_from, eta = (step, now), None
+        else:
+            eta = eta_seconds(step - self.eta_from[0], self.plan.total_steps - self.eta_from[0], now - self.eta_from[1])
         self.say(progress_line(record, self.plan.total_steps, eta))
         write_metrics(self.plan.run_dir, self.records)
 
     def start(self, step: int, *, resumed: bool, world: int) -> None:
         """The `start` record; a resumed run keeps the records up to its checkpoint's step."""
-        self.t_start, self.start_step = time.perf_counter(), step
+        self.eta_from = None
         self.last_checkpoint = step if resumed else -1
         if self.rank == 0 and resumed:
             self.records = [r for r in read_metrics(self.plan.run_dir) if r.get("step", 0) <= step]
@@ -290,6 +305,6 @@ def maybe_inject_failure(cfg: TrainJobConfig, plan: Plan, step: int, rank: int, 
     if storage.exists(marker):
         return
     storage.write_bytes_atomic(marker, f"rank {rank} exits after step {step}\n".encode())
-    print(f"[train] fault injection: rank {rank} exits in {cfg.loop.fail_delay_s}s", flush=True)
+    console(f"[train] fault injection: rank {rank} exits in {cfg.loop.fail_delay_s}s")
     time.sleep(cfg.loop.fail_delay_s)
     os._exit(1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -56,3 +58,5 @@ def test_rank_0_prints_a_line_and_keeps_metrics_jsonl_current_every_log(tmp_path
     assert len(lines) == 2  # rank 0 only
     assert lines[0].startswith("[train] step 10/40 epoch 1.00: loss 1.2500 acc 0.500 lr 0.01 42.0 clips/s")
     assert "data-wait 3%" in lines[0] and " ETA " in lines[0]
+    # the ETA counts from the first log line (start-up is not a step's cost): unknown until the second
+    assert lines[0].endswith("ETA ?") and re.search(r"ETA \d+s$", lines[1]), lines
