@@ -176,7 +176,8 @@ def make_copy(src: str, out: str, **enc) -> tuple[str, float, float]:
 
 SWEEP = [dict(short_side=ss, gop=g, crf=c, fastdecode=fd, bframes=b)
          for ss in (256,) for g in (8, 16, 32) for c in (23, 26) for fd in (False, True) for b in (2,)]
-SWEEP += [dict(short_side=256, gop=16, crf=c, fastdecode=True, bframes=3) for c in (23, 24, 25)]
+SWEEP += [dict(short_side=256, gop=g, crf=c, fastdecode=True, bframes=3) for g, c in
+          ((16, 23), (16, 24), (16, 25), (20, 23), (20, 24), (24, 24))]
 SWEEP += [dict(short_side=320, gop=16, crf=23, fastdecode=fd, bframes=2) for fd in (False, True)]
 
 

@@ -3,8 +3,9 @@
     info = transcode(src, "/tmp/out.mp4", Encoding(short_side=256, gop=16, crf=23))
 
 Why: a web video's GOP is 60-250 frames, so a sparse 8x32 clip decodes ~30-40 frames per frame it
-keeps (`decode.Video.stats`); with a GOP of 16 every wanted frame is at most 15 frames from a
-keyframe, and a 256 short side decodes ~3x fewer pixels than 360p (docs/BENCHMARKS.md "Feed").
+keeps (`decode.Video.stats`); with a GOP of 20 every wanted frame is at most 19 frames from a
+keyframe (~6 decoded per kept with 3 skippable B-frames), a 256 short side has half the pixels of
+360p, and x264's fastdecode (CAVLC, no deblocking) cuts the per-frame cost (docs/BENCHMARKS.md "Feed").
 
 Frame-exact: frame i of the copy is frame i of the source (`decode.Video.read` semantics) at the
 same time from frame 0. Every source index 0..num_frames-1 is written once, with the source's
@@ -40,11 +41,11 @@ class Encoding:
     """How videos are re-encoded (defaults chosen by `bench/feed.py --sweep`, docs/BENCHMARKS.md)."""
 
     short_side: int = 256  # short side of the copy in pixels (never upscaled; >= the training short side you use)
-    gop: int = 16  # keyframe every this many frames (fixed, no scene cuts): the decode work of a sparse clip is <= gop
-    crf: int = 23  # libx264 constant rate factor: lower is better quality and more bytes
-    preset: str = "veryfast"  # libx264 preset (encode speed vs bytes; decode cost barely changes)
-    bframes: int = 2  # B-frames between references (non-reference: skipped undecoded when not wanted)
-    fastdecode: bool = False  # libx264 tune=fastdecode (CAVLC, no deblocking): cheaper decode, more bytes
+    gop: int = 20  # keyframe every this many frames (fixed, no scene cuts): a sparse clip decodes <= gop frames per frame kept
+    crf: int = 24  # libx264 constant rate factor: lower is better quality and more bytes
+    preset: str = "veryfast"  # libx264 preset (encode speed vs bytes; slower presets cost more decode here)
+    bframes: int = 3  # B-frames between references (non-reference: skipped undecoded when not wanted)
+    fastdecode: bool = True  # libx264 tune=fastdecode (CAVLC, no deblocking): ~40 % less decode CPU for ~15 % more bytes
     codec: str = "libx264"  # PyAV encoder; must be in av.codecs_available (crf/preset/tune are libx264's)
     decode_threads: int = 1  # PyAV decoder threads per source video
     encode_threads: int = 1  # encoder threads per video (one Ray task per core: keep 1)

@@ -72,13 +72,13 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def progress_line(record: dict[str, Any], total_steps: int, eta_s: float | None) -> str:
-    """One console line of a `train` record: step/total, loss, acc, lr, clips/s, data wait, decode work
-    (frames decoded per frame kept), ETA."""
+    """One console line of a `train` record: step/total, loss, acc, lr, clips/s, decode work (frames
+    decoded per frame kept), data wait, ETA."""
     r = record
     return (f"step {r['step']}/{total_steps} epoch {r['epoch']:.2f}: loss {r['loss']:.4f} acc {r['acc']:.3f} "
-            f"lr {r['lr']:.3g} {r['clips_per_s']:.1f} clips/s data-wait {r['data_wait_frac']:.0%} "
+            f"lr {r['lr']:.3g} {r['clips_per_s']:.1f} clips/s "
             + (f"decode {r['decode_work']:.1f}x " if r.get("decode_work") is not None else "")
-            + f"ETA {format_duration(eta_s)}")
+            + f"data-wait {r['data_wait_frac']:.0%} ETA {format_duration(eta_s)}")
 
 
 def metrics_uri(run_dir: str) -> str:

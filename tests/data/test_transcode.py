@@ -40,7 +40,7 @@ def test_copy_has_the_sources_frames_at_its_times_and_clips_match_within_codec_l
     cfg = ClipConfig(num_frames=8, sampling_rate=4, crop_size=224, short_side=256, clips=3, crops=3)
     with Video(src) as a, Video(tmp_path / "copy.mp4") as b:
         assert b.info.num_frames == 150 and b.info.fps == 30.0 and not b.info.variable_frame_rate
-        assert b.info.keyframes == tuple(range(0, 150, 16))  # a fixed short GOP
+        assert b.info.keyframes == tuple(range(0, 150, Encoding().gop))  # a fixed short GOP
         assert [b.time_of(i) for i in range(150)] == [a.time_of(i) for i in range(150)]
         frames, _ = b.read(range(150))
         assert [block_index(f) for f in frames] == [i % 256 for i in range(150)]  # frame i is frame i
