@@ -123,14 +123,15 @@ def ray_all_in(path: str, cfg, rows: int) -> dict[str, float]:
     from pipeline.data.dataset import build_clip_dataset
 
     ds = build_clip_dataset(rows_of(path, rows), cfg, mode="train", seed=0)
-    c0, w0 = tree_cpu_s(), time.perf_counter()
+    c0, w0, d0 = tree_cpu_s(), time.perf_counter(), time.process_time()
     clips = decoded = kept = 0
     for batch in ds.iter_batches(batch_size=16, batch_format="numpy"):
         clips += len(batch["label"])
         decoded += int(batch["decoded_frames"].sum())
         kept += int(batch["kept_frames"].sum())
-    cpu, wall = tree_cpu_s() - c0, time.perf_counter() - w0
-    return {"cpu": cpu / clips, "wall": wall / clips, "work": decoded / max(kept, 1), "clips": clips}
+    cpu, wall, driver = tree_cpu_s() - c0, time.perf_counter() - w0, time.process_time() - d0
+    return {"cpu": cpu / clips, "wall": wall / clips, "driver": driver / clips, "work": decoded / max(kept, 1),
+            "clips": clips}
 
 
 def pure_cpu(path: str, cfg, rows: int) -> dict[str, float]:
@@ -262,7 +263,7 @@ def main() -> None:
         print(f"| {name} | {frames}x{rate} | {s['cpu'] * 1e3:.1f} | {c['cpu'] * 1e3:.1f} | "
               f"{s['cpu'] / c['cpu']:.2f}x | {s['work']:.1f}x -> {c['work']:.1f}x | "
               f"{s['wall'] * 1e3:.0f}, {c['wall'] * 1e3:.0f} | {net[0]:.1f}, {net[1]:.1f} | "
-              f"{n} clips each; {load()} |", flush=True)
+              f"{n} clips each; driver {s['driver'] * 1e3:.0f}, {c['driver'] * 1e3:.0f} ms/clip; {load()} |", flush=True)
     rep = ray_all_in(copy, data_config(8, 32, 224, clips_per_video=4), max(4, int(24 * scale)))
     print(f"| base, copy, clips_per_video=4 | 8x32 | | {rep['cpu'] * 1e3:.1f} | | {rep['work']:.1f}x | "
           f"{rep['wall'] * 1e3:.0f} | {(rep['cpu'] - idle * rep['wall']) * 1e3:.1f} | |")
