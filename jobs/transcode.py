@@ -28,6 +28,7 @@ fail the job: they are listed in errors.parquet; the job exits 0 and prints the 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
 import posixpath
@@ -109,8 +110,8 @@ def plan_videos(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
     for path, vids in ids.items():
         base = vids[0] if len(vids) == 1 else posixpath.splitext(posixpath.basename(path))[0]
         name = storage.safe_relpath(base, ".mp4")
-        if name in taken:
-            name = storage.safe_relpath(f"{base}\x00{path}", ".mp4")  # changed by the cleaning: hashed
+        if name in taken:  # another path made the same name: this one gets its path's hash
+            name = storage.safe_relpath(f"{base}-{hashlib.sha1(path.encode()).hexdigest()[:8]}", ".mp4")
         taken.add(name)
         out.append((path, name))
     return out

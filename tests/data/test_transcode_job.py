@@ -14,7 +14,7 @@ from pipeline.data.decode import Video
 from pipeline.data.manifest import load_manifest
 from pipeline.data.synthetic import make_corpus
 
-ARGS = ["--gop", "8", "--videos-per-shard", "3", "--memory-mb", "64"]
+ARGS = ["--gop", "8", "--crf", "18", "--videos-per-shard", "3", "--memory-mb", "64"]  # 64x48 frames: a finer CRF
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +130,14 @@ def test_user_errors_exit_2_before_ray(user_error, corpus, tmp_path):
     other.mkdir()
     (other / "predictions.parquet").write_bytes(b"PAR1")
     user_error(main, ["--manifest", man, "--output", other], "did not write")
+
+
+def test_copy_names_are_safe_distinct_and_one_per_source():
+    rows = [{"path": "/a/x.mp4", "video_id": "x"}, {"path": "/b/x.mp4", "video_id": "x"},
+            {"path": "s3://b/long.mp4", "video_id": "long@0-10"}, {"path": "s3://b/long.mp4", "video_id": "long@10-20"},
+            {"path": "/c/y.mp4", "video_id": "../../etc/passwd"}]
+    plan = plan_videos(rows)
+    assert [p for p, _ in plan] == ["/a/x.mp4", "/b/x.mp4", "s3://b/long.mp4", "/c/y.mp4"]
+    names = [n for _, n in plan]
+    assert names[0] == "x.mp4" and names[2] == "long.mp4" and len(set(names)) == 4
+    assert all(n.endswith(".mp4") and ".." not in n and not n.startswith("/") for n in names)
