@@ -41,7 +41,8 @@ from pipeline.train.schedule import (
     Plan, lr_at, resume_skip, schedule_of, should_checkpoint, should_eval, should_log,
 )
 
-BATCH_DTYPES = {"frames": torch.uint8, "label": torch.int64}  # every column the loop reads
+# every column the loop reads (Ray's collate looks up each column it is given; absent ones are fine)
+BATCH_DTYPES = {"frames": torch.uint8, "label": torch.int64, "decoded_frames": torch.int64, "kept_frames": torch.int64}
 
 
 def train_func(config: dict) -> None:
