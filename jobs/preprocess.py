@@ -39,7 +39,8 @@ from pipeline.cli import parse_job
 from pipeline.config import ConfigError
 from pipeline.data.decode import MAX_PIXELS
 from pipeline.data.errors import error_text, errors_table
-from pipeline.data.rows import RETRYABLE_STAGE, DataConfig, manifest_table, process_row, views_to_batch
+from pipeline.data.rows import (RETRYABLE_STAGE, WORK_COLUMNS, DataConfig, manifest_table, process_row,
+                                views_to_batch)
 from pipeline.data.manifest import load_manifest, write_labels
 from pipeline.guard import OutputConflict, claim_output
 
@@ -137,7 +138,7 @@ def _clip_table(views: list[dict[str, Any]], paths: list[str]) -> pa.Table:
     batch = views_to_batch(views)
     cols: dict[str, Any] = {"frames": ArrowTensorArray.from_numpy(batch.pop("frames"))}
     cols.update({k: pa.array(v.tolist() if v.dtype == object else v) for k, v in batch.items()
-                 if k != "epoch"})
+                 if k != "epoch" and k not in WORK_COLUMNS})
     cols["path"] = pa.array(paths, pa.string())
     return pa.table(cols)
 

@@ -11,8 +11,10 @@ all call `read_clips`; they differ only in `mode` and the `ClipConfig` they pass
 - span: a clip covers `sampling_rate * num_frames` source frames at 30 fps, scaled to the
   video's real frame rate (`sampling.clip_span`), inside the row's segment (`start_sec`,
   `end_sec`; the whole video when absent), mapped to frames through the video's clock;
-- train: one random clip; short side drawn from `train_short_side`; a random `crop_size`
-  crop; horizontal flip with p = 0.5 (`hflip`);
+- train: `clips_per_video` random clips (default 1), each with its own span, short side drawn
+  from `train_short_side`, random `crop_size` crop and horizontal flip with p = 0.5 (`hflip`);
+  several clips share one open and one decode pass (frames decoded at the largest drawn short side,
+  the others resized down from it);
 - val / test: `clips` uniformly spaced clips (`sampling="uniform"`) or non-overlapping clips
   covering the segment (`sampling="cover"`), resized to `short_side`, then 1 centre crop or 3
   crops along the long side (`crops`); `crop_size=None` keeps whole frames.
@@ -50,13 +52,14 @@ class ClipConfig:
     clips: int = 1  # val/test clips per video with sampling=uniform
     crops: int = 1  # val/test views per clip: 1 centre crop, or 3 crops along the long side
     hflip: bool = True  # train: horizontal flip with p = 0.5
+    clips_per_video: int = 1  # train: independent random clips per video from one open and one decode pass (repeated augmentation)
     clips_per_decode: int = 8  # clips decoded per seek pass (bounds native-size frames held at once)
     max_pixels: int | None = MAX_PIXELS  # width x height above which a video is refused before decoding (admits 4K); None: no cap
     storage_attempts: int = 3  # tries per video while storage fails transiently (5xx, throttling, resets, timeouts)
     storage_backoff_s: float = 2.0  # wait before the second try (doubling after)
 
     def __post_init__(self) -> None:
-        for name in ("num_frames", "sampling_rate", "clips", "clips_per_decode"):
+        for name in ("num_frames", "sampling_rate", "clips", "clips_per_decode", "clips_per_video"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.crop_size is not None and self.crop_size <= 0:
@@ -139,18 +142,25 @@ def read_clips(video: Video, row: dict[str, Any], cfg: ClipConfig, *, mode: Mode
     total = last - first
     span = sampling.clip_span(cfg.num_frames, cfg.sampling_rate, video.info.fps)
     if mode == "train":
-        spans = [sampling.random_clip(total, span, rng)]
+        spans, sizes = [], []
         lo, hi = cfg.train_range()
-        size = int(rng.integers(lo, hi + 1))
+        for _ in range(cfg.clips_per_video):  # each clip: its own span and scale (then crop, flip)
+            spans.append(sampling.random_clip(total, span, rng))
+            sizes.append(int(rng.integers(lo, hi + 1)))
     elif cfg.sampling == "cover":
-        spans, size = sampling.cover_clips(total, span), cfg.eval_short_side()
+        spans = sampling.cover_clips(total, span)
+        sizes = [cfg.eval_short_side()] * len(spans)
     else:
-        spans, size = sampling.uniform_clips(total, span, cfg.clips), cfg.eval_short_side()
+        spans = sampling.uniform_clips(total, span, cfg.clips)
+        sizes = [cfg.eval_short_side()] * len(spans)
     frames, padded = [], []
     for c0 in range(0, len(spans), cfg.clips_per_decode):
-        chunk = spans[c0:c0 + cfg.clips_per_decode]
-        clips, pads = _decode_chunk(video, chunk, first, total, cfg.num_frames, size)
-        frames.extend(np.stack(_views(clip, cfg, mode, rng)) for clip in clips)  # [V, T, H, W, 3] each
+        chunk, chunk_sizes = spans[c0:c0 + cfg.clips_per_decode], sizes[c0:c0 + cfg.clips_per_decode]
+        clips, pads = _decode_chunk(video, chunk, first, total, cfg.num_frames, max(chunk_sizes))
+        for clip, size in zip(clips, chunk_sizes):
+            if size != max(chunk_sizes):  # several train scales from one pass: down from the largest
+                clip = transforms.short_side_resize(clip, size)
+            frames.append(np.stack(_views(clip, cfg, mode, rng)))  # [V, T, H, W, 3]
         padded.extend(pads)
     return Clips(
         frames=np.stack(frames),  # [K, V, T, H, W, 3]

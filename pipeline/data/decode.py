@@ -26,12 +26,13 @@ import logging
 import os
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import BinaryIO, Sequence, Union
+from typing import BinaryIO, Iterator, Sequence, Union
 
 import av
 import numpy as np
 
-from pipeline.data.seek import DecodeError, StartPass, norm_rotation, read_start, seek_decode
+from pipeline.data.seek import (DecodeError, ReadStats, StartPass, decoded_frames, make_skip, norm_rotation,
+                                read_start, seek_decode, seek_start)
 from pipeline.data.timeline import Timeline, index_is_regular
 
 log = logging.getLogger(__name__)
@@ -241,6 +242,7 @@ class Video:
             self._info = self._make_info(start, how, max_pixels)  # keyframes: filled on first use
             self._truncated = start.truncated
             self._info_done = False
+            self.stats = ReadStats()  # decode work of this open (frames decoded / kept by reads)
         except BaseException:
             self._container.close()
             raise
@@ -312,7 +314,7 @@ class Video:
         if max(indices) >= n:
             raise DecodeError("index", f"frame index {max(indices)} beyond the video's {n} frames")
         got, tail = seek_decode(self._container, self._stream, self._tl, sorted(set(indices)), size,
-                                skip_nonref, self._truncated, self._file_size)
+                                skip_nonref, self._truncated, self._file_size, self.stats)
         missing = {i for i in set(indices) if i not in got}
         if missing:
             if tail is None:
@@ -323,6 +325,29 @@ class Video:
                         len(missing))
         n_missing = sum(1 for i in indices if i in missing)
         return np.stack([got[i] for i in indices]), n_missing  # [T, H, W, 3]
+
+
+    def presented(self) -> Iterator[tuple[int, "av.VideoFrame"]]:
+        """Every frame of a sequential decode from frame 0 on, as (frame index, PyAV frame), in
+        order; frames outside [0, num_frames) (a truncated tail) are left out. Indices may skip
+        (a gap in the timestamps) or repeat; `read` would give a skipped index the frame before it
+        and a repeated index its first frame. Adds to `stats` like `read`."""
+        tl, stream = self._tl, self._stream
+        try:
+            seek_start(self._container, stream, tl)
+            skip = make_skip(stream, tl, set(), False, self._truncated, self._file_size)
+            for frame in decoded_frames(self._container, stream, skip, self._truncated):
+                self.stats.decoded += 1
+                if frame.pts is None:
+                    raise DecodeError("decode", "decoded frame has no timestamp")
+                k = tl.index_of(frame.pts)
+                if k >= tl.num_frames:
+                    return
+                if k >= 0:
+                    self.stats.kept += 1
+                    yield k, frame
+        except av.FFmpegError as e:
+            raise DecodeError("decode", f"undecodable frames: {e}") from e
 
 
 def probe(src: Source, *, max_pixels: int | None = MAX_PIXELS) -> VideoInfo:

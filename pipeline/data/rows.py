@@ -7,13 +7,16 @@ One output row per view (clip x crop):
     frames      uint8 [T, H, W, 3]   (H = W = crop_size)
     label       int64                (-1 when the manifest had no labels)
     video_id    str
-    clip_index  int64                temporal clip number within the video (0 for train)
+    clip_index  int64                temporal clip number within the video (train: 0..clips_per_video-1)
     crop_index  int64                spatial crop number (0 for train / centre crop)
     start_sec   float64              clip span in the video, seconds from its first frame
     end_sec     float64
     num_padded  int64                frames repeated because the video / segment was too short
     epoch       int64
     truncated   bool                 the file ends early (a cut download): clips use the frames before the cut
+    decoded_frames, kept_frames  int64  decode work of the row's video (frames the decoder produced,
+                                     frames kept), on its first view, 0 on the others: sums over
+                                     any set of rows give the decode work per frame kept
 
 A bad row never raises: `process_row` returns `([], error_row)` with the stage that failed. A
 storage failure (5xx, throttling, resets, timeouts, expired credentials) is retried with backoff;
@@ -35,7 +38,8 @@ from pipeline.data.errors import error_row
 
 RETRYABLE_STAGE = "storage"  # error rows of this stage are transient: a re-run tries them again
 OUTPUT_COLUMNS = ("frames", "label", "video_id", "clip_index", "crop_index", "start_sec",
-                  "end_sec", "num_padded", "epoch", "truncated")
+                  "end_sec", "num_padded", "epoch", "truncated", "decoded_frames", "kept_frames")
+WORK_COLUMNS = ("decoded_frames", "kept_frames")  # decode work: a training metric, not clip data
 
 
 @dataclass
@@ -67,8 +71,10 @@ def manifest_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
     })
 
 
-def clip_rows(clips: Clips, row: dict[str, Any], epoch: int = 0) -> list[dict[str, Any]]:
-    """One output row per view of `clips` (see the module docstring for the columns)."""
+def clip_rows(clips: Clips, row: dict[str, Any], epoch: int = 0,
+              work: tuple[int, int] = (0, 0)) -> list[dict[str, Any]]:
+    """One output row per view of `clips` (see the module docstring for the columns); `work`
+    (frames decoded, kept) goes on the first."""
     out = []
     for k, views in enumerate(clips.frames):  # [V, T, H, W, 3]
         for c, view in enumerate(views):
@@ -76,6 +82,7 @@ def clip_rows(clips: Clips, row: dict[str, Any], epoch: int = 0) -> list[dict[st
                 "frames": view, "label": int(row.get("label", -1)), "video_id": str(row["video_id"]),
                 "clip_index": k, "crop_index": c, "start_sec": clips.starts[k], "end_sec": clips.ends[k],
                 "num_padded": clips.num_padded[k], "epoch": int(epoch), "truncated": bool(clips.info.truncated),
+                "decoded_frames": 0 if out else int(work[0]), "kept_frames": 0 if out else int(work[1]),
             })
     return out
 
@@ -88,7 +95,8 @@ def video_clips(src: Any, row: dict[str, Any], cfg: DataConfig, *, mode: str, se
     """
     rng = row_rng(seed, epoch, row)
     with vdecode.Video(src, threads=cfg.decode_threads, max_pixels=cfg.max_pixels) as video:  # one open for probe and decode
-        return clip_rows(read_clips(video, row, cfg, mode=mode, rng=rng), row, epoch)
+        clips = read_clips(video, row, cfg, mode=mode, rng=rng)
+        return clip_rows(clips, row, epoch, work=(video.stats.decoded, video.stats.kept))
 
 
 def process_row(row: dict[str, Any], cfg: DataConfig, *, mode: str, seed: int,
@@ -137,6 +145,7 @@ def views_to_batch(views: list[dict[str, Any]]) -> dict[str, np.ndarray]:
              "video_id": np.array([v["video_id"] for v in views], dtype=object)}
     for name, dtype in (("label", np.int64), ("clip_index", np.int64), ("crop_index", np.int64),
                         ("start_sec", np.float64), ("end_sec", np.float64),
-                        ("num_padded", np.int64), ("epoch", np.int64), ("truncated", np.bool_)):
+                        ("num_padded", np.int64), ("epoch", np.int64), ("truncated", np.bool_),
+                        ("decoded_frames", np.int64), ("kept_frames", np.int64)):
         batch[name] = np.array([v[name] for v in views], dtype=dtype)
     return batch

@@ -126,6 +126,16 @@ class StartPass:
     packets: int = 0  # complete packets scanned (discarded ones included)
 
 
+@dataclass
+class ReadStats:
+    """Decode work of one open video, summed over its reads: frames the decoder produced and
+    frames kept (converted to RGB). `decoded / kept` is the decode work per frame kept: ~1 for
+    dense clips or short GOPs, ~GOP / 2 for one sparse frame per GOP."""
+
+    decoded: int = 0
+    kept: int = 0
+
+
 def read_start(container, stream, file_size: int, scan: bool) -> StartPass:
     """Demux from the open position (the file's start, no seek): decode until the first frame
     comes out and, with `scan`, collect every packet's pts (demux only, no more decoding)."""
@@ -185,7 +195,7 @@ def seek_start(container, stream, tl: Timeline) -> None:
                 raise
 
 
-def _make_skip(stream, tl: Timeline, wanted: set, skip_nonref: bool, truncated: bool, file_size: int):
+def make_skip(stream, tl: Timeline, wanted: set, skip_nonref: bool, truncated: bool, file_size: int):
     """The packet filter: unwanted non-reference H.264 packets; for a truncated file, packets
     cut short (not in the timeline's table: the scan left them out)."""
     nal_len = _nal_length_size(stream) if skip_nonref else None
@@ -211,8 +221,8 @@ class _Reader:
     """State of one `seek_decode` call: where the decoder is and what it has kept."""
 
     def __init__(self, container, stream, tl: Timeline, wanted: list[int], size: int | None,
-                 skip, truncated: bool):
-        self.container, self.stream, self.tl = container, stream, tl
+                 skip, truncated: bool, stats: ReadStats):
+        self.container, self.stream, self.tl, self.stats = container, stream, tl, stats
         self.wanted, self.size, self.skip, self.truncated = wanted, size, skip, truncated
         self.got: dict[int, np.ndarray] = {}
         self.w = 0  # position in `wanted`
@@ -265,6 +275,9 @@ class _Reader:
                 got[t] = to_rgb(prev[1], self.size)  # a gap in pts: the frame showing at t
             elif t not in got:
                 got[t] = to_rgb(frame, self.size)  # before the first frame (start gap)
+            else:
+                self.stats.kept -= 1  # already kept: not a new conversion
+            self.stats.kept += 1
             self.w += 1
         self.prev = (k, frame)
 
@@ -274,6 +287,7 @@ class _Reader:
         if self.needs_seek(target):
             self.seek(target)
         frame = next(self.frames, None)
+        self.stats.decoded += frame is not None
         if frame is None:
             if self.prev is None and self.back_off():
                 return True  # nothing after this seek: the stream ends earlier; find its end
@@ -301,14 +315,15 @@ class _Reader:
 
 
 def seek_decode(container, stream, tl: Timeline, wanted: list[int], size: int | None,
-                skip_nonref: bool, truncated: bool = False, file_size: int = 0
-                ) -> tuple[dict[int, np.ndarray], np.ndarray | None]:
+                skip_nonref: bool, truncated: bool = False, file_size: int = 0,
+                stats: ReadStats | None = None) -> tuple[dict[int, np.ndarray], np.ndarray | None]:
     """Decode the sorted unique `wanted` frame indices with (smart) seeking.
 
-    Returns ({index: rgb array}, the stream's last frame when it ended before all wanted frames).
+    Returns ({index: rgb array}, the stream's last frame when it ended before all wanted frames);
+    adds the frames decoded and kept to `stats`.
     """
-    skip = _make_skip(stream, tl, set(wanted), skip_nonref, truncated, file_size)
-    reader = _Reader(container, stream, tl, wanted, size, skip, truncated)
+    skip = make_skip(stream, tl, set(wanted), skip_nonref, truncated, file_size)
+    reader = _Reader(container, stream, tl, wanted, size, skip, truncated, stats or ReadStats())
     try:
         while reader.w < len(wanted) and reader.step():
             pass

@@ -17,6 +17,7 @@ from pipeline import model as models
 from pipeline import storage
 from pipeline.config import ConfigError, to_dict
 from pipeline.data.dataset import build_clip_dataset
+from pipeline.data.rows import WORK_COLUMNS
 from pipeline.data.errors import write_errors
 from pipeline.data.manifest import load_manifest
 from pipeline.evaluate import evaluate_views
@@ -42,14 +43,16 @@ def load_splits(cfg: TrainJobConfig) -> tuple[Any, Any]:
 def build_datasets(cfg: TrainJobConfig, train_rows: list[dict], val_rows: list[dict], *,
                    data_start_epoch: int = 0) -> dict[str, Any]:
     """Ray Datasets for TorchTrainer: `train` streams epochs `data_start_epoch..epochs-1` (new
-    clips each), `val` the centre clips; only `frames` and `label` travel to the workers."""
+    clips each), `val` the centre clips; only `frames` and `label` (and, for train, the decode-work
+    counters) travel to the workers."""
     run_dir = run_dir_of(cfg.run)
     train = build_clip_dataset(train_rows, cfg.data, mode="train", seed=cfg.loop.seed,
                                error_uri=storage.join(run_dir, "errors"), epoch=data_start_epoch,
                                epochs=max(1, cfg.loop.epochs - data_start_epoch))
     val = build_clip_dataset(val_rows, cfg.data, mode="val", seed=cfg.loop.seed,
                              error_uri=storage.join(run_dir, "errors"), materialize=cfg.loop.cache_val)
-    return {"train": train.select_columns(["frames", "label"]), "val": val.select_columns(["frames", "label"])}
+    return {"train": train.select_columns(["frames", "label", *WORK_COLUMNS]),
+            "val": val.select_columns(["frames", "label"])}
 
 
 def ray_storage(storage_path: str) -> tuple[str, Any]:
@@ -91,7 +94,7 @@ def fit(cfg: TrainJobConfig, *, datasets: dict[str, Any] | None = None,
     if datasets is None:
         train, val = load_splits(cfg)
         labels = list(train.labels.names)
-        num_train_clips = len(train.rows)
+        num_train_clips = len(train.rows) * cfg.data.clips_per_video
         probe = make_plan(cfg, num_train_clips, labels)
         last = latest_checkpoint_step(run_dir)
         start_epoch = 0 if last is None else min(last // probe.steps_per_epoch, cfg.loop.epochs - 1)

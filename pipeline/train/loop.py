@@ -42,7 +42,8 @@ from pipeline.train.schedule import (
     Plan, lr_at, resume_skip, schedule_of, should_checkpoint, should_eval, should_log,
 )
 
-BATCH_DTYPES = {"frames": torch.uint8, "label": torch.int64}  # every column the loop reads
+# every column the loop reads (Ray's collate looks up each column it is given; absent ones are fine)
+BATCH_DTYPES = {"frames": torch.uint8, "label": torch.int64, "decoded_frames": torch.int64, "kept_frames": torch.int64}
 
 
 def train_func(config: dict) -> None:
@@ -127,7 +128,7 @@ def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterat
     wait = 0.0
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device)
-    clips = 0
+    clips = decoded = kept = 0
     for i in range(plan.accum):
         t0 = time.perf_counter()
         batch = next(batches, None)
@@ -135,6 +136,9 @@ def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterat
         if batch is None:
             optimizer.zero_grad(set_to_none=True)
             return None
+        if "kept_frames" in batch:  # decode work of these clips (CPU tensors: no device sync)
+            decoded += int(batch["decoded_frames"].sum())
+            kept += int(batch["kept_frames"].sum())
         labels = batch["label"].to(device, non_blocking=True)
         x = model_input(net, batch["frames"])  # uint8 [B, T, H, W, 3] -> float [B, 3, T, H, W]
         targets = soft_targets(labels, plan.num_classes, cfg.optim.label_smoothing)
@@ -155,7 +159,8 @@ def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterat
     set_lr(optimizer, lr)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return {"loss_sum": float(loss_sum), "correct": float(correct), "clips": clips, "wait_s": wait}
+    return {"loss_sum": float(loss_sum), "correct": float(correct), "clips": clips, "wait_s": wait,
+            "decoded_frames": decoded, "kept_frames": kept}
 
 
 @torch.no_grad()

@@ -2,7 +2,8 @@
 
 Records (one JSON object a line, keys sorted), each with `kind`, `step` and `time`:
     start   epoch, resumed_from (None or the checkpoint step), world_size
-    train   epoch (fractional), loss, acc, lr, clips_per_s, data_wait_frac, step_time_s, peak_mem_mb
+    train   epoch (fractional), loss, acc, lr, clips_per_s, data_wait_frac, step_time_s, peak_mem_mb,
+            decode_work (frames decoded per frame kept by this worker's clips; None when unknown)
             (rank 0 prints each as one `progress_line` and rewrites the file: it is current at every
             log interval)
     val     epoch, val_loss, val_acc, val_clips
@@ -33,6 +34,8 @@ class Window:
     wait_s: float = 0.0
     time_s: float = 0.0
     steps: int = 0
+    decoded: int = 0  # frames the decoders produced for this window's clips
+    kept: int = 0  # frames kept (converted) for them
 
     def add(self, step_out: dict[str, float], seconds: float) -> None:
         """Count one step: `step_out` of `train_step` (loss_sum, correct, clips, wait_s), `seconds` it took."""
@@ -41,6 +44,8 @@ class Window:
         self.correct += step_out["correct"]
         self.clips += step_out["clips"]
         self.wait_s += step_out["wait_s"]
+        self.decoded += step_out.get("decoded_frames", 0)
+        self.kept += step_out.get("kept_frames", 0)
         self.steps += 1
 
     def metrics(self, *, step: int, steps_per_epoch: int, lr: float, world: int,
@@ -55,6 +60,7 @@ class Window:
             "data_wait_frac": self.wait_s / secs,
             "step_time_s": secs / max(self.steps, 1),
             "peak_mem_mb": peak_memory_mb(device), "time": time.time(),
+            "decode_work": self.decoded / self.kept if self.kept else None,
         }
 
 
@@ -66,11 +72,13 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def progress_line(record: dict[str, Any], total_steps: int, eta_s: float | None) -> str:
-    """One console line of a `train` record: step/total, loss, acc, lr, clips/s, data wait, ETA."""
+    """One console line of a `train` record: step/total, loss, acc, lr, clips/s, decode work (frames
+    decoded per frame kept), data wait, ETA."""
     r = record
     return (f"step {r['step']}/{total_steps} epoch {r['epoch']:.2f}: loss {r['loss']:.4f} acc {r['acc']:.3f} "
-            f"lr {r['lr']:.3g} {r['clips_per_s']:.1f} clips/s data-wait {r['data_wait_frac']:.0%} "
-            f"ETA {format_duration(eta_s)}")
+            f"lr {r['lr']:.3g} {r['clips_per_s']:.1f} clips/s "
+            + (f"decode {r['decode_work']:.1f}x " if r.get("decode_work") is not None else "")
+            + f"data-wait {r['data_wait_frac']:.0%} ETA {format_duration(eta_s)}")
 
 
 def metrics_uri(run_dir: str) -> str:

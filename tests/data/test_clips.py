@@ -79,6 +79,31 @@ def test_train_clips_are_reproducible_from_the_row_rng(video90):
     assert step == sorted(step) and step[-1] - step[0] <= SPAN
 
 
+def test_train_takes_several_independent_clips_from_one_open_and_one_decode_pass(video90):
+    row = {"path": video90, "video_id": "v"}
+    cfg = _cfg(clips_per_video=4, train_short_side=(32, 48))
+    with Video(video90) as video:
+        reads = []
+        read = video.read
+        video.read = lambda *a, **k: reads.append(1) or read(*a, **k)  # count decode passes
+        many = read_clips(video, row, cfg, mode="train", rng=row_rng(0, 1, row))
+        assert len(reads) == 1 and video.stats.kept <= 16 and video.stats.decoded >= video.stats.kept
+    with Video(video90) as video:
+        again = read_clips(video, row, cfg, mode="train", rng=row_rng(0, 1, row))
+        one = read_clips(video, row, _cfg(train_short_side=(32, 48)), mode="train", rng=row_rng(0, 1, row))
+    assert many.frames.shape == (4, 1, 4, 32, 32, 3)
+    np.testing.assert_array_equal(many.frames, again.frames)  # reproducible from the row rng
+    assert many.starts[0] == one.starts[0] and _indices(many.frames[0, 0]) == _indices(one.frames[0, 0])
+    assert len(set(many.starts)) > 1  # each clip its own span ...
+    crops = {many.frames[k, 0, 0, :, :, 2].tobytes() for k in range(4)}
+    assert len(crops) == 4  # ... and its own scale / crop / flip (the B texture differs)
+    for k in range(4):
+        idx = _indices(many.frames[k, 0])
+        assert idx[0] == round(many.starts[k] * 30) and idx == sorted(idx) and idx[-1] - idx[0] <= SPAN
+    with pytest.raises(ValueError, match="clips_per_video"):
+        _cfg(clips_per_video=0)
+
+
 def test_config_names_the_bad_field():
     with pytest.raises(ValueError, match="crops"):
         ClipConfig(crops=2)

@@ -69,6 +69,18 @@ def test_train_clips_are_exact_with_metadata(ray_local, videos):
     assert short["num_padded"] > 0 and _indices(short["frames"])[-1] == LENGTHS["short"] - 1
 
 
+def test_train_clips_per_video_flow_as_rows_with_the_decode_work_of_their_video(ray_local, videos):
+    out = build_clip_dataset(videos, _cfg(clips_per_video=3), mode="train", seed=0).take_all()
+    for vid, n in LENGTHS.items():
+        mine = sorted((r for r in out if r["video_id"] == vid), key=lambda r: r["clip_index"])
+        assert [r["clip_index"] for r in mine] == [0, 1, 2]
+        for r in mine:  # each an exact clip of its own span
+            start = round(r["start_sec"] * FPS)
+            assert _indices(r["frames"]) == sampling.clip_indices(start, start + SPAN, 4, n)[0].tolist()
+        assert mine[0]["kept_frames"] > 0 and mine[0]["decoded_frames"] >= mine[0]["kept_frames"]
+        assert all(r["kept_frames"] == r["decoded_frames"] == 0 for r in mine[1:])  # counted once per video
+
+
 def test_seed_fixes_clips_and_epochs_change_them(ray_local, videos):
     cfg = _cfg()
     a = _by_video(build_clip_dataset(videos, cfg, mode="train", seed=7).take_all())

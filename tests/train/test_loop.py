@@ -66,3 +66,27 @@ def test_train_step_returns_none_when_the_stream_runs_out():
     assert train_step(model, opt, iter(one), cfg=cfg, plan=plan, device=torch.device("cpu"),
                       np_rng=np.random.default_rng(0), lr=0.1) is None
     assert all(torch.equal(p, b) and p.grad is None for p, b in zip(model.parameters(), before))
+
+
+def test_train_batches_from_ray_data_carry_the_decode_work_into_the_step(ray_local, tmp_path):
+    """The train stream as the workers read it (the driver's columns, the loop's dtypes): each
+    step returns the frames its clips decoded and kept."""
+    from conftest import write_index_video
+    from pipeline.data.dataset import build_clip_dataset
+    from pipeline.data.rows import WORK_COLUMNS, DataConfig
+    from pipeline.train.loop import BATCH_DTYPES
+
+    path = write_index_video(tmp_path / "v.mp4", num_frames=60, gop=30)
+    rows = [{"path": path, "label": i % 2, "video_id": f"v{i}", "start_sec": None, "end_sec": None} for i in range(4)]
+    data = DataConfig(num_frames=4, sampling_rate=4, crop_size=32, train_short_side=(32, 40), batch_size=2,
+                      clips_per_video=2, memory=0)
+    ds = build_clip_dataset(rows, data, mode="train", seed=0).select_columns(["frames", "label", *WORK_COLUMNS])
+    batches = ds.iter_torch_batches(batch_size=4, dtypes=BATCH_DTYPES, drop_last=True)
+    cfg = from_dict(TrainJobConfig, {"loop": {"batch_size": 4}, "scale": {"num_workers": 1},
+                                     "optim": {"effective_batch": 8}})
+    plan = make_plan(cfg, 8, ["a", "b"])
+    model = build_model(ModelSection("debug", {"num_frames": 4, "image_size": 32}), plan.num_classes)
+    out = train_step(model, build_optimizer(model, cfg.optim, plan.base_lr), iter(batches), cfg=cfg, plan=plan,
+                     device=torch.device("cpu"), np_rng=np.random.default_rng(0), lr=0.1)
+    assert out["clips"] == 8  # 4 videos x clips_per_video 2
+    assert out["kept_frames"] >= 8 and out["decoded_frames"] >= out["kept_frames"]

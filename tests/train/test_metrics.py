@@ -31,6 +31,20 @@ def test_window_sums_steps_and_reports_rates():
     assert m["data_wait_frac"] == pytest.approx(0.5 / 4.0)
     assert m["step_time_s"] == pytest.approx(2.0)
     assert m["peak_mem_mb"] > 0 and m["time"] > 0
+    assert m["decode_work"] is None  # no counters in these batches
+
+
+def test_window_reports_decode_work_and_the_line_shows_it():
+    from pipeline.train.metrics import progress_line
+
+    window = Window()
+    window.add({"loss_sum": 1.0, "correct": 1.0, "clips": 2, "wait_s": 0.0, "decoded_frames": 100,
+                "kept_frames": 16}, seconds=1.0)
+    window.add({"loss_sum": 1.0, "correct": 1.0, "clips": 2, "wait_s": 0.0, "decoded_frames": 28,
+                "kept_frames": 16}, seconds=1.0)
+    m = window.metrics(step=2, steps_per_epoch=4, lr=0.1, world=1, device=torch.device("cpu"))
+    assert m["decode_work"] == pytest.approx(128 / 32)
+    assert " decode 4.0x " in progress_line(m, 10, 5.0)
 
 
 def test_an_empty_window_reports_zeros_not_errors():

@@ -160,6 +160,7 @@ def test_worker_failure_and_job_restart_resume_exactly_from_s3(ray_local, s3_buc
     assert len(starts) == 3 and starts[2]["resumed_from"] in (6, 8)
     train_steps = [r["step"] for r in records if r["kind"] == "train"]
     assert train_steps == list(range(1, 16)), "every step logged once: no step lost or repeated"
+    assert all(r["decode_work"] >= 1.0 for r in records if r["kind"] == "train")  # frames decoded / kept
     # one console line per log interval of the resumed run, from rank 0 only
     printed = [int(s) for s in re.findall(r"\[train\] step (\d+)/15 epoch [\d.]+: loss .* data-wait \d+% ETA ",
                                           rerun.stdout)]

@@ -1,0 +1,292 @@
+"""Feed benchmark: CPU per training clip, all-in through Ray Data, from a web-like source vs its training-format copy.
+
+    python -m bench.feed                      # 60 s 640x360 GOP-250 source; base 8x32, HR 16x16@448, L 96x4
+    python -m bench.feed --quick              # fewer clips (a smoke run)
+    python -m bench.feed --sweep              # also: GOP x CRF x short side of the copy (pure decode, no Ray)
+    python -m bench.feed --device cuda        # measured only on a lent GPU (not implemented here)
+
+The source is H.264 (x264 veryfast, CRF 23, B-frames) of textured panning content with noise, GOP
+250 (`bench.decode.make_video`, cached in --cache); the copy is made in the same run by the pure
+`pipeline.data.transcode.transcode` with the job's defaults (or --gop/--crf/--short-side).
+
+All-in CPU: one local Ray with `--ray-cpus` CPUs builds the training dataset
+(`pipeline.data.dataset.build_clip_dataset`, mode "train": random clip, scale jitter, crop, flip)
+over rows of the same video and the driver iterates it; CPU seconds of the driver and every Ray
+process (user + system, from /proc: its whole process tree) over the iteration, divided by the
+clips. Decode work = frames decoded per frame kept, summed from the rows' counters. Cores per H200
+for a preset = clips/s one H200 trains at 40 % MFU (989 TFLOP/s dense bf16; a training step costs
+3 forwards = 6 x MACs, counted on meta tensors) x CPU s per clip.
+
+Targets, base 8x32 train clip, copy vs source: >= 4x less CPU per clip, <= 1.5x the source's
+bytes, <= 25 ms all-in per clip (<= 9 cores per H200); L 96x4: the copy not slower.
+Printed with the load average: on a shared machine CPU seconds are steadier than wall seconds,
+but they still inflate under load (caches, SMT).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import time
+
+import numpy as np
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+H200_TFLOPS = 989.0  # dense bf16 peak
+MFU = 0.40
+# name -> (model preset, num_frames, sampling_rate, crop): what each preset trains on
+PRESETS = {
+    "base 8x32@224": ("timesformer_base", 8, 32, 224),
+    "HR 16x16@448": ("timesformer_hr", 16, 16, 448),
+    "L 96x4@224": ("timesformer_l", 96, 4, 224),
+}
+
+
+def load() -> str:
+    return "load %.2f %.2f %.2f" % os.getloadavg()
+
+
+# ----------------------------------------------------------------------------- CPU of a process tree
+
+
+def _stat(pid: str) -> tuple[int, int] | None:
+    """(ppid, utime + stime ticks) of a process, None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[1]), int(fields[11]) + int(fields[12])
+
+
+def tree_cpu_s(root: int | None = None) -> float:
+    """CPU seconds (user + system) used so far by `root` (this process) and all its descendants."""
+    root = root or os.getpid()
+    stats = {int(p): s for p in os.listdir("/proc") if p.isdigit() and (s := _stat(p)) is not None}
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in stats.items():
+        children.setdefault(ppid, []).append(pid)
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += stats.get(pid, (0, 0))[1]
+        todo.extend(children.get(pid, []))
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+# ----------------------------------------------------------------------------- model cost
+
+
+def gmacs(preset: str) -> float:
+    """Multiply-accumulates of one clip's forward (GMAC), counted on meta tensors."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from pipeline.model.timesformer import PRESETS as MODEL_PRESETS, TimeSformer, TimeSformerConfig
+
+    kw = MODEL_PRESETS[preset]
+    with torch.device("meta"):
+        model = TimeSformer(TimeSformerConfig(**kw)).eval()
+        x = torch.empty(1, 3, kw["num_frames"], kw["image_size"], kw["image_size"])
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(x)
+    return counter.get_total_flops() / 2e9
+
+
+def clips_per_s_per_gpu(gmac: float) -> float:
+    """Training clips/s of one H200 at MFU: a step is 3 forwards, a forward 2 FLOP per MAC."""
+    return MFU * H200_TFLOPS * 1e12 / (3 * 2 * gmac * 1e9)
+
+
+# ----------------------------------------------------------------------------- measurements
+
+
+def data_config(frames: int, rate: int, crop: int, clips_per_video: int = 1):
+    from pipeline.data.rows import DataConfig
+
+    return DataConfig(num_frames=frames, sampling_rate=rate, crop_size=crop, batch_size=4,
+                      clips_per_video=clips_per_video, memory=0)
+
+
+def rows_of(path: str, n: int) -> list[dict]:
+    """n manifest rows of one video (distinct ids: each row draws its own clip)."""
+    return [{"path": path, "label": i % 4, "video_id": f"v{i:04d}", "start_sec": None, "end_sec": None}
+            for i in range(n)]
+
+
+def ray_all_in(path: str, cfg, rows: int) -> dict[str, float]:
+    """CPU s / wall s per clip and decode work, through the Ray Data builder (train mode)."""
+    from pipeline.data.dataset import build_clip_dataset
+
+    ds = build_clip_dataset(rows_of(path, rows), cfg, mode="train", seed=0)
+    c0, w0, d0 = tree_cpu_s(), time.perf_counter(), time.process_time()
+    clips = decoded = kept = 0
+    for batch in ds.iter_batches(batch_size=16, batch_format="numpy"):
+        clips += len(batch["label"])
+        decoded += int(batch["decoded_frames"].sum())
+        kept += int(batch["kept_frames"].sum())
+    cpu, wall, driver = tree_cpu_s() - c0, time.perf_counter() - w0, time.process_time() - d0
+    return {"cpu": cpu / clips, "wall": wall / clips, "driver": driver / clips, "work": decoded / max(kept, 1),
+            "clips": clips}
+
+
+def pure_cpu(path: str, cfg, rows: int) -> dict[str, float]:
+    """CPU s per clip of the pure row function in this process (no Ray), and decode work."""
+    from pipeline.data.rows import process_row
+
+    c0 = time.process_time()
+    clips = decoded = kept = 0
+    for row in rows_of(path, rows):
+        views, err = process_row(row, cfg, mode="train", seed=0)
+        assert err is None, err
+        clips += len(views)
+        decoded += sum(v["decoded_frames"] for v in views)
+        kept += sum(v["kept_frames"] for v in views)
+    return {"cpu": (time.process_time() - c0) / clips, "work": decoded / max(kept, 1)}
+
+
+def psnr_at_copy_size(src: str, copy: str, short_side: int) -> float:
+    """PSNR of 3 uniform 8-frame clips read from source and copy at the copy's short side."""
+    from pipeline.data.clips import ClipConfig, read_clips
+    from pipeline.data.decode import Video
+
+    cfg = ClipConfig(num_frames=8, sampling_rate=8, crop_size=None, short_side=short_side, clips=3)
+    row = {"path": src, "video_id": "v"}
+    with Video(src) as a, Video(copy) as b:
+        fa, fb = read_clips(a, row, cfg, mode="test").frames, read_clips(b, row, cfg, mode="test").frames
+    w = min(fa.shape[-2], fb.shape[-2])  # an odd scaled width is rounded to even in the copy
+    mse = float(((fa[..., :w, :].astype(np.float64) - fb[..., :w, :]) ** 2).mean())
+    return 10 * np.log10(255.0 ** 2 / max(mse, 1e-12))
+
+
+def make_copy(src: str, out: str, **enc) -> tuple[str, float, float]:
+    """(copy path, encode CPU s, bytes ratio) of `src` transcoded with Encoding(**enc)."""
+    from pipeline.data.transcode import Encoding, transcode
+
+    c0 = time.process_time()
+    transcode(src, out, Encoding(**enc))
+    return out, time.process_time() - c0, os.path.getsize(out) / os.path.getsize(src)
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+SWEEP = [dict(short_side=ss, gop=g, crf=c, fastdecode=fd, bframes=b)
+         for ss in (256,) for g in (8, 16, 32) for c in (23, 26) for fd in (False, True) for b in (2,)]
+SWEEP += [dict(short_side=256, gop=g, crf=c, fastdecode=True, bframes=3) for g, c in
+          ((16, 23), (16, 24), (16, 25), (20, 23), (20, 24), (24, 24))]
+SWEEP += [dict(short_side=320, gop=16, crf=23, fastdecode=fd, bframes=2) for fd in (False, True)]
+
+
+def sweep(src: str, cache: str, clips: int) -> None:
+    """Copies of `src` over GOP x CRF x fastdecode x B-frames (x short side): pure 8x32 clip CPU,
+    decode work, bytes and PSNR at the copy's size, each copy measured right after the source."""
+    cfg = data_config(8, 32, 224)
+    print(f"\n## sweep (pure 8x32 train clip, no Ray, {clips} clips each; {load()})")
+    print("| short side | GOP | CRF | fastdecode | B-frames | ms/clip | source ms/clip | source/copy | "
+          "decode work | bytes vs source | PSNR dB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for enc in SWEEP:
+        path, _, ratio = make_copy(src, os.path.join(cache, "sweep.mp4"), **enc)
+        s, m = pure_cpu(src, cfg, clips), pure_cpu(path, cfg, clips)  # paired: load swings hit both
+        print(f"| {enc['short_side']} | {enc['gop']} | {enc['crf']} | {enc['fastdecode']} | {enc['bframes']} | "
+              f"{m['cpu'] * 1e3:.1f} | {s['cpu'] * 1e3:.1f} | {s['cpu'] / m['cpu']:.2f}x | {m['work']:.2f}x | "
+              f"{ratio:.2f}x | {psnr_at_copy_size(src, path, enc['short_side']):.1f} |", flush=True)
+    print(load())
+
+
+def idle_ray_cpu_per_s(seconds: float = 3.0) -> float:
+    """CPU seconds per second the idle local Ray (GCS, raylet, idle workers) burns."""
+    c0, w0 = tree_cpu_s(), time.perf_counter()
+    time.sleep(seconds)
+    return (tree_cpu_s() - c0) / (time.perf_counter() - w0)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--seconds", type=int, default=60, help="source length")
+    p.add_argument("--quick", action="store_true", help="fewer clips")
+    p.add_argument("--sweep", action="store_true", help="also sweep GOP x CRF x short side (pure decode)")
+    p.add_argument("--short-side", type=int, default=None, help="copy's short side (default: the job's)")
+    p.add_argument("--gop", type=int, default=None, help="copy's GOP (default: the job's)")
+    p.add_argument("--crf", type=int, default=None, help="copy's CRF (default: the job's)")
+    p.add_argument("--ray-cpus", type=int, default=1, help="CPUs of the local Ray (1: decode tasks one at a time)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--cache", default=os.path.expanduser("~/.cache/pipeline-bench/feed"))
+    args = p.parse_args()
+    if args.device == "cuda":
+        print("--device cuda: measured only on a lent GPU (real step times, NVDEC via PyAV's cuvid "
+              "decoders); not implemented yet: the CPU numbers below are the feed side")
+    from bench.decode import cached_video
+    from pipeline.data.transcode import Encoding
+
+    print(f"# bench.feed {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; {load()}")
+    src = cached_video(args.cache, args.seconds, (640, 360), 250)
+    enc = {k: v for k, v in (("short_side", args.short_side), ("gop", args.gop), ("crf", args.crf)) if v is not None}
+    e = Encoding(**enc)
+    copy, enc_cpu, bytes_ratio = make_copy(src, os.path.join(args.cache, f"copy_{args.seconds}s_{e.short_side}_"
+                                                             f"g{e.gop}_crf{e.crf}.mp4"), **enc)
+    print(f"source {os.path.basename(src)} {os.path.getsize(src) / 1e6:.2f} MB; copy short side {e.short_side}, "
+          f"GOP {e.gop}, CRF {e.crf}, {e.preset}: {os.path.getsize(copy) / 1e6:.2f} MB = {bytes_ratio:.2f}x the "
+          f"source's bytes; encode {enc_cpu:.1f} CPU s ({enc_cpu / args.seconds:.2f} CPU s per video second); "
+          f"PSNR at the copy's size {psnr_at_copy_size(src, copy, e.short_side):.1f} dB")
+    if args.sweep:
+        sweep(cached_video(args.cache, 20, (640, 360), 250), args.cache, 8 if args.quick else 24)
+
+    import ray
+
+    ray.init(num_cpus=args.ray_cpus, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = ctx.enable_operator_progress_bars = False
+    ray_all_in(copy, data_config(8, 32, 224), 8)  # warm-up: workers, imports
+    idle = idle_ray_cpu_per_s()
+    print(f"idle local Ray: {idle * 1e3:.0f} ms CPU per second (included in all-in; spread over a "
+          f"node's cores in production)")
+    scale = 0.25 if args.quick else 1.0
+    rows = {"base 8x32@224": 96, "HR 16x16@448": 24, "L 96x4@224": 16}
+    results = {}
+    print(f"\n## all-in through Ray Data (train clips; {args.ray_cpus} Ray CPU(s); {load()})")
+    print("| preset | clip | source ms/clip | copy ms/clip | source/copy | decode work source -> copy | "
+          "wall ms/clip source, copy | minus idle Ray, source, copy | |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, (_, frames, rate, crop) in PRESETS.items():
+        cfg = data_config(frames, rate, crop)
+        n = max(4, int(rows[name] * scale))
+        s, c = ray_all_in(src, cfg, n), ray_all_in(copy, cfg, n)
+        results[name] = (s, c)
+        net = [(m["cpu"] - idle * m["wall"]) * 1e3 for m in (s, c)]
+        print(f"| {name} | {frames}x{rate} | {s['cpu'] * 1e3:.1f} | {c['cpu'] * 1e3:.1f} | "
+              f"{s['cpu'] / c['cpu']:.2f}x | {s['work']:.1f}x -> {c['work']:.1f}x | "
+              f"{s['wall'] * 1e3:.0f}, {c['wall'] * 1e3:.0f} | {net[0]:.1f}, {net[1]:.1f} | "
+              f"{n} clips each; driver {s['driver'] * 1e3:.0f}, {c['driver'] * 1e3:.0f} ms/clip; {load()} |", flush=True)
+    rep = ray_all_in(copy, data_config(8, 32, 224, clips_per_video=4), max(4, int(24 * scale)))
+    print(f"| base, copy, clips_per_video=4 | 8x32 | | {rep['cpu'] * 1e3:.1f} | | {rep['work']:.1f}x | "
+          f"{rep['wall'] * 1e3:.0f} | {(rep['cpu'] - idle * rep['wall']) * 1e3:.1f} | |")
+    pure_s, pure_c = pure_cpu(src, data_config(8, 32, 224), 16), pure_cpu(copy, data_config(8, 32, 224), 16)
+    print(f"pure row function (no Ray), base 8x32: source {pure_s['cpu'] * 1e3:.1f} ms, copy "
+          f"{pure_c['cpu'] * 1e3:.1f} ms per clip")
+    ray.shutdown()
+
+    print(f"\n## cores per H200 at {MFU:.0%} MFU ({H200_TFLOPS:g} TFLOP/s dense bf16, step = 3 forwards)")
+    print("| preset | GMAC/clip fwd | clips/s per GPU | cores (source) | cores (copy) |")
+    print("|---|---|---|---|---|")
+    for name, (preset, *_rest) in PRESETS.items():
+        g = gmacs(preset)
+        rate = clips_per_s_per_gpu(g)
+        s, c = results[name]
+        print(f"| {name} | {g:.1f} | {rate:.0f} | {rate * s['cpu']:.1f} | {rate * c['cpu']:.1f} |")
+
+    s, c = results["base 8x32@224"]
+    ls, lc = results["L 96x4@224"]
+    print(f"\ntargets: base CPU/clip source/copy {s['cpu'] / c['cpu']:.2f}x (>= 4x); bytes {bytes_ratio:.2f}x "
+          f"(<= 1.5x); copy all-in {c['cpu'] * 1e3:.1f} ms/clip (<= 25 ms); L 96x4 source/copy "
+          f"{ls['cpu'] / lc['cpu']:.2f}x (>= 1: not slower); {load()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,305 @@
+"""Re-encode a manifest's videos once into the training format: short side, short fixed GOP, no audio, fast-start mp4.
+
+Output layout (local or object storage):
+
+    <output>/videos/<safe video id>.mp4      one copy per distinct source path (segments share it)
+    <output>/manifest.csv                    the manifest's rows and columns, `path` replaced by the
+                                             copy's path RELATIVE to the manifest (`videos/x.mp4`:
+                                             resolved against the manifest's folder, so the folder
+                                             can move or be synced between disk and s3://), labels
+                                             as names; rows of failed videos left out
+    <output>/labels.json                     the label ids (read beside manifest.csv by every job)
+    <output>/_progress/config.json           the job's config + manifest fingerprint
+    <output>/_progress/shard-00000.json      completion marker (per video: ok / error, bytes, frames)
+    <output>/summary.json  errors.parquet (uri, stage, error; only when any failed)
+
+Then train on it: `python -m jobs.train --set train_manifest=<output>/manifest.csv ...`.
+Frame i of a copy is frame i of its source at the same time (pipeline/data/transcode.py,
+docs/DATA.md), so segments (`start_sec`, `end_sec`) and clip times keep their meaning.
+
+Shards are fixed groups of `videos_per_shard` distinct videos in manifest order, one Ray Data task
+each; a video's copy is written atomically under its final name, then the shard's marker. A re-run
+skips shards with a marker and, inside a shard it redoes, videos whose copy exists. A video that
+failed only because storage was unavailable (5xx, throttling, resets; retried `storage_attempts`
+times) is recorded as retryable (stage `storage`) and tried again by the next run. Bad videos never
+fail the job: they are listed in errors.parquet; the job exits 0 and prints the counts.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import posixpath
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from jobs.preprocess import (PARTIAL, _jsonable, _markers, manifest_fingerprint, plan_shards, read_job_manifest,
+                             shard_name)
+from pipeline import storage
+from pipeline.cli import parse_job
+from pipeline.config import ConfigError
+from pipeline.data.decode import DecodeError
+from pipeline.data.errors import error_row, errors_table
+from pipeline.data.manifest import write_labels
+from pipeline.data.rows import RETRYABLE_STAGE
+from pipeline.data.transcode import Encoding, encoder_available, transcode
+from pipeline.guard import OutputConflict, claim_output
+
+MB = 1024 * 1024
+
+
+@dataclass
+class TranscodeConfig(Encoding):
+    """Everything `jobs.transcode` takes: the encoding (`pipeline.data.transcode.Encoding`) and the job."""
+
+    manifest: str = ""  # CSV / JSONL / Parquet manifest, class folder, or HowTo100M CSV (required)
+    output: str = ""  # output folder URI: local, file://, s3://, gs:// (required)
+    labels: str = ""  # labels.json that fixes label ids (default: derived from the manifest)
+    howto100m_template: str = ""  # read --manifest as a HowTo100M task CSV, paths like s3://b/v/{video_id}.mp4
+    videos_per_shard: int = 16  # distinct videos per shard: the unit of work and of resume
+    num_cpus: float = 1.0  # CPUs per shard task (decode + encode run on one thread each)
+    memory_mb: int = 1024  # memory reserved per shard task
+    read_block_size_mb: float = 8.0  # bytes per ranged read of a remote source
+    storage_attempts: int = 3  # tries per video while storage fails transiently (5xx, throttling, resets)
+    storage_backoff_s: float = 2.0  # wait before the second try (doubling after)
+    overwrite: bool = False  # discard earlier output in --output
+
+    def encoding(self) -> Encoding:
+        return Encoding(**{k: getattr(self, k) for k in Encoding.__dataclass_fields__})
+
+
+EXAMPLES = """examples:
+  python -m jobs.transcode --manifest s3://b/train.csv --output s3://b/train-256-g16
+  python -m jobs.transcode --manifest howto.csv --howto100m-template 's3://b/v/{video_id}.mp4' \\
+      --output s3://b/howto-256-g16 --short-side 256 --gop 16 --crf 23 --no-fastdecode
+  python -m jobs.train --set train_manifest=s3://b/howto-256-g16/manifest.csv ..."""
+
+
+def validate(job: TranscodeConfig) -> Encoding:
+    """Checks the schema cannot express; returns the encoding (raises ConfigError)."""
+    if job.videos_per_shard < 1:
+        raise ConfigError(f"--videos-per-shard: must be >= 1, got {job.videos_per_shard}")
+    if job.storage_attempts < 1:
+        raise ConfigError(f"--storage-attempts: must be >= 1, got {job.storage_attempts}")
+    try:
+        enc = job.encoding()
+    except ValueError as e:
+        raise ConfigError(f"--{str(e).split()[0].replace('_', '-')}: {e}") from None
+    if not encoder_available(enc.codec):
+        raise ConfigError(f"--codec {enc.codec}: no such encoder in this PyAV/FFmpeg build "
+                          f"(available H.264: {[c for c in ('libx264', 'libopenh264', 'h264') if encoder_available(c)]})")
+    return enc
+
+
+def plan_videos(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(source path, copy name) per distinct path in manifest order. The name is the row's video
+    id made safe (`storage.safe_relpath`), or the file's stem when several rows (segments) share
+    the path; a name taken by an earlier path gets the path's hash."""
+    ids: dict[str, list[str]] = {}
+    for r in rows:
+        ids.setdefault(str(r["path"]), []).append(str(r["video_id"]))
+    out, taken = [], set()
+    for path, vids in ids.items():
+        base = vids[0] if len(vids) == 1 else posixpath.splitext(posixpath.basename(path))[0]
+        name = storage.safe_relpath(base, ".mp4")
+        if name in taken:  # another path made the same name: this one gets its path's hash
+            name = storage.safe_relpath(f"{base}-{hashlib.sha1(path.encode()).hexdigest()[:8]}", ".mp4")
+        taken.add(name)
+        out.append((path, name))
+    return out
+
+
+def _copy_one(src: str, dst: str, enc: Encoding, block_size: int) -> dict[str, Any]:
+    """Transcode `src` into the object `dst`, atomically (a local temporary file first)."""
+    local = storage.is_local(dst)
+    folder = os.path.dirname(storage.local_path(dst)) if local else None
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".transcode-") as tmp:
+        path = os.path.join(tmp, "copy.mp4")
+        t0 = time.process_time()
+        with storage.open_for_reading(src, block_size=block_size) as f:
+            info = transcode(f, path, enc)
+        cpu = time.process_time() - t0
+        if local:
+            os.replace(path, storage.local_path(dst))
+        else:
+            with open(path, "rb") as f, storage.open_atomic(dst) as out:
+                while chunk := f.read(8 * MB):
+                    out.write(chunk)
+    fs, spath = storage.filesystem(src)
+    return {**info.to_dict(), "source_bytes": int(fs.size(spath)), "cpu_s": round(cpu, 3)}
+
+
+def transcode_video(src: str, dst: str, enc: Encoding, *, attempts: int, backoff_s: float,
+                    block_size: int) -> tuple[dict[str, Any] | None, dict[str, str] | None]:
+    """One video -> (stats, None) or (None, error row); never raises. Transient storage failures
+    are retried, and reported with the retryable stage when they persist."""
+    def attempt() -> dict[str, Any]:
+        try:
+            return _copy_one(src, dst, enc, block_size)
+        except FileNotFoundError as e:
+            raise DecodeError("open", "file not found") from e
+
+    try:
+        return storage.with_retries(attempt, attempts=attempts, backoff_s=backoff_s), None
+    except Exception as e:  # noqa: BLE001 - one video never fails the job
+        if storage.is_transient(e):
+            return None, error_row(src, RETRYABLE_STAGE, f"storage unavailable after {attempts} tries: "
+                                                         f"{type(e).__name__}: {e}")
+        if isinstance(e, DecodeError):
+            return None, error_row(src, e.stage, e.message)
+        return None, error_row(src, "transcode", f"{type(e).__name__}: {e}")
+
+
+def process_shard(spec: dict[str, Any], job: TranscodeConfig, enc: Encoding) -> dict[str, Any]:
+    """Transcode one shard's videos (skipping those whose copy exists), then write its marker."""
+    videos, errors = [], []
+    for src, name in spec["videos"]:
+        dst = storage.join_inside(spec["videos_dir"], name)
+        if storage.exists(dst):  # done by an earlier, interrupted attempt
+            videos.append({"path": src, "name": name, "ok": True, "resumed": True})
+            continue
+        stats, err = transcode_video(src, dst, enc, attempts=job.storage_attempts, backoff_s=job.storage_backoff_s,
+                                     block_size=int(job.read_block_size_mb * MB))
+        videos.append({"path": src, "name": name, "ok": err is None, **(stats or {})})
+        if err is not None:
+            errors.append(err)
+    retryable = sum(e["stage"] == RETRYABLE_STAGE for e in errors)
+    index, progress = spec["index"], spec["progress_dir"]
+    marker = {"shard": index, "videos": videos, "errors": errors, "retryable": retryable}
+    storage.write_json(storage.join(progress, shard_name(index) + (PARTIAL if retryable else ".json")), marker)
+    if not retryable:
+        storage.remove(storage.join(progress, shard_name(index) + PARTIAL))
+    return marker
+
+
+def _shard_udf(batch: dict[str, np.ndarray], *, plan_ref: list[Any], job: TranscodeConfig,
+               enc: Encoding) -> dict[str, np.ndarray]:
+    """Ray Data UDF: positions of pending shards -> one small stats row per shard."""
+    import ray
+
+    plan = ray.get(plan_ref[0])
+    out: dict[str, list] = {"shard": [], "ok": [], "failed": []}
+    for pos in batch["id"]:
+        index, lo, hi = plan["pending"][int(pos)]
+        spec = {"index": index, "videos": plan["videos"][lo:hi], "videos_dir": plan["videos_dir"],
+                "progress_dir": plan["progress_dir"]}
+        m = process_shard(spec, job, enc)
+        out["shard"].append(index)
+        out["ok"].append(sum(v["ok"] for v in m["videos"]))
+        out["failed"].append(len(m["errors"]))
+    return {k: np.asarray(v, dtype=np.int64) for k, v in out.items()}
+
+
+def run(job: TranscodeConfig) -> dict[str, Any]:
+    """Run the job; returns the summary dict (also written to summary.json)."""
+    import ray
+
+    from pipeline.data.dataset import progress_bars_on_terminal
+
+    t0 = time.time()
+    enc = validate(job)
+    manifest = read_job_manifest(job)
+    out = job.output.rstrip("/")
+    videos_dir, progress_dir = storage.join(out, "videos"), storage.join(out, "_progress")
+    videos = plan_videos(manifest.rows)
+    job_config = _jsonable({"manifest": job.manifest, "encoding": asdict(enc), "videos_per_shard": job.videos_per_shard,
+                            "labels": list(manifest.labels.names), "manifest_rows": len(manifest.rows),
+                            "manifest_sha1": manifest_fingerprint(manifest.rows)})
+    claim_output(out, "_progress/config.json", job_config, overwrite=job.overwrite, job="jobs.transcode",
+                 owned=("videos", "_progress", "manifest.csv", "labels.json", "errors.parquet", "summary.json"))
+    shards = plan_shards(len(videos), job.videos_per_shard)
+    pending = [s for s in shards if s[0] not in _markers(progress_dir)[0]]
+    print(f"[transcode] {len(videos)} videos ({len(manifest.rows)} rows, {len(manifest.errors)} bad manifest rows) "
+          f"in {len(shards)} shards of {job.videos_per_shard}; {len(shards) - len(pending)} already complete, "
+          f"{len(pending)} to do", flush=True)
+    if pending:
+        if not ray.is_initialized():
+            ray.init()
+        progress_bars_on_terminal()
+        plan = {"videos": videos, "pending": pending, "videos_dir": videos_dir, "progress_dir": progress_dir}
+        ds = ray.data.range(len(pending), override_num_blocks=len(pending))
+        ds = ds.map_batches(_shard_udf, batch_size=1, num_cpus=job.num_cpus, memory=job.memory_mb * MB,
+                            fn_kwargs={"plan_ref": [ray.put(plan)], "job": job, "enc": enc})
+        for n, r in enumerate(ds.iter_rows(), start=1):
+            print(f"[transcode] shard {r['shard']:05d} done ({n}/{len(pending)}): {r['ok']} ok, "
+                  f"{r['failed']} failed", flush=True)
+    return summarise(out, progress_dir, manifest, shards, job_config, time.time() - t0)
+
+
+def manifest_csv(rows: Sequence[dict[str, Any]], copies: dict[str, str]) -> str:
+    """The output manifest: each row whose video has a copy, `path` -> the copy's relative path."""
+    labelled = any(r.get("label_name") is not None for r in rows)
+    extra = sorted({k for r in rows for k in r} - {"path", "label", "label_name", "video_id", "start_sec", "end_sec"})
+    cols = ["path", *(["label"] if labelled else []), "video_id", "start_sec", "end_sec", *extra]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for r in rows:
+        if r["path"] not in copies:
+            continue
+        rec = {**r, "path": f"videos/{copies[r['path']]}", "label": r.get("label_name")}
+        w.writerow(["" if rec.get(c) is None else (repr(rec[c]) if isinstance(rec[c], float) else rec[c]) for c in cols])
+    return buf.getvalue()
+
+
+def summarise(out: str, progress_dir: str, manifest, shards, job_config, seconds: float) -> dict[str, Any]:
+    """Merge shard markers into manifest.csv, labels.json, errors.parquet and summary.json."""
+    complete, partial = _markers(progress_dir)
+    uris = [storage.join(progress_dir, shard_name(i) + (".json" if i in complete else PARTIAL))
+            for i, _, _ in shards if i in complete or i in partial]
+    with ThreadPoolExecutor(max_workers=32) as pool:  # object stores: many GETs in flight
+        markers = list(pool.map(storage.read_json, uris))
+    videos = [v for m in markers for v in m["videos"]]
+    copies = {v["path"]: v["name"] for v in videos if v["ok"]}
+    storage.write_bytes_atomic(storage.join(out, "manifest.csv"), manifest_csv(manifest.rows, copies).encode())
+    write_labels(storage.join(out, "labels.json"), manifest.labels)
+    errors = list(manifest.errors) + [e for m in markers for e in m["errors"]]
+    err_uri = storage.join(out, "errors.parquet")
+    if errors:
+        storage.write_parquet_atomic(err_uri, errors_table(errors))
+    else:
+        storage.remove(err_uri)
+    fresh = [v for v in videos if v["ok"] and not v.get("resumed")]
+    src_bytes, out_bytes = sum(v["source_bytes"] for v in fresh), sum(v["bytes"] for v in fresh)
+    summary = {
+        "videos": shards[-1][2] if shards else 0, "videos_ok": len(copies),
+        "videos_failed": sum(not v["ok"] for v in videos), "retryable": sum(m.get("retryable", 0) for m in markers),
+        "manifest_rows": sum(r["path"] in copies for r in manifest.rows), "manifest_errors": len(manifest.errors),
+        "errors": len(errors), "bytes_ratio": round(out_bytes / src_bytes, 4) if src_bytes else None,
+        "seconds": round(seconds, 3), "config": job_config,
+    }
+    storage.write_json(storage.join(out, "summary.json"), summary)
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code (0 even when some videos failed, 2 for bad arguments)."""
+    try:
+        job, _ = parse_job(TranscodeConfig, argv, prog="python -m jobs.transcode", doc=__doc__, examples=EXAMPLES,
+                           required=("manifest", "output"))
+        validate(job)
+        summary = run(job)
+    except (ConfigError, OutputConflict) as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
+    ratio = f", {summary['bytes_ratio']:.2f}x the source bytes" if summary["bytes_ratio"] else ""
+    print(f"[transcode] {summary['videos_ok']}/{summary['videos']} videos ok, {summary['videos_failed']} failed"
+          + (f" ({summary['retryable']} because storage was unavailable: run again to retry them)"
+             if summary["retryable"] else "") + ratio
+          + f" -> {storage.join(job.output, 'manifest.csv')} ({summary['manifest_rows']} rows)"
+          + (f"; errors: {storage.join(job.output, 'errors.parquet')}" if summary["errors"] else ""), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
