@@ -187,7 +187,8 @@ def write_images(model, work: Path, images: Path, object_fraction: float) -> Non
                              "--overwrite"]) == 0
     images.mkdir(parents=True, exist_ok=True)
     shutil.copy(out / "tsne.png", images / "explain_tsne.png")
-    shutil.copy(out / "maps" / "clip_00001.png", images / "explain_rollout.png")
+    first = (corpus / "val.csv").read_text().splitlines()[1].split(",")[2]  # path,label,video_id
+    shutil.copy(out / "maps" / f"{first}.png", images / "explain_rollout.png")
 
 
 if __name__ == "__main__":

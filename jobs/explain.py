@@ -36,7 +36,7 @@ class ExplainJobConfig:
     output: str = ""  # output folder URI (required)
     clips: int | None = None  # clips per video, evenly spaced (None: the checkpoint recipe's)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # the model actor's device (auto: cuda when the cluster has GPUs)
-    actor_cpus: float = 1.0
+    actor_cpus: float = 1.0  # CPUs reserved by the model actor (its torch threads on CPU)
     batch_size: int = 8  # clips per forward pass in the actor
     max_videos_in_flight: int = 8  # videos decoding or waiting for the model (bounds memory)
     perplexity: float = 30.0  # t-SNE perplexity (capped at (videos - 1) / 3)

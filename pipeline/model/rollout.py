@@ -182,9 +182,9 @@ def capture(model: nn.Module, plan: Plan, batch: int) -> Iterator[list[list[Grou
             with torch.no_grad():
                 if role + "#time" in plan.roles:  # ViViT Model 4: both halves in one step
                     spatial, temporal = factorised_probs(module, args[0], args[1])
-                    steps.append([(plan.roles[role], spatial), (plan.roles[role + "#time"], temporal)])
+                    steps.append([(plan.roles[role], spatial.cpu()), (plan.roles[role + "#time"], temporal.cpu())])
                     return
-                probs = attention_probs(module, args[0])  # [(B G), L, L]
+                probs = attention_probs(module, args[0]).cpu()  # [(B G), L, L]; the rollout runs on the CPU
                 steps.append([(plan.roles[role], rearrange(probs, "(b g) l m -> b g l m", b=batch))])
         return fn
 
