@@ -85,8 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    fixed = {k: v for k, v in plan.resolved.overrides.items() if k in ("sampling", "crops")}
     for warning in plan.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        if not warning.startswith(("--sampling ", "--crops ")):  # explain's own choice, noted below
+            print(f"warning: {warning}", file=sys.stderr)
+    if fixed:
+        print("note: jobs.explain uses uniform clips and one centre crop (the checkpoint's recipe: "
+              + ", ".join(f"{k}={v['recipe']}" for k, v in fixed.items()) + ")", file=sys.stderr)
     import ray
 
     from pipeline.explain.run import run_explain
