@@ -112,3 +112,33 @@ def test_clip_features_takes_uint8_clips():
     x = (x - 0.45) / 0.225
     with torch.no_grad():
         assert torch.allclose(feats, model.forward_features(x), atol=1e-5)
+
+
+def _dense_rollout(plan, steps) -> torch.Tensor:
+    """The same composition with explicit [n, n] matrices per step and clip, multiplied out."""
+    n, b = plan.n_tokens, steps[0][0][1].shape[0]
+    total = torch.eye(n, dtype=torch.float64).expand(b, n, n)
+    for step in steps:  # R = M_K ... M_1
+        m = torch.zeros(b, n, n, dtype=torch.float64)
+        count = torch.zeros(n, dtype=torch.float64)
+        for ids, attn in step:
+            for g in range(ids.shape[0]):
+                count[ids[g]] += 1
+                m[:, ids[g][:, None], ids[g][None, :]] += attn[:, g].double()
+        m = 0.5 * m / count.clamp(min=1)[None, :, None]
+        m += torch.diag(torch.where(count > 0, 0.5, 1.0))
+        total = m @ total
+    r = plan.start.double() @ total  # [B, n]
+    maps = r[:, plan.patches]
+    return (maps / maps.sum(dim=(1, 2, 3), keepdim=True)).float()
+
+
+@pytest.mark.parametrize("family,kw", [("debug", dict(attention=a, image_size=16)) for a in ATTENTIONS] + [
+    ("vivit_debug", dict(model=m, image_size=16)) for m in (1, 2, 3, 4)])
+def test_row_vector_rollout_equals_the_product_of_dense_matrices(family, kw):
+    model = create(family, **kw).eval()
+    x = clip(b=2, size=16)
+    plan = model_plan(model, tuple(x.shape))
+    with torch.no_grad(), capture(model, plan, batch=2) as steps:
+        model(x)
+    assert torch.allclose(rollout(plan, steps), _dense_rollout(plan, steps), atol=1e-6)
