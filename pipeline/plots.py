@@ -1,9 +1,11 @@
-"""PNG plots of a training run's curves and of one video's predicted timeline (no Ray).
+"""PNG plots: a training run's curves, a video's predicted timeline, rollout maps, t-SNE (no Ray).
 
     plot_metrics(records, "runs/debug/metrics.png")        # records of metrics.jsonl
     plot_timeline(row, names, "out/plots/v1.png", segments=row_segments)
+    plot_rollout(clips, maps, "out/maps/v1.png")           # frames with attention rollout overlaid
+    plot_tsne(points, labels, "out/tsne.png", title="...")  # 2-D embedding coloured by label
 
-Both render with matplotlib's Agg backend into memory and write the PNG atomically through
+All render with matplotlib's Agg backend into memory and write the PNG atomically through
 `pipeline.storage`, so the target may be local or on object storage.
 """
 
@@ -103,5 +105,50 @@ def plot_timeline(row: dict[str, Any], names: Sequence[str], uri: str, top: int 
     ax.set_title(title, fontsize=10, pad=16)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _save(fig, uri)
+
+
+def plot_rollout(clips: np.ndarray, maps: np.ndarray, uri: str, title: str = "") -> None:
+    """PNG of uint8 clips [K, T, S, S, 3] (one row per clip) with their rollout maps [K, T', h, w]
+    overlaid (frame t shows map slice t * T' // T: a tubelet's map on each of its frames), one
+    colour scale per clip."""
+    import cv2
+
+    plt = _pyplot()
+    k, t = clips.shape[:2]
+    fig, axes = plt.subplots(k, t, figsize=(1.6 * t, 1.6 * k + 0.4), squeeze=False)
+    for i in range(k):
+        top = max(float(maps[i].max()), 1e-12)
+        for j in range(t):
+            frame = clips[i, j]
+            heat = cv2.resize(maps[i, j * maps.shape[1] // t].astype(np.float32), frame.shape[1::-1],
+                              interpolation=cv2.INTER_NEAREST)
+            ax = axes[i, j]
+            ax.imshow(frame)
+            ax.imshow(heat / top, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+            ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    _save(fig, uri, dpi=80)
+
+
+def plot_tsne(points: np.ndarray, labels: Sequence[str | None], uri: str, title: str = "") -> None:
+    """PNG scatter of 2-D points [N, 2] coloured by label (None: grey, "unlabelled")."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.2, 4.4), dpi=100)
+    names = sorted({lab for lab in labels if lab is not None})
+    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    for c, name in enumerate(names + [None]):
+        sel = np.array([lab == name for lab in labels], dtype=bool)
+        if sel.any():
+            ax.scatter(points[sel, 0], points[sel, 1], s=14, label=name if name is not None else "unlabelled",
+                       color=cmap(c % cmap.N) if name is not None else "0.6")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=9)
+    if names:
+        ax.legend(fontsize=7, loc="best", frameon=False)
     fig.tight_layout()
     _save(fig, uri)

@@ -12,7 +12,8 @@ all call `read_clips`; they differ only in `mode` and the `ClipConfig` they pass
   video's real frame rate (`sampling.clip_span`), inside the row's segment (`start_sec`,
   `end_sec`; the whole video when absent), mapped to frames through the video's clock;
 - train: `clips_per_video` random clips (default 1), each with its own span, short side drawn
-  from `train_short_side`, random `crop_size` crop and horizontal flip with p = 0.5 (`hflip`);
+  from `train_short_side`, random `crop_size` crop, horizontal flip with p = 0.5 (`hflip`) and
+  RandAugment with `randaugment_n` ops (`randaugment.py`: the same ops on every frame of a clip);
   several clips share one open and one decode pass (frames decoded at the largest drawn short side,
   the others resized down from it);
 - val / test: `clips` uniformly spaced clips (`sampling="uniform"`) or non-overlapping clips
@@ -33,7 +34,7 @@ from typing import Any, Literal
 import numpy as np
 from einops import rearrange
 
-from pipeline.data import sampling, transforms
+from pipeline.data import randaugment, sampling, transforms
 from pipeline.data.decode import MAX_PIXELS, DecodeError, Video, VideoInfo
 
 Mode = Literal["train", "val", "test"]
@@ -53,6 +54,8 @@ class ClipConfig:
     crops: int = 1  # val/test views per clip: 1 centre crop, or 3 crops along the long side
     hflip: bool = True  # train: horizontal flip with p = 0.5
     clips_per_video: int = 1  # train: independent random clips per video from one open and one decode pass (repeated augmentation)
+    randaugment_n: int = 0  # train: RandAugment ops per clip, the same for every frame (0: off; see data/randaugment.py)
+    randaugment_m: float = 9.0  # train: RandAugment magnitude on the paper's 0..10 scale (timm's rand-m9 default)
     clips_per_decode: int = 8  # clips decoded per seek pass (bounds native-size frames held at once)
     max_pixels: int | None = MAX_PIXELS  # width x height above which a video is refused before decoding (admits 4K); None: no cap
     storage_attempts: int = 3  # tries per video while storage fails transiently (5xx, throttling, resets, timeouts)
@@ -75,6 +78,7 @@ class ClipConfig:
             raise ValueError(f"train_short_side {(lo, hi)} must satisfy crop_size <= min <= max")
         if self.crop_size is not None and self.eval_short_side() < self.crop_size:
             raise ValueError(f"short_side {self.eval_short_side()} < crop_size {self.crop_size}")
+        randaugment.check(self.randaugment_n, self.randaugment_m)
 
     def train_range(self) -> tuple[int, int]:
         """The train short-side jitter range (explicit, or (256, 320) * crop_size / 224)."""
@@ -188,6 +192,8 @@ def _views(clip: np.ndarray, cfg: ClipConfig, mode: str, rng: np.random.Generato
         out = transforms.random_crop(clip, cfg.crop_size, rng)
         if cfg.hflip and rng.random() < 0.5:
             out = transforms.hflip(out)
+        if cfg.randaugment_n:
+            out = randaugment.randaugment(out, cfg.randaugment_n, cfg.randaugment_m, rng)
         return [np.ascontiguousarray(out)]
     if cfg.crop_size is None:
         return [clip]

@@ -121,17 +121,21 @@ def _check_size(size: tuple[int, int]) -> None:
 
 
 def _motion_frames(labels_per_frame: Sequence[int], *, fps: float, size: tuple[int, int],
-                   seed: int, textured: bool = False):
-    """Yield uint8 frames; frame j moves in direction CLASSES[labels_per_frame[j]]."""
+                   seed: int, textured: bool = False, object_fraction: float = OBJECT_FRACTION,
+                   boxes: list | None = None):
+    """Yield uint8 frames; frame j moves in direction CLASSES[labels_per_frame[j]]. `boxes`, when
+    given, receives each frame's object box `[x, y, w, h]` (see `write_motion_video`)."""
     w, h = size
     rng = np.random.default_rng(seed)
     bg = _background(rng, h, w, textured)
-    side = max(4, int(OBJECT_FRACTION * min(w, h)))
+    side = max(4, int(object_fraction * min(w, h)))
     sprite = _sprite(rng, side, textured)
     x, y = rng.uniform(0, w), rng.uniform(0, h)
     speed = rng.uniform(*SPEED_RANGE) * min(w, h) / fps  # px per frame
     noise = float(rng.uniform(3, 8))
     for label in labels_per_frame:
+        if boxes is not None:
+            boxes.append([float(x), float(y), float(side), float(side)])
         yield _render(bg, sprite, x, y, rng, noise)
         dx, dy = DIRECTIONS[CLASSES[label]]
         x, y = (x + dx * speed) % w, (y + dy * speed) % h
@@ -139,14 +143,39 @@ def _motion_frames(labels_per_frame: Sequence[int], *, fps: float, size: tuple[i
 
 def write_motion_video(path: str, label: int, *, seconds: float, fps: float = 30,
                        size: tuple[int, int] = (64, 48), gop: int = 30, seed: int = 0,
-                       textured: bool = False) -> None:
-    """Write one H.264 MP4 (local path or URI) whose object moves in direction CLASSES[label]."""
+                       textured: bool = False, object_fraction: float = OBJECT_FRACTION) -> list[list[float]]:
+    """Write one H.264 MP4 (local path or URI) whose object moves in direction CLASSES[label].
+
+    Returns the object's box per frame, `[x, y, w, h]` in pixels (top-left corner at sub-pixel
+    precision; the object wraps around the frame edges, so `x + w` may pass the width: the part
+    beyond it shows at the left, and likewise for y)."""
     if not 0 <= label < len(CLASSES):
         raise ValueError(f"label must be in [0, {len(CLASSES)}), got {label}")
+    if not 0 < object_fraction <= 1:
+        raise ValueError(f"object_fraction must be in (0, 1], got {object_fraction}")
     _check_size(size)
     n = max(1, round(seconds * fps))
-    _encode(path, _motion_frames([label] * n, fps=fps, size=size, seed=seed, textured=textured),
-            fps=fps, size=size, gop=gop)
+    boxes: list[list[float]] = []
+    _encode(path, _motion_frames([label] * n, fps=fps, size=size, seed=seed, textured=textured,
+                                 object_fraction=object_fraction, boxes=boxes), fps=fps, size=size, gop=gop)
+    return boxes
+
+
+def box_mask(box: Sequence[float], size: tuple[int, int]) -> np.ndarray:
+    """Fraction of each pixel [H, W] (float32 in [0, 1]) that a box `[x, y, w, h]` from
+    `write_motion_video` covers, wrapping around the frame edges as the object does."""
+    width, height = size
+    x, y, bw, bh = box
+
+    def cover(start: float, length: float, n: int) -> np.ndarray:
+        edges = np.arange(n + 1, dtype=np.float64)
+        out = np.zeros(n)
+        for shift in (-n, 0, n):  # the wrapped copies
+            lo, hi = start + shift, start + shift + length
+            out += np.clip(np.minimum(edges[1:], hi) - np.maximum(edges[:-1], lo), 0, 1)
+        return np.minimum(out, 1.0)
+
+    return np.outer(cover(y, bh, height), cover(x, bw, width)).astype(np.float32)
 
 
 def write_long_video(path: str, segment_labels: list[int], *, segment_seconds: float,
@@ -176,21 +205,23 @@ def _write_csv(uri: str, header: list[str], rows: list[list]) -> None:
 def make_corpus(output_uri: str, *, videos: int, long_videos: int = 0, seconds: float = 2.0,
                 size: tuple[int, int] = (64, 48), seed: int = 0, fps: float = 30,
                 val_fraction: float = 0.25, long_segments: int = 4, segment_seconds: float = 15.0,
-                long_size: tuple[int, int] = (64, 48), long_fps: float = 15, textured: bool = False) -> str:
+                long_size: tuple[int, int] = (64, 48), long_fps: float = 15, textured: bool = False,
+                object_fraction: float = OBJECT_FRACTION) -> str:
     """Write a synthetic corpus under `output_uri` (folder or any fsspec URI); return train.csv's URI.
 
     Layout: `videos/clip_XXXXX.mp4` (classes balanced, round-robin), `train.csv` / `val.csv`
     (`path,label,video_id`, paths relative to the manifest, labels as class names; the last
     `val_fraction` of each class's videos, at least one when a class has two or more, go to val), `long.csv` (`path,label,video_id,segments`, where
     segments is a JSON list of [start_sec, end_sec, label_name] and label the class covering the
-    most time), `labels.json` (class names in `CLASSES` order).
+    most time), `labels.json` (class names in `CLASSES` order), `boxes.json` (video_id -> the
+    object's box `[x, y, w, h]` in every frame of the short videos, see `write_motion_video`).
     """
     if videos < 0 or long_videos < 0:
         raise ValueError("videos and long_videos must be >= 0")
     from pipeline.data.manifest import LabelMap, write_labels
 
     rng = np.random.default_rng(seed)
-    train, val, long_rows = [], [], []
+    train, val, long_rows, boxes = [], [], [], {}
     per_class = [len(range(c, videos, len(CLASSES))) for c in range(len(CLASSES))]
     n_val = [min(n - 1, max(1, round(n * val_fraction))) if val_fraction > 0 and n > 1 else 0
              for n in per_class]
@@ -198,8 +229,9 @@ def make_corpus(output_uri: str, *, videos: int, long_videos: int = 0, seconds: 
         label = i % len(CLASSES)
         vid = f"clip_{i:05d}"
         rel = f"videos/{vid}.mp4"
-        write_motion_video(storage.join(output_uri, rel), label, seconds=seconds, fps=fps, size=size,
-                           seed=int(rng.integers(2**31)), textured=textured)
+        boxes[vid] = write_motion_video(storage.join(output_uri, rel), label, seconds=seconds, fps=fps, size=size,
+                                        seed=int(rng.integers(2**31)), textured=textured,
+                                        object_fraction=object_fraction)
         row = [rel, CLASSES[label], vid]
         in_val = i // len(CLASSES) >= per_class[label] - n_val[label]  # last ones of each class
         (val if in_val else train).append(row)
@@ -219,4 +251,5 @@ def make_corpus(output_uri: str, *, videos: int, long_videos: int = 0, seconds: 
     if long_videos:
         _write_csv(storage.join(output_uri, "long.csv"), header + ["segments"], long_rows)
     write_labels(storage.join(output_uri, "labels.json"), LabelMap(tuple(CLASSES)))
+    storage.write_bytes_atomic(storage.join(output_uri, "boxes.json"), json.dumps(boxes).encode("utf-8"))
     return storage.join(output_uri, "train.csv")

@@ -12,22 +12,27 @@ import ray
 from pipeline.infer.config import InferConfig
 
 
+def load_model(checkpoint: str, device: str, threads: int) -> tuple[Any, Any]:
+    """(model in eval mode, torch device) for a model actor: "auto" is CUDA when present; a CPU
+    actor uses `threads` torch threads."""
+    import torch
+
+    from pipeline.model import load
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        torch.set_num_threads(max(1, threads))
+    return load(checkpoint).to(torch.device(device)), torch.device(device)
+
+
 @ray.remote
 class ClipScorer:
     """Holds one model (loaded once) and scores batches of clips from the object store."""
 
     def __init__(self, checkpoint: str, device: str = "auto", threads: int = 1,
                  precision: str = "fp32", fail_after_calls: int | None = None, fault_marker: str = ""):
-        import torch
-
-        from pipeline.model import load
-
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if device == "cpu":
-            torch.set_num_threads(max(1, threads))
-        self.device = torch.device(device)
-        self.model = load(checkpoint).to(self.device)
+        self.model, self.device = load_model(checkpoint, device, threads)
         self.precision = precision  # "fp32": no autocast; "bf16" / "fp16": autocast on CUDA
         self.calls, self.fail_after_calls, self.fault_marker = 0, fail_after_calls, fault_marker
 

@@ -63,6 +63,12 @@ class TimeSformerConfig:
     drop_rate: float = 0.0
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.1
+    # Stochastic depth granularity in the divided block. False (ours): one keep-mask per video
+    # for each residual branch. True: as the official TimeSformer code, which applies drop_path
+    # to the attention outputs while they are grouped: the temporal step drops per spatial
+    # position (its (b h w) groups), the spatial step per frame (its (b t) groups, the frame's
+    # cls output included); the MLP still drops per video. Divided attention only.
+    drop_path_per_frame: bool = False
     layer_norm_eps: float = 1e-6
     grad_checkpointing: bool = False  # recompute each block in backward (TimeSformer-L: 96 frames)
     # Init. The official values: trunc-normal(0.02) Linear weights (sized for width 768), zero
@@ -82,6 +88,8 @@ class TimeSformerConfig:
     def __post_init__(self) -> None:
         if self.attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {list(ATTENTIONS)}, got {self.attention!r}")
+        if self.drop_path_per_frame and self.attention != "divided":
+            raise ValueError(f"drop_path_per_frame needs divided attention, got {self.attention!r}")
         if self.linear_init_std <= 0:
             raise ValueError(f"linear_init_std must be > 0, got {self.linear_init_std}")
         if self.embed_dim % self.num_heads:
@@ -215,6 +223,7 @@ class Block(nn.Module):
         super().__init__()
         self.attention = cfg.attention
         self.drop_path_rate = drop_path_rate
+        self.per_frame = cfg.drop_path_per_frame  # divided: masks per attention group (official)
         dim = cfg.embed_dim
 
         def norm() -> nn.LayerNorm:
@@ -259,15 +268,20 @@ class Block(nn.Module):
         n = nt // t
         # temporal: one group per spatial position; cls takes no part
         seq = rearrange(patches, "b (n t) d -> (b n) t d", t=t)  # [(B n), T, D] (view)
-        out = rearrange(self.temporal_attn(self.temporal_norm1(seq)), "(b n) t d -> b (n t) d", b=b)  # view
+        out = self.temporal_attn(self.temporal_norm1(seq))
+        if self.per_frame:  # one mask per (video, spatial position)
+            out = drop_path(out, self._mask(out))
+        out = rearrange(out, "(b n) t d -> b (n t) d", b=b)  # view
         # drop_path before temporal_fc, as in the official code
-        patches = patches + self.temporal_fc(drop_path(out, self._mask(patches)))
+        patches = patches + self.temporal_fc(drop_path(out, None if self.per_frame else self._mask(patches)))
         # spatial: one group per frame, the cls token repeated into each
         seq = torch.cat([repeat(cls, "b one d -> b t one d", t=t),
                          rearrange(patches, "b (n t) d -> b t n d", t=t)], dim=2)  # [B, T, 1+n, D]
         out = self.attn(self.norm1(rearrange(seq, "b t l d -> (b t) l d")))  # [(B T), 1+n, D]
+        if self.per_frame:  # one mask per (video, frame), the frame's cls output included
+            out = drop_path(out, self._mask(out))
         dcls, dpatches = out.split([1, n], dim=1)
-        mask = self._mask(patches)
+        mask = None if self.per_frame else self._mask(patches)
         cls = cls + drop_path(reduce(dcls, "(b t) one d -> b one d", "mean", b=b), mask)  # cls averaged over frames
         grid = rearrange(patches, "b (n t) d -> b n t d", t=t)  # [B, n, T, D] (view)
         grid = grid + drop_path(rearrange(dpatches, "(b t) n d -> b n t d", b=b), mask)

@@ -153,3 +153,19 @@ def test_make_synthetic_job_cli(tmp_path, capsys):
     assert "train.csv" in capsys.readouterr().out
     assert len(list((out / "videos").glob("*.mp4"))) == 4
     assert main(["--output", str(out), "--videos", "1", "--size", "63x48"]) == 2  # odd size: error
+
+
+def test_recorded_boxes_cover_the_object_in_every_frame(tmp_path):
+    """The box the generator returns for frame j is where the bright object is in decoded frame j
+    (wrapping around the edges included), also for a smaller object."""
+    for fraction in (0.5, 0.3):
+        path = str(tmp_path / f"boxes{fraction}.mp4")
+        boxes = write_motion_video(path, 2, seconds=1.0, fps=30, size=(64, 48), seed=5, object_fraction=fraction)
+        assert len(boxes) == 30 and boxes[0][2] == boxes[0][3] == int(fraction * 48)
+        frames = decode(path, list(range(0, 30, 5)))
+        for j, frame in zip(range(0, 30, 5), frames):
+            mask = synthetic.box_mask(boxes[j], (64, 48))
+            bright = _object_mask(frame)
+            assert abs(mask.sum() - boxes[j][2] * boxes[j][3]) < 1e-3
+            assert (mask[bright] > 0).mean() > 0.98  # every bright pixel lies in the box
+            assert bright[mask == 1].mean() > 0.5  # most of the box is bright (the rim is dark)
