@@ -82,7 +82,8 @@ def ray_local(s3_server):
 
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow's local file store: no server in tests
-    ray.init(num_cpus=int(os.environ.get("TEST_RAY_CPUS", "2")), include_dashboard=False,
+    # address="local": always a fresh Ray of our own, never a cluster someone started on this machine
+    ray.init(address="local", num_cpus=int(os.environ.get("TEST_RAY_CPUS", "2")), include_dashboard=False,
              configure_logging=False, log_to_driver=True)
     yield ray
     ray.shutdown()
