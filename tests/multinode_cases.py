@@ -127,7 +127,7 @@ def infer(work: str) -> dict[str, Any]:
 
 
 def train(work: str) -> dict[str, Any]:
-    """configs/debug.yaml, shrunk to 12 steps of 2 workers; the node of a training worker goes once
+    """configs/debug.yaml, shrunk to 9 steps of 2 workers; the node of a training worker goes once
     checkpoint 4 is stored (FailureConfig restarts the group on the remaining nodes)."""
     from pipeline.config import load_config
     from pipeline.data.synthetic import make_corpus
@@ -138,7 +138,7 @@ def train(work: str) -> dict[str, Any]:
     cfg = load_config(TrainJobConfig, os.path.join(ROOT, "configs", "debug.yaml"), [
         f"train_manifest={corpus}/train.csv", f"val_manifest={corpus}/val.csv",
         f"run.storage_path={work}/runs", "run.name=nodeloss", "run.max_failures=2",
-        "loop.epochs=4", "loop.batch_size=4", "loop.eval_every_epochs=4", "loop.checkpoint_every_steps=2",
+        "loop.epochs=3", "loop.batch_size=4", "loop.eval_every_epochs=3", "loop.checkpoint_every_steps=2",
         "loop.log_every_steps=1", "loop.cache_val=false",
     ])
     run_dir = run_dir_of(cfg.run)

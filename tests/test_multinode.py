@@ -32,8 +32,11 @@ def cluster():
     from ray.cluster_utils import Cluster
 
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False,
-                                                       "object_store_memory": 150 * 2**20})
+    # a lost node is noticed after 3 missed health checks 0.5 s apart (Ray's default: 5 x 3 s),
+    # which only shortens the wait: the jobs do not depend on it
+    c = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 0, "include_dashboard": False, "object_store_memory": 150 * 2**20,
+        "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 3}})
     yield c
     c.shutdown()
 
@@ -94,6 +97,7 @@ def test_inference_loses_the_model_actors_node_and_scores_every_video_once(clust
 
 def test_training_loses_a_workers_node_and_restarts_on_the_others(cluster, tmp_path):
     r = _run(cluster, "train", tmp_path)
-    assert r["starts"][0] is None and len(r["starts"]) == 2 and r["starts"][1] >= 4  # resumed, not restarted
-    assert r["train_steps"] == list(range(1, r["end"][0] + 1)), "every step once: none lost or repeated"
-    assert r["end"] == [12] and r["model"]
+    # resumed from checkpoint 2 or 4 (4 is on disk before Ray Train registers it), not restarted
+    assert r["starts"][0] is None and len(r["starts"]) == 2 and r["starts"][1] in (2, 4), r["starts"]
+    assert r["train_steps"] == list(range(1, 10)), "every step once: none lost or repeated"
+    assert r["end"] == [9] and r["model"]
