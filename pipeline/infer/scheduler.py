@@ -4,9 +4,10 @@
     scheduler.run(items, bad_rows)        # returns when every item has a row
     scheduler.flush_rows(final=True)      # the last, partial part file
 
-Backpressure: at most `max_videos` videos are decoding or decoded-but-not-scored, and at most
-`cfg.max_batches_per_actor` batches are queued on each actor (`ray.wait` on both), so the memory
-held is bounded whatever the corpus size. Every item gets exactly one row: a prediction row when
+Backpressure: at most `max_videos` videos are decoding or decoded-but-not-scored, their clips
+stay within `cfg.max_mb_in_flight` (`may_decode`: bytes, not videos, as one HowTo100M video can
+hold a thousand clips), and at most `cfg.max_batches_per_actor` batches are queued on each actor
+(`ray.wait` on all), so the memory held is bounded whatever the corpus size. Every item gets exactly one row: a prediction row when
 all its clips are scored, else an error row (decode failed, a clip failed `cfg.clip_retries`
 times, or no model actor is left).
 
@@ -16,7 +17,8 @@ the time Ray needs to notice the loss and restart the actor (`ActorUnavailableEr
 costs no clip retries. Probes that fail are repeated with backoff (`probe_delay`); after
 `cfg.actor_restarts + 2` failed probes in a row the actor is given up (Ray's restarts are spent).
 Every few seconds the loop shows its progress (`progress.Progress`: a console line, `progress.json`).
-`pack_batch`, `pick_actor`, `probe_delay` and `default_max_videos` are the pure rules the loop follows.
+`pack_batch`, `pick_actor`, `probe_delay`, `may_decode` and `default_max_videos` are the pure rules
+the loop follows.
 """
 
 from __future__ import annotations
@@ -44,6 +46,20 @@ def default_max_videos(cfg: InferConfig, cluster_cpus: float) -> int:
     """Videos decoding or waiting for scores at once: the configured bound, else 2 x decode slots + 2."""
     slots = max(1, int(cluster_cpus // cfg.decode_num_cpus))
     return cfg.max_videos_in_flight or 2 * slots + 2
+
+
+def may_decode(held_bytes: int, decoding: int, open_videos: int, largest_bytes: int, budget_bytes: int,
+               max_videos: int) -> bool:
+    """Whether one more decode may start: fewer than `max_videos` videos in flight, and the clips
+    held (`held_bytes`) plus what the decoding videos and the new one may bring (each as large as
+    `largest_bytes`, the largest video so far) within `budget_bytes` (0: no byte bound). With
+    nothing in flight a video always starts, so a video larger than the budget still goes."""
+    in_flight = decoding + open_videos
+    if in_flight == 0:
+        return True
+    if in_flight >= max_videos:
+        return False
+    return not budget_bytes or held_bytes + (decoding + 1) * largest_bytes <= budget_bytes
 
 
 def probe_delay(failures: int, base_s: float = 0.5, cap_s: float = 8.0) -> float:
@@ -84,6 +100,7 @@ class _Video:
     clips_ref: Any
     logits: np.ndarray  # [K, C], filled as batches come back
     remaining: int
+    nbytes: int  # its decoded clips
 
 
 class Scheduler:
@@ -109,6 +126,8 @@ class Scheduler:
         self.next_probe: dict[int, float] = {}  # lost actor -> when to probe it next (monotonic s)
         self.probes: dict[Any, int] = {}  # probe ref -> actor
         self.gone: set[int] = set()  # actors given up (their restarts are spent)
+        self.held_bytes = 0  # decoded clips of the open videos
+        self.largest_bytes = 0  # the largest video's clips so far
 
     def run(self, items: Iterable[dict[str, Any]], rows: Iterable[dict[str, Any]] = ()) -> None:
         """Score every item; `rows` (already finished, e.g. bad manifest lines) go into the parts too.
@@ -148,7 +167,9 @@ class Scheduler:
 
     def submit_decodes(self) -> None:
         """Start decode tasks while fewer than `max_videos` videos are in flight."""
-        while self.pending and len(self.decoding) + len(self.open) < self.max_videos:
+        budget = self.cfg.max_mb_in_flight * 2**20
+        while self.pending and may_decode(self.held_bytes, len(self.decoding), len(self.open), self.largest_bytes,
+                                          budget, self.max_videos):
             item = self.pending.popleft()
             meta_ref, clips_ref = decode_video_task.options(num_cpus=self.cfg.decode_num_cpus).remote(
                 item, self.spec)
@@ -187,9 +208,12 @@ class Scheduler:
         if meta.get("error"):
             self.finish(error_row(item["video_id"], item["uri"], meta["stage"], meta["error"], item.get("target")))
             return
-        k = len(meta["starts"])
+        k, nbytes = len(meta["starts"]), meta.get("nbytes", 0)
+        self.held_bytes += nbytes
+        self.largest_bytes = max(self.largest_bytes, nbytes)
+        self.result.peak_mb_in_flight = max(self.result.peak_mb_in_flight, self.held_bytes / 2**20)
         logits = np.zeros((k, len(self.names)), np.float32)
-        self.open[item["video_id"]] = _Video(item, meta, clips_ref, logits, k)
+        self.open[item["video_id"]] = _Video(item, meta, clips_ref, logits, k, nbytes)
         self.clip_queue.extend((item["video_id"], j) for j in range(k))
 
     def on_scored(self, ref: Any) -> None:
@@ -211,7 +235,7 @@ class Scheduler:
                 continue
             if logits is None:
                 self.finish(error_row(vid, v.item["uri"], "model", err, v.item.get("target")))
-                del self.open[vid]
+                self.close(vid)
                 continue
             v.logits[k] = logits[j]
             v.remaining -= 1
@@ -219,7 +243,7 @@ class Scheduler:
             if v.remaining == 0:
                 row = prediction_row(v.item, v.meta, v.logits, self.names, self.cfg.aggregate, self.cfg.top_k)
                 self.finish(row, v.item)
-                del self.open[vid]  # drops the clips ref: the object store frees it
+                self.close(vid)  # drops the clips ref: the object store frees it
 
     def resend(self, batch: list[tuple[str, int]]) -> list[tuple[str, int]]:
         """Queue a failed call's clips again, first in line; returns those out of retries (their
@@ -276,6 +300,11 @@ class Scheduler:
             self.finish(error_row(item["video_id"], item["uri"], "model", reason, item.get("target")))
         self.open.clear()
         self.clip_queue.clear()
+        self.held_bytes = 0
+
+    def close(self, vid: str) -> None:
+        """A video has its row: forget it and its clips."""
+        self.held_bytes -= self.open.pop(vid).nbytes
 
     def finish(self, row: dict[str, Any], item: dict[str, Any] | None = None) -> None:
         """A video's one row is ready; with `cfg.plot` the timeline plot of an ok row starts now

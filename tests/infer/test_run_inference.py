@@ -126,6 +126,7 @@ def test_uniform_clips_three_crops_and_in_flight_bounds(ray_local, untrained_ckp
     assert (res.total, res.ok, res.errors, res.clips) == (6, 6, 0, 12)
     assert res.parts_written == 2  # 4 + 2 videos
     assert res.peak_videos_in_flight == 1 and res.peak_batches_per_actor == 1  # the bounds held
+    assert res.peak_mb_in_flight * 2**20 == 2 * 3 * 4 * 32 * 32 * 3  # one video's clips x crops, uint8
     assert all(r["num_clips"] == 2 for r in read_rows(str(tmp_path / "out")))
     assert ray.is_initialized()  # the job reused the session's Ray
 
