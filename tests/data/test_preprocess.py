@@ -132,6 +132,14 @@ def test_shards_are_bounded_row_groups_whatever_the_clip_size():
         assert shard_index(shard_name(i, 3)) == i
 
 
+def test_shard_tasks_in_flight_follow_the_cluster_size():
+    from jobs.preprocess import max_in_flight
+
+    assert max_in_flight(cluster_cpus=64, num_cpus=1.0) == 130  # two per slot, + 2
+    assert max_in_flight(cluster_cpus=32, num_cpus=1.0) == 66  # a node lost: fewer, read again as it goes
+    assert max_in_flight(cluster_cpus=0.5, num_cpus=2.0) == 4  # at least one slot
+
+
 def _upload_corpus(corpus: str, src: str) -> None:
     for name in ("train.csv", "labels.json", *[f"videos/{v}" for v in sorted(os.listdir(os.path.join(corpus, "videos")))]):
         storage.write_bytes_atomic(storage.join(src, name), open(os.path.join(corpus, name), "rb").read())
