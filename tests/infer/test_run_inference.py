@@ -146,6 +146,20 @@ def test_a_dead_model_actor_loses_no_video(ray_local, untrained_ckpt, short_vide
     assert sorted(r["video_id"] for r in read_rows(str(out))) == [f"v{i}" for i in range(6)]
 
 
+def test_with_no_model_actor_left_every_video_still_gets_one_row(ray_local, untrained_ckpt, short_videos, tmp_path):
+    """The only actor dies with no restarts left: the videos it had not scored become `model` error
+    rows saying so, and the run ends (no wait on an actor that will not come back)."""
+    from pipeline.infer import run_inference
+    from pipeline.infer.scheduler import NO_ACTOR
+
+    items = [{"video_id": f"v{i}", "uri": p, "target": None} for i, p in enumerate(short_videos)]
+    cfg = InferConfig(sampling="uniform", clips=2, batch_size=2, actor_restarts=0, fail_actor_after_calls=2, **CLIP)
+    res = run_inference(untrained_ckpt, items, str(tmp_path / "out"), cfg)
+    rows = read_rows(str(tmp_path / "out"))
+    assert sorted(r["video_id"] for r in rows) == [f"v{i}" for i in range(6)] and res.errors >= 5
+    assert all(r["stage"] == "model" and r["error"] == NO_ACTOR for r in rows if r["status"] == "error")
+
+
 def test_s3_videos_and_outputs(ray_local, s3_bucket, untrained_ckpt, short_videos):
     for p in short_videos[:2]:
         storage.write_bytes_atomic(f"s3://{s3_bucket}/in/{Path(p).name}", Path(p).read_bytes())
