@@ -166,7 +166,7 @@ class Scheduler:
             self.flush_rows()
 
     def submit_decodes(self) -> None:
-        """Start decode tasks while fewer than `max_videos` videos are in flight."""
+        """Start decode tasks while `may_decode` allows (videos and bytes in flight)."""
         budget = self.cfg.max_mb_in_flight * 2**20
         while self.pending and may_decode(self.held_bytes, len(self.decoding), len(self.open), self.largest_bytes,
                                           budget, self.max_videos):
