@@ -89,7 +89,8 @@ def preprocess(work: str) -> dict[str, Any]:
 
 
 def infer(work: str) -> dict[str, Any]:
-    """Inference over 12 videos; the model actor's node goes once the first part file is written."""
+    """Inference over 12 videos; the model actor's node goes once the first part file is written.
+    Then a clean run of the same videos, to compare."""
     import pyarrow.parquet as pq
     import torch
 
@@ -119,7 +120,15 @@ def infer(work: str) -> dict[str, Any]:
     result = run_inference(ckpt, items, out, cfg, device="cpu", actors=actors)
     watcher.join(timeout=1)
     rows = pq.read_table(os.path.join(out, "predictions.parquet")).to_pylist()
-    return {"model_node": model_node, "model_nodes_after": _actor_nodes("ClipScorer"),
+    model_nodes_after = _actor_nodes("ClipScorer")
+    for a in actors:  # its CPU: 2 are left, the clean run's actor and its decodes need them
+        ray.kill(a)
+    clean = os.path.join(work, "clean")  # the same videos again, nothing lost: the same predictions
+    run_inference(ckpt, items, clean, cfg, device="cpu")
+    clean_rows = {r["video_id"]: r for r in pq.read_table(os.path.join(clean, "predictions.parquet")).to_pylist()}
+    return {"model_node": model_node, "model_nodes_after": model_nodes_after,
+            "same_as_clean": all(r["top_ids"] == clean_rows[r["video_id"]]["top_ids"] and abs(
+                r["score"] - clean_rows[r["video_id"]]["score"]) < 1e-4 for r in rows if r["status"] == "ok"),
             "ids": [r["video_id"] for r in rows], "status": Counter(r["status"] for r in rows),
             "errors": [r.get("error") for r in rows if r["status"] != "ok"],
             "clips_resent": result.clips_resent, "clips": result.clips, "processed": result.processed,

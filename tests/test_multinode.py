@@ -7,7 +7,7 @@ job must complete in that one run and deliver every video / step exactly once:
 
 - preprocess: a node running shard tasks goes -> every clip row once, no failed video;
 - inference: the model actor's node goes -> the actor restarts elsewhere, its in-flight batches
-  are sent again, every video has one `ok` row;
+  are sent again, every video has one `ok` row, the predictions of a clean run;
 - training: a training worker's node goes -> Ray Train restarts the group from the latest
   checkpoint on the remaining nodes, every step is logged once and the run ends at its last step.
 """
@@ -91,7 +91,7 @@ def test_inference_loses_the_model_actors_node_and_scores_every_video_once(clust
     r = _run(cluster, "infer", tmp_path)
     assert sorted(r["ids"]) == r["expected_ids"]  # one row per video
     assert r["status"] == {"ok": 12}, r["errors"]
-    assert r["clips"] == 12 * 4
+    assert r["clips"] == 12 * 4 and r["same_as_clean"]  # the restarted model scores as a clean run does
     assert r["model_nodes_after"] and r["model_node"] not in r["model_nodes_after"]  # restarted elsewhere
 
 
