@@ -48,7 +48,7 @@ class InferConfig:
     # Decoded clips (uint8, in the object store) held by videos waiting for scores, in MiB: no new
     # decode starts while held + (decoding videos x the largest video seen) would pass it; one
     # video at a time always goes (a single longer video is never refused). 0: no byte bound.
-    # 2 GiB is ~5 h of 8-frame 224 px cover clips, or 500 Kinetics videos of 10 x 3 such views.
+    # 2 GiB holds ~1,700 views of 8 x 224 x 224 (1.2 MB each): ~4 h of video in rate-32 cover clips.
     max_mb_in_flight: int = 2048
     max_batches_per_actor: int = 2  # queued actor calls per actor (>= 2 keeps actors fed)
     part_size: int = 16  # finished videos per part file
