@@ -46,7 +46,7 @@ class InferConfig:
     clips_per_decode: int = 8  # clips decoded per decode() call (bounds native-size frames held)
     max_videos_in_flight: int = 0  # decoding + waiting for scores; 0: 2 x decode slots + 2
     # Decoded clips (uint8, in the object store) held by videos waiting for scores, in MiB: no new
-    # decode starts while held + (decoding videos x the largest video seen) would pass it; one
+    # decode starts while held + (decoding videos x the mean video so far) would pass it; one
     # video at a time always goes (a single longer video is never refused). 0: no byte bound.
     # 2 GiB holds ~1,700 views of 8 x 224 x 224 (1.2 MB each): ~4 h of video in rate-32 cover clips.
     max_mb_in_flight: int = 2048

@@ -48,18 +48,19 @@ def default_max_videos(cfg: InferConfig, cluster_cpus: float) -> int:
     return cfg.max_videos_in_flight or 2 * slots + 2
 
 
-def may_decode(held_bytes: int, decoding: int, open_videos: int, largest_bytes: int, budget_bytes: int,
+def may_decode(held_bytes: int, decoding: int, open_videos: int, video_bytes: float, budget_bytes: int,
                max_videos: int) -> bool:
     """Whether one more decode may start: fewer than `max_videos` videos in flight, and the clips
     held (`held_bytes`) plus what the decoding videos and the new one may bring (each as large as
-    `largest_bytes`, the largest video so far) within `budget_bytes` (0: no byte bound). With
-    nothing in flight a video always starts, so a video larger than the budget still goes."""
+    `video_bytes`: the mean video so far, so that one rare long video, once scored, does not
+    throttle the rest of the run) within `budget_bytes` (0: no byte bound). With nothing in
+    flight a video always starts, so a video larger than the budget still goes."""
     in_flight = decoding + open_videos
     if in_flight == 0:
         return True
     if in_flight >= max_videos:
         return False
-    return not budget_bytes or held_bytes + (decoding + 1) * largest_bytes <= budget_bytes
+    return not budget_bytes or held_bytes + (decoding + 1) * video_bytes <= budget_bytes
 
 
 def probe_delay(failures: int, base_s: float = 0.5, cap_s: float = 8.0) -> float:
@@ -127,7 +128,7 @@ class Scheduler:
         self.probes: dict[Any, int] = {}  # probe ref -> actor
         self.gone: set[int] = set()  # actors given up (their restarts are spent)
         self.held_bytes = 0  # decoded clips of the open videos
-        self.largest_bytes = 0  # the largest video's clips so far
+        self.decoded_bytes, self.decoded = 0, 0  # clips of all videos decoded so far, and their count
 
     def run(self, items: Iterable[dict[str, Any]], rows: Iterable[dict[str, Any]] = ()) -> None:
         """Score every item; `rows` (already finished, e.g. bad manifest lines) go into the parts too.
@@ -168,8 +169,9 @@ class Scheduler:
     def submit_decodes(self) -> None:
         """Start decode tasks while `may_decode` allows (videos and bytes in flight)."""
         budget = self.cfg.max_mb_in_flight * 2**20
-        while self.pending and may_decode(self.held_bytes, len(self.decoding), len(self.open), self.largest_bytes,
-                                          budget, self.max_videos):
+        mean = self.decoded_bytes / max(1, self.decoded)
+        while self.pending and may_decode(self.held_bytes, len(self.decoding), len(self.open), mean, budget,
+                                          self.max_videos):
             item = self.pending.popleft()
             meta_ref, clips_ref = decode_video_task.options(num_cpus=self.cfg.decode_num_cpus).remote(
                 item, self.spec)
@@ -210,7 +212,7 @@ class Scheduler:
             return
         k, nbytes = len(meta["starts"]), meta.get("nbytes", 0)
         self.held_bytes += nbytes
-        self.largest_bytes = max(self.largest_bytes, nbytes)
+        self.decoded_bytes, self.decoded = self.decoded_bytes + nbytes, self.decoded + 1
         self.result.peak_mb_in_flight = max(self.result.peak_mb_in_flight, self.held_bytes / 2**20)
         logits = np.zeros((k, len(self.names)), np.float32)
         self.open[item["video_id"]] = _Video(item, meta, clips_ref, logits, k, nbytes)

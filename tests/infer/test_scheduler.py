@@ -44,19 +44,19 @@ def test_decodes_are_bounded_in_bytes_not_videos():
     from pipeline.infer.scheduler import may_decode
 
     mb = 2**20
-    # 100 MB budget, videos of up to 30 MB: 60 MB held + 1 decoding + the new one (2 x 30) is too much
-    assert not may_decode(60 * mb, decoding=1, open_videos=2, largest_bytes=30 * mb, budget_bytes=100 * mb,
+    # 100 MB budget, videos of 30 MB on average: 60 MB held + 1 decoding + the new one (2 x 30) is too much
+    assert not may_decode(60 * mb, decoding=1, open_videos=2, video_bytes=30 * mb, budget_bytes=100 * mb,
                           max_videos=18)
-    assert may_decode(30 * mb, decoding=1, open_videos=1, largest_bytes=30 * mb, budget_bytes=100 * mb,
+    assert may_decode(30 * mb, decoding=1, open_videos=1, video_bytes=30 * mb, budget_bytes=100 * mb,
                       max_videos=18)
     # one long video (a HowTo100M hour: 400 MB of clips) is alone in flight: nothing else starts ...
-    assert not may_decode(400 * mb, decoding=0, open_videos=1, largest_bytes=400 * mb, budget_bytes=100 * mb,
+    assert not may_decode(400 * mb, decoding=0, open_videos=1, video_bytes=40 * mb, budget_bytes=100 * mb,
                           max_videos=18)
-    # ... but with nothing in flight a video always starts, however large the largest one was
-    assert may_decode(0, decoding=0, open_videos=0, largest_bytes=400 * mb, budget_bytes=100 * mb, max_videos=18)
+    # ... but with nothing in flight a video always starts, however large videos are
+    assert may_decode(0, decoding=0, open_videos=0, video_bytes=400 * mb, budget_bytes=100 * mb, max_videos=18)
     # the video count still bounds small videos; budget 0 turns the byte bound off
-    assert not may_decode(0, decoding=3, open_videos=1, largest_bytes=1, budget_bytes=100 * mb, max_videos=4)
-    assert may_decode(10**12, decoding=1, open_videos=1, largest_bytes=10**12, budget_bytes=0, max_videos=4)
+    assert not may_decode(0, decoding=3, open_videos=1, video_bytes=1, budget_bytes=100 * mb, max_videos=4)
+    assert may_decode(10**12, decoding=1, open_videos=1, video_bytes=10**12, budget_bytes=0, max_videos=4)
 
 
 def test_a_lost_actor_is_probed_again_with_backoff():
