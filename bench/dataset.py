@@ -51,6 +51,25 @@ def measure(fn) -> tuple[float, float]:
     return seconds, grown
 
 
+def compare(rows: list[dict], epochs: int, *, with_peer: bool = True) -> dict[str, float]:
+    """Build the dataset (and, with `with_peer`, the peer's item list) on the running Ray; prints
+    and returns the seconds and driver RSS growth (MB) of each (`bench.scale` reuses it)."""
+    from pipeline.data.dataset import build_clip_dataset
+    from pipeline.data.rows import DataConfig
+
+    build_clip_dataset(_rows(100), DataConfig(), mode="train", seed=0, epochs=2)  # warm-up: imports, first put
+    print(f"load {os.getloadavg()[0]:.2f}; {len(rows)} rows x {epochs} epochs")
+    ours_s, ours_mb = measure(lambda: build_clip_dataset(rows, DataConfig(), mode="train", seed=0, epochs=epochs))
+    print(f"ours: {ours_s:.2f} s, +{ours_mb:.0f} MB driver RSS")
+    out = {"ours_s": ours_s, "ours_mb": ours_mb}
+    if with_peer:
+        peer_s, peer_mb = measure(lambda: peer(rows, epochs))
+        print(f"peer (rows x epochs items, before from_items): {peer_s:.2f} s, +{peer_mb:.0f} MB")
+        print(f"time ratio peer/ours {peer_s / max(ours_s, 1e-9):.1f}x; memory ratio {peer_mb / max(ours_mb, 1):.1f}x")
+        out.update(peer_s=peer_s, peer_mb=peer_mb)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rows", type=int, default=1_200_000)
@@ -58,19 +77,8 @@ def main() -> None:
     args = p.parse_args()
     import ray
 
-    from pipeline.data.dataset import build_clip_dataset
-    from pipeline.data.rows import DataConfig
-
     ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
-    build_clip_dataset(_rows(100), DataConfig(), mode="train", seed=0, epochs=2)  # warm-up: imports, first put
-    rows = _rows(args.rows)
-    print(f"load {os.getloadavg()[0]:.2f}; {args.rows} rows x {args.epochs} epochs")
-    ours_s, ours_mb = measure(lambda: build_clip_dataset(rows, DataConfig(), mode="train", seed=0,
-                                                         epochs=args.epochs))
-    peer_s, peer_mb = measure(lambda: peer(rows, args.epochs))
-    print(f"ours: {ours_s:.2f} s, +{ours_mb:.0f} MB driver RSS")
-    print(f"peer (rows x epochs items, before from_items): {peer_s:.2f} s, +{peer_mb:.0f} MB")
-    print(f"time ratio peer/ours {peer_s / max(ours_s, 1e-9):.1f}x; memory ratio {peer_mb / max(ours_mb, 1):.1f}x")
+    compare(_rows(args.rows), args.epochs)
     ray.shutdown()
 
 

@@ -11,7 +11,7 @@ Output layout:
     <output>/labels.json  summary.json  errors.parquet (uri, stage, error; only when any failed)
 
 Shards are fixed groups of `rows_per_shard` consecutive manifest rows (shard i = rows
-[i * R, (i + 1) * R)), processed one per Ray Data task; a shard writes one or more files, each
+[i * R, (i + 1) * R)), processed one per Ray task (`run_shards`, a bounded number in flight); a shard writes one or more files, each
 cut at about `--shard-mb` (names `shard-<shard>-<part>.parquet`), then its marker. Every write is
 atomic and every name deterministic, so a re-run skips shards that have a marker and redoes the
 others (a retried task rewrites the same files). A re-run with another config or manifest is
@@ -205,22 +205,42 @@ def process_shard(spec: dict[str, Any], cfg: DataConfig, seed: int, shard_bytes:
     return marker
 
 
-def _shard_udf(batch: dict[str, np.ndarray], *, plan_ref: list[Any], cfg: DataConfig, seed: int,
-               shard_bytes: int) -> dict[str, np.ndarray]:
-    """Ray Data UDF: the position of a pending shard per row -> one small stats row per shard."""
+def _shard_task(plan: dict[str, Any], pos: int, cfg: DataConfig, seed: int, shard_bytes: int) -> dict[str, int]:
+    """Ray task: the pending shard at `pos` of the plan (read in place from the object store:
+    Arrow and numpy buffers) -> its small stats."""
+    index, lo, hi = (int(v) for v in plan["pending"][pos])
+    spec = {"index": index, "lo": lo, "hi": hi, "rows": plan["rows"].slice(lo, hi - lo).to_pylist(),
+            "clips_dir": plan["clips_dir"], "progress_dir": plan["progress_dir"]}
+    m = process_shard(spec, cfg, seed, shard_bytes)
+    return {"shard": index, "videos_ok": m["videos_ok"], "videos_failed": m["videos_failed"], "clips": m["clips"],
+            "files": len(m["files"])}
+
+
+def max_in_flight(cluster_cpus: float, num_cpus: float) -> int:
+    """Shard tasks submitted at once: twice the shard slots of the cluster, plus 2 (the driver
+    holds O(this) refs, and new nodes are used as they come: it is re-read every few seconds)."""
+    return 2 * max(1, int(cluster_cpus // num_cpus)) + 2
+
+
+def run_shards(plan: dict[str, Any], count: int, cfg: DataConfig, seed: int, shard_bytes: int):
+    """Run the `count` pending shards of `plan` as plain Ray tasks, a bounded number in flight;
+    yields each shard's stats as it ends. A task whose worker or node died is retried by Ray
+    (`max_retries`); it rewrites the same files. Plain tasks cost ~1 ms each where a Ray Data
+    block costs ~45 ms (docs/RAY.md): 18,750 shards of HowTo100M are ~15 min of that alone."""
     import ray
 
-    plan = ray.get(plan_ref[0])  # Arrow and numpy buffers: read in place from the object store
-    out: dict[str, list] = {"shard": [], "videos_ok": [], "videos_failed": [], "clips": [], "files": []}
-    for pos in batch["id"]:
-        index, lo, hi = (int(v) for v in plan["pending"][int(pos)])
-        spec = {"index": index, "lo": lo, "hi": hi, "rows": plan["rows"].slice(lo, hi - lo).to_pylist(),
-                "clips_dir": plan["clips_dir"], "progress_dir": plan["progress_dir"]}
-        m = process_shard(spec, cfg, seed, shard_bytes)
-        for k in ("shard", "videos_ok", "videos_failed", "clips"):
-            out[k].append(m[k])
-        out["files"].append(len(m["files"]))
-    return {k: np.asarray(v, dtype=np.int64) for k, v in out.items()}
+    task = ray.remote(_shard_task).options(num_cpus=cfg.num_cpus, memory=cfg.memory or None, max_retries=5)
+    plan_ref, cfg_ref = ray.put(plan), ray.put(cfg)
+    in_flight: list[Any] = []
+    pos, limit, checked = 0, 0, 0.0
+    while pos < count or in_flight:
+        if time.monotonic() - checked > 5.0:  # the cluster may have grown or shrunk
+            limit, checked = max_in_flight(ray.cluster_resources().get("CPU", 1), cfg.num_cpus), time.monotonic()
+        while pos < count and len(in_flight) < limit:
+            in_flight.append(task.remote(plan_ref, pos, cfg_ref, seed, shard_bytes))
+            pos += 1
+        done, in_flight = ray.wait(in_flight, num_returns=1)
+        yield ray.get(done[0])
 
 
 def read_job_manifest(job: PreprocessConfig) -> Any:
@@ -246,8 +266,6 @@ def run(job: PreprocessConfig) -> dict[str, Any]:
     """Run the job; returns the summary dict (also written to summary.json)."""
     import ray
 
-    from pipeline.data.dataset import progress_bars_on_terminal
-
     t0 = time.time()
     cfg = validate(job)
     manifest = read_job_manifest(job)
@@ -271,16 +289,11 @@ def run(job: PreprocessConfig) -> dict[str, Any]:
     if pending:
         if not ray.is_initialized():
             ray.init()
-        progress_bars_on_terminal()
-        # the manifest and the shard plan go to the object store once; the dataset is shard
-        # numbers (one block each, made by read tasks), so the driver does O(shards) small work
+        # the manifest and the shard plan go to the object store once; each task reads its rows
+        # from it, so the driver does O(shards) small work
         plan = {"rows": manifest_table(manifest.rows), "pending": np.asarray(pending, np.int64).reshape(-1, 3),
                 "clips_dir": clips_dir, "progress_dir": progress_dir}
-        ds = ray.data.range(len(pending), override_num_blocks=len(pending))
-        ds = ds.map_batches(_shard_udf, batch_size=1, num_cpus=cfg.num_cpus, memory=cfg.memory,
-                            fn_kwargs={"plan_ref": [ray.put(plan)], "cfg": cfg, "seed": job.seed,
-                                       "shard_bytes": shard_bytes})
-        for n, r in enumerate(ds.iter_rows(), start=1):
+        for n, r in enumerate(run_shards(plan, len(pending), cfg, job.seed, shard_bytes), start=1):
             print(f"[preprocess] shard {r['shard']:05d} done ({n}/{len(pending)}): {r['videos_ok']} ok, "
                   f"{r['videos_failed']} failed, {r['clips']} clips in {r['files']} file(s)", flush=True)
     return _summarise(out, progress_dir, manifest, shards, job_config, time.time() - t0)

@@ -23,9 +23,10 @@ Data flow (the HowTo100M protocol: each long video covered by clips, one label p
    `predictions.parquet` (+ `predictions.jsonl`), `errors.parquet`, `summary.json`,
    `labels.json`, and `plots/<video_id>.png` with `plot=True` (`outputs`).
 
-Backpressure: at most `max_videos_in_flight` videos are decoding or decoded-but-not-scored, and
-at most `max_batches_per_actor` batches are queued on each actor (`ray.wait` on both), so the
-memory held is bounded whatever the corpus size. Re-running skips the videos that already have
+Backpressure: at most `max_videos_in_flight` videos are decoding or decoded-but-not-scored, their
+decoded clips stay within `max_mb_in_flight` (in bytes, whatever the video lengths), and at most
+`max_batches_per_actor` batches are queued on each actor (`ray.wait` on all), so the memory held
+is bounded whatever the corpus size. Re-running skips the videos that already have
 an `ok` row in a part file; every input video gets exactly one row (an error row when its video
 is missing or corrupt: status "error", stage, error).
 

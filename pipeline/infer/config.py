@@ -45,6 +45,11 @@ class InferConfig:
     storage_backoff_s: float = 2.0  # wait before the second try (doubling after)
     clips_per_decode: int = 8  # clips decoded per decode() call (bounds native-size frames held)
     max_videos_in_flight: int = 0  # decoding + waiting for scores; 0: 2 x decode slots + 2
+    # Decoded clips (uint8, in the object store) held by videos waiting for scores, in MiB: no new
+    # decode starts while held + (decoding videos x the mean video so far) would pass it; one
+    # video at a time always goes (a single longer video is never refused). 0: no byte bound.
+    # 2 GiB holds ~1,700 views of 8 x 224 x 224 (1.2 MB each): ~4 h of video in rate-32 cover clips.
+    max_mb_in_flight: int = 2048
     max_batches_per_actor: int = 2  # queued actor calls per actor (>= 2 keeps actors fed)
     part_size: int = 16  # finished videos per part file
     actor_restarts: int = 4  # restarts of a model actor whose process or node died
@@ -69,7 +74,7 @@ class InferConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ValueError(f"{name} must be >= 1, got {v}")
-        for name in ("max_videos_in_flight", "actors", "torch_threads"):
+        for name in ("max_videos_in_flight", "max_mb_in_flight", "actors", "torch_threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("decode_num_cpus", "actor_cpus"):
@@ -148,5 +153,6 @@ class InferResult:
     parts_written: int = 0
     top1: float | None = None  # accuracy over videos whose manifest gives a label
     peak_videos_in_flight: int = 0  # most videos decoding or holding clips at once
+    peak_mb_in_flight: float = 0.0  # most MiB of decoded clips held by videos waiting for scores
     peak_batches_per_actor: int = 0  # most calls queued on one actor at once
     clips_resent: int = 0  # clips sent again after their actor call failed

@@ -27,7 +27,7 @@ def decode_video_task(item: dict[str, Any], spec: ClipConfig) -> tuple[dict[str,
     try:
         meta, clips = storage.with_retries(lambda: video_clips(item, spec), attempts=spec.storage_attempts,
                                            backoff_s=spec.storage_backoff_s)
-        meta["error"] = None
+        meta["error"], meta["nbytes"] = None, int(clips.nbytes)
     except Exception as e:  # noqa: BLE001 - any failure of one video becomes its error row
         if storage.is_transient(e):  # the store's failure: an error row that a re-run retries
             stage = RETRYABLE_STAGE

@@ -132,16 +132,32 @@ def test_shards_are_bounded_row_groups_whatever_the_clip_size():
         assert shard_index(shard_name(i, 3)) == i
 
 
+def test_shard_tasks_in_flight_follow_the_cluster_size():
+    from jobs.preprocess import max_in_flight
+
+    assert max_in_flight(cluster_cpus=64, num_cpus=1.0) == 130  # two per slot, + 2
+    assert max_in_flight(cluster_cpus=32, num_cpus=1.0) == 66  # a node lost: fewer, read again as it goes
+    assert max_in_flight(cluster_cpus=0.5, num_cpus=2.0) == 4  # at least one slot
+
+
+def _upload_corpus(corpus: str, src: str) -> None:
+    for name in ("train.csv", "labels.json", *[f"videos/{v}" for v in sorted(os.listdir(os.path.join(corpus, "videos")))]):
+        storage.write_bytes_atomic(storage.join(src, name), open(os.path.join(corpus, name), "rb").read())
+
+
+def _s3_argv(src: str, out: str) -> list[str]:
+    return ["--manifest", storage.join(src, "train.csv"), "--output", out, "--num-frames", "4",
+            "--sampling-rate", "4", "--short-side", "40", "--rows-per-shard", "2", "--memory-mb", "64",
+            "--storage-attempts", "2", "--storage-backoff-s", "0.2"]
+
+
 def test_storage_outage_is_retryable_and_a_rerun_delivers_every_video(ray_local, corpus, s3_bucket, s3_proxy,
                                                                        capsys):
     src = f"s3://{s3_bucket}/corpus"
-    for name in ("train.csv", "labels.json", *[f"videos/{v}" for v in sorted(os.listdir(os.path.join(corpus, "videos")))]):
-        storage.write_bytes_atomic(storage.join(src, name), open(os.path.join(corpus, name), "rb").read())
+    _upload_corpus(corpus, src)
     out = f"s3://{s3_bucket}/clips"
-    argv = ["--manifest", storage.join(src, "train.csv"), "--output", out, "--num-frames", "4",
-            "--sampling-rate", "4", "--short-side", "40", "--rows-per-shard", "2", "--memory-mb", "64",
-            "--storage-attempts", "2", "--storage-backoff-s", "0.2"]
-    s3_proxy.fail(503, path_contains="/corpus/videos/clip_0000")  # part of the store answers 503
+    argv = _s3_argv(src, out)
+    s3_proxy.fail(503, path_contains="/corpus/videos/")  # every video read answers 503: a full outage
     try:
         assert main(argv) == 0
     finally:
@@ -159,6 +175,28 @@ def test_storage_outage_is_retryable_and_a_rerun_delivers_every_video(ray_local,
     assert "already complete" in printed and not storage.exists(storage.join(out, "errors.parquet"))
     files = storage.list_files(storage.join(out, "clips"), (".parquet",))
     assert sorted(os.path.basename(f) for f in files) == sorted(os.path.basename(f) for f in summary["files"])
+
+
+def test_at_20_percent_storage_faults_the_output_is_a_clean_runs(ray_local, corpus, s3_bucket, s3_proxy):
+    """503s, reset connections and delays on a fifth of all requests (reads, writes, listings, from
+    the driver and the Ray workers): retried, so the files are the clean run's, byte for byte."""
+    src = f"s3://{s3_bucket}/corpus"
+    _upload_corpus(corpus, src)
+    clean, faulty = f"s3://{s3_bucket}/clean", f"s3://{s3_bucket}/faulty"
+    assert main(_s3_argv(src, clean)) == 0
+    s3_proxy.chaos(0.2, seed=3, latency_s=0.2)
+    try:
+        assert main(_s3_argv(src, faulty)) == 0
+    finally:
+        faults = dict(s3_proxy.faults)
+        s3_proxy.heal()
+    assert min(faults.values()) >= 1, faults  # each kind of fault happened
+    a, b = (storage.read_json(storage.join(o, "summary.json")) for o in (clean, faulty))
+    assert (b["videos_ok"], b["videos_failed"], b["retryable"]) == (4, 0, 0)
+    assert (a["clips"], a["files"]) == (b["clips"], b["files"])
+    for f in a["files"]:
+        assert storage.read_bytes(storage.join(clean, f)) == storage.read_bytes(storage.join(faulty, f)), f
+    assert not storage.exists(storage.join(faulty, "errors.parquet"))
 
 
 def test_awkward_inputs_become_error_rows_with_reasons_and_cut_downloads_are_flagged(ray_local, tmp_path, capsys):

@@ -126,6 +126,7 @@ def test_uniform_clips_three_crops_and_in_flight_bounds(ray_local, untrained_ckp
     assert (res.total, res.ok, res.errors, res.clips) == (6, 6, 0, 12)
     assert res.parts_written == 2  # 4 + 2 videos
     assert res.peak_videos_in_flight == 1 and res.peak_batches_per_actor == 1  # the bounds held
+    assert res.peak_mb_in_flight * 2**20 == 2 * 3 * 4 * 32 * 32 * 3  # one video's clips x crops, uint8
     assert all(r["num_clips"] == 2 for r in read_rows(str(tmp_path / "out")))
     assert ray.is_initialized()  # the job reused the session's Ray
 
@@ -143,6 +144,20 @@ def test_a_dead_model_actor_loses_no_video(ray_local, untrained_ckpt, short_vide
     assert (out / "_fault_injected").exists()  # the actor did die
     assert (res.total, res.ok, res.errors, res.clips) == (6, 6, 0, 12) and res.clips_resent >= 2
     assert sorted(r["video_id"] for r in read_rows(str(out))) == [f"v{i}" for i in range(6)]
+
+
+def test_with_no_model_actor_left_every_video_still_gets_one_row(ray_local, untrained_ckpt, short_videos, tmp_path):
+    """The only actor dies with no restarts left: the videos it had not scored become `model` error
+    rows saying so, and the run ends (no wait on an actor that will not come back)."""
+    from pipeline.infer import run_inference
+    from pipeline.infer.scheduler import NO_ACTOR
+
+    items = [{"video_id": f"v{i}", "uri": p, "target": None} for i, p in enumerate(short_videos)]
+    cfg = InferConfig(sampling="uniform", clips=2, batch_size=2, actor_restarts=0, fail_actor_after_calls=2, **CLIP)
+    res = run_inference(untrained_ckpt, items, str(tmp_path / "out"), cfg)
+    rows = read_rows(str(tmp_path / "out"))
+    assert sorted(r["video_id"] for r in rows) == [f"v{i}" for i in range(6)] and res.errors >= 5
+    assert all(r["stage"] == "model" and r["error"] == NO_ACTOR for r in rows if r["status"] == "error")
 
 
 def test_s3_videos_and_outputs(ray_local, s3_bucket, untrained_ckpt, short_videos):
@@ -167,18 +182,44 @@ def test_a_storage_outage_is_a_retryable_row_and_a_rerun_scores_the_video(ray_lo
     for p in short_videos[:2]:
         storage.write_bytes_atomic(f"s3://{s3_bucket}/in/{Path(p).name}", Path(p).read_bytes())
     out = f"s3://{s3_bucket}/out"
-    s3_proxy.fail(503, path_contains="/in/clip1")  # this video's reads answer 503
+    s3_proxy.fail(503, path_contains="/in/clip")  # every video read answers 503: a full outage
     try:
         assert _run_job(untrained_ckpt, f"s3://{s3_bucket}/in", out, "--storage-attempts", "2",
                         "--storage-backoff-s", "0.1") == 0
     finally:
         s3_proxy.heal()
     rows = {r["video_id"]: r for r in storage.read_parquet(f"{out}/predictions.parquet").to_pylist()}
-    assert rows["clip0"]["status"] == "ok"
-    assert rows["clip1"]["status"] == "error" and rows["clip1"]["stage"] == "decode.storage"
+    assert {v: (r["status"], r["stage"]) for v, r in rows.items()} == {
+        "clip0": ("error", "decode.storage"), "clip1": ("error", "decode.storage")}
     assert _run_job(untrained_ckpt, f"s3://{s3_bucket}/in", out) == 0  # storage is back
     rows = {r["video_id"]: r["status"] for r in storage.read_parquet(f"{out}/predictions.parquet").to_pylist()}
     assert rows == {"clip0": "ok", "clip1": "ok"}
+
+
+def test_at_20_percent_storage_faults_the_predictions_are_a_clean_runs(ray_local, s3_bucket, s3_proxy,
+                                                                      untrained_ckpt, short_videos):
+    """503s, reset connections and delays on a fifth of all requests (videos, checkpoint, parts,
+    outputs): retried, so every video is scored once, as in a clean run."""
+    for p in short_videos[:4]:
+        storage.write_bytes_atomic(f"s3://{s3_bucket}/in/{Path(p).name}", Path(p).read_bytes())
+    clean, faulty = f"s3://{s3_bucket}/clean", f"s3://{s3_bucket}/faulty"
+    args = ("--storage-backoff-s", "0.1", "--part-size", "1")
+    assert _run_job(untrained_ckpt, f"s3://{s3_bucket}/in", clean, *args) == 0
+    s3_proxy.chaos(0.2, seed=4, latency_s=0.2)
+    try:
+        assert _run_job(untrained_ckpt, f"s3://{s3_bucket}/in", faulty, *args) == 0
+    finally:
+        faults = dict(s3_proxy.faults)
+        s3_proxy.heal()
+    assert min(faults.values()) >= 1, faults  # each kind of fault happened
+    a, b = ({r["video_id"]: r for r in storage.read_parquet(f"{o}/predictions.parquet").to_pylist()}
+            for o in (clean, faulty))
+    assert sorted(b) == ["clip0", "clip1", "clip2", "clip3"] and all(r["status"] == "ok" for r in b.values())
+    for vid, row in a.items():
+        scores = [c["scores"] for c in row["timeline"]]
+        np.testing.assert_allclose(scores, [c["scores"] for c in b[vid]["timeline"]], atol=1e-5)
+        same = {k: v for k, v in row.items() if k not in ("timeline", "score", "top_scores")}
+        assert same == {k: b[vid][k] for k in same}
 
 
 @pytest.mark.slow

@@ -1,0 +1,173 @@
+"""The drivers of the node-loss tests (`tests/test_multinode.py`), one per job, run as a subprocess:
+
+    RAY_ADDRESS=<cluster> python tests/multinode_cases.py {preprocess,infer,train} <workdir>
+
+Each connects to the test's `ray.cluster_utils.Cluster`, starts its job on small synthetic videos
+and, once the job is visibly under way, asks the test to remove one worker node: it writes that
+node's id to `<workdir>/remove_node` and waits for `<workdir>/node_removed` (the test owns the
+Cluster, so it removes the node). When the job returns, what it delivered goes to
+`<workdir>/result.json` for the test to check. Kept out of pytest's collection (no `test_` name).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+import threading
+import time
+from collections import Counter
+from typing import Any, Callable
+
+import ray
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def _worker_nodes() -> list[str]:
+    """Ids of the alive nodes that have CPUs (the head has none)."""
+    return [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0]
+
+
+def _actor_nodes(class_name: str) -> list[str]:
+    """Nodes of the alive actors whose class name ends with `class_name` (read from the GCS)."""
+    from ray._private.state import actors
+
+    return [a["Address"]["NodeID"] for a in actors().values()
+            if a["State"] == "ALIVE" and a["ActorClassName"].endswith(class_name)]
+
+
+def _remove_when(work: str, ready: Callable[[], str | None], timeout: float = 240) -> threading.Thread:
+    """Watch in a thread: once `ready()` returns a node id, ask the test to remove that node."""
+    def watch() -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            node = ready()
+            if node:
+                with open(os.path.join(work, "remove_node.tmp"), "w") as f:
+                    f.write(node)
+                os.replace(os.path.join(work, "remove_node.tmp"), os.path.join(work, "remove_node"))
+                while not os.path.exists(os.path.join(work, "node_removed")) and time.time() < deadline:
+                    time.sleep(0.1)
+                print(f"[multinode] node {node[:8]} removed at {time.time():.1f}", flush=True)
+                return
+            time.sleep(0.2)
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    return t
+
+
+def preprocess(work: str) -> dict[str, Any]:
+    """jobs.preprocess over 12 videos in 6 shards; a node goes once the first shard is done."""
+    import pyarrow.parquet as pq
+
+    from jobs.preprocess import main
+    from pipeline.data.synthetic import make_corpus
+
+    corpus, out = os.path.join(work, "corpus"), os.path.join(work, "out")
+    make_corpus(corpus, videos=16, seconds=2.0, size=(64, 48), seed=0, val_fraction=0.0)
+    watcher = _remove_when(work, lambda: _worker_nodes()[0]
+                           if glob.glob(os.path.join(out, "_progress", "shard-*.json")) else None)
+    rc = main(["--manifest", os.path.join(corpus, "train.csv"), "--output", out, "--num-frames", "4",
+               "--sampling-rate", "4", "--clips", "2", "--short-side", "32", "--rows-per-shard", "2",
+               "--memory-mb", "64"])
+    watcher.join(timeout=1)
+    summary = json.load(open(os.path.join(out, "summary.json")))
+    keys = Counter()
+    for f in glob.glob(os.path.join(out, "clips", "*.parquet")):
+        t = pq.read_table(f, columns=["video_id", "clip_index", "crop_index"]).to_pylist()
+        keys.update((r["video_id"], r["clip_index"], r["crop_index"]) for r in t)
+    manifest_ids = [line.split(",")[2] for line in open(os.path.join(corpus, "train.csv")).read().split()[1:]]
+    return {"rc": rc, "summary": {k: summary[k] for k in ("videos", "videos_ok", "videos_failed", "clips",
+                                                          "shards", "files")},
+            "clip_rows": sum(keys.values()), "duplicates": sum(n > 1 for n in keys.values()),
+            "videos_with_clips": sorted({k[0] for k in keys}), "manifest_ids": sorted(manifest_ids),
+            "files_on_disk": sorted(os.path.relpath(f, out) for f in glob.glob(os.path.join(out, "clips", "*")))}
+
+
+def infer(work: str) -> dict[str, Any]:
+    """Inference over 12 videos; the model actor's node goes once the first part file is written.
+    Then a clean run of the same videos, to compare."""
+    import pyarrow.parquet as pq
+    import torch
+
+    from pipeline.data import synthetic
+    from pipeline.data.manifest import LabelMap, write_labels
+    from pipeline.infer import InferConfig, run_inference
+    from pipeline.infer.actor import make_actors
+    from pipeline.model import create, save
+
+    torch.manual_seed(0)
+    ckpt = os.path.join(work, "model", "model.pt")
+    os.makedirs(os.path.dirname(ckpt))
+    save(create("debug", num_classes=4), ckpt)
+    write_labels(os.path.join(work, "model", "labels.json"), LabelMap(tuple(synthetic.CLASSES)))
+    items = []
+    for i in range(12):
+        path = os.path.join(work, f"clip{i}.mp4")
+        synthetic.write_motion_video(path, i % 4, seconds=3, fps=15, size=(96, 72), seed=i)
+        items.append({"video_id": f"v{i:02d}", "uri": path})
+    cfg = InferConfig(sampling_rate=8, short_side=32, crop_size=32, sampling="uniform", clips=4, batch_size=2,
+                      part_size=2, actor_restarts=4)
+    actors = make_actors(ckpt, cfg, "cpu")
+    ray.get([a.info.remote() for a in actors])
+    model_node = _actor_nodes("ClipScorer")[0]
+    out = os.path.join(work, "out")
+    watcher = _remove_when(work, lambda: model_node if glob.glob(os.path.join(out, "parts", "*.parquet")) else None)
+    result = run_inference(ckpt, items, out, cfg, device="cpu", actors=actors)
+    watcher.join(timeout=1)
+    rows = pq.read_table(os.path.join(out, "predictions.parquet")).to_pylist()
+    model_nodes_after = _actor_nodes("ClipScorer")
+    for a in actors:  # its CPU: 2 are left, the clean run's actor and its decodes need them
+        ray.kill(a)
+    clean = os.path.join(work, "clean")  # the same videos again, nothing lost: the same predictions
+    run_inference(ckpt, items, clean, cfg, device="cpu")
+    clean_rows = {r["video_id"]: r for r in pq.read_table(os.path.join(clean, "predictions.parquet")).to_pylist()}
+    return {"model_node": model_node, "model_nodes_after": model_nodes_after,
+            "same_as_clean": all(r["top_ids"] == clean_rows[r["video_id"]]["top_ids"] and abs(
+                r["score"] - clean_rows[r["video_id"]]["score"]) < 1e-4 for r in rows if r["status"] == "ok"),
+            "ids": [r["video_id"] for r in rows], "status": Counter(r["status"] for r in rows),
+            "errors": [r.get("error") for r in rows if r["status"] != "ok"],
+            "clips_resent": result.clips_resent, "clips": result.clips, "processed": result.processed,
+            "expected_ids": [it["video_id"] for it in items]}
+
+
+def train(work: str) -> dict[str, Any]:
+    """configs/debug.yaml, shrunk to 9 steps of 2 workers; the node of a training worker goes once
+    checkpoint 4 is stored (FailureConfig restarts the group on the remaining nodes)."""
+    from pipeline.config import load_config
+    from pipeline.data.synthetic import make_corpus
+    from pipeline.train import TrainJobConfig, fit, read_metrics, run_dir_of
+
+    corpus = os.path.join(work, "corpus")
+    make_corpus(corpus, videos=32, seconds=2.0, size=(64, 48), seed=5)
+    cfg = load_config(TrainJobConfig, os.path.join(ROOT, "configs", "debug.yaml"), [
+        f"train_manifest={corpus}/train.csv", f"val_manifest={corpus}/val.csv",
+        f"run.storage_path={work}/runs", "run.name=nodeloss", "run.max_failures=2",
+        "loop.epochs=3", "loop.batch_size=4", "loop.eval_every_epochs=3", "loop.checkpoint_every_steps=2",
+        "loop.log_every_steps=1", "loop.cache_val=false",
+    ])
+    run_dir = run_dir_of(cfg.run)
+    watcher = _remove_when(work, lambda: (_actor_nodes("RayTrainWorker") or [None])[0]
+                           if os.path.exists(os.path.join(run_dir, "checkpoint_00000004", "state.pt")) else None)
+    fit(cfg)
+    watcher.join(timeout=1)
+    records = read_metrics(run_dir)
+    return {"starts": [r["resumed_from"] for r in records if r["kind"] == "start"],
+            "train_steps": [r["step"] for r in records if r["kind"] == "train"],
+            "end": [r["step"] for r in records if r["kind"] == "end"],
+            "model": os.path.exists(os.path.join(run_dir, "model.pt"))}
+
+
+if __name__ == "__main__":
+    name, workdir = sys.argv[1], sys.argv[2]
+    ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True, configure_logging=False)
+    t0 = time.time()
+    out = {"preprocess": preprocess, "infer": infer, "train": train}[name](workdir)
+    out["seconds"] = round(time.time() - t0, 1)
+    with open(os.path.join(workdir, "result.json"), "w") as f:
+        json.dump(out, f, default=str)
+    print(f"[multinode] {name} done in {out['seconds']} s", flush=True)
