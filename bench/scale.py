@@ -68,7 +68,8 @@ def plan(job) -> None:
     import numpy as np
     import ray
 
-    from jobs.preprocess import manifest_fingerprint, plan_shards, read_job_manifest
+    from jobs.preprocess import read_job_manifest
+    from jobs.shards import manifest_fingerprint, plan_shards
     from pipeline.data.rows import manifest_table
 
     with PeakRSS() as rss:

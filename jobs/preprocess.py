@@ -11,7 +11,7 @@ Output layout:
     <output>/labels.json  summary.json  errors.parquet (uri, stage, error; only when any failed)
 
 Shards are fixed groups of `rows_per_shard` consecutive manifest rows (shard i = rows
-[i * R, (i + 1) * R)), processed one per Ray task (`run_shards`, a bounded number in flight); a shard writes one or more files, each
+[i * R, (i + 1) * R)), processed one per Ray task (`jobs.shards.run_shards`, a bounded number in flight); a shard writes one or more files, each
 cut at about `--shard-mb` (names `shard-<shard>-<part>.parquet`), then its marker. Every write is
 atomic and every name deterministic, so a re-run skips shards that have a marker and redoes the
 others (a retried task rewrites the same files). A re-run with another config or manifest is
@@ -21,10 +21,7 @@ errors.parquet; the job exits 0 and prints the counts.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +31,8 @@ from typing import Any, Literal, Sequence
 import numpy as np
 import pyarrow as pa
 
+from jobs.shards import (PARTIAL, jsonable, manifest_fingerprint, plan_shards, read_markers, run_shards, shard_name,
+                         write_marker)
 from pipeline import storage
 from pipeline.cli import parse_job
 from pipeline.config import ConfigError
@@ -47,7 +46,6 @@ from pipeline.guard import OutputConflict, claim_output
 log = logging.getLogger("jobs.preprocess")
 
 MB = 1024 * 1024
-PARTIAL = ".partial.json"  # marker suffix of a shard with rows to retry (storage was unavailable)
 
 
 @dataclass
@@ -105,30 +103,6 @@ def validate(cfg: PreprocessConfig) -> DataConfig:
         return data_config(cfg)
     except ValueError as e:
         raise ConfigError(str(e)) from e
-
-
-def plan_shards(num_rows: int, rows_per_shard: int) -> list[tuple[int, int, int]]:
-    """(shard index, first row, end row) covering rows [0, num_rows)."""
-    return [(i, lo, min(lo + rows_per_shard, num_rows))
-            for i, lo in enumerate(range(0, num_rows, rows_per_shard))]
-
-
-def manifest_fingerprint(rows: list[dict[str, Any]]) -> str:
-    """Hash of the rows that decide shard contents (order, paths, labels, segments)."""
-    h = hashlib.sha1()
-    for r in rows:
-        h.update(f"{r['path']}|{r['label']}|{r['video_id']}|{r['start_sec']}|{r['end_sec']}\n".encode())
-    return h.hexdigest()
-
-
-def shard_index(uri: str) -> int:
-    """The shard number in a marker or data file name (`shard-00012.json`, `shard-00012-003.parquet`)."""
-    return int(os.path.basename(uri)[len("shard-"):].split(".")[0].split("-")[0])
-
-
-def shard_name(index: int, part: int | None = None) -> str:
-    """`shard-00012` or, for a data file, `shard-00012-003.parquet`."""
-    return f"shard-{index:05d}" if part is None else f"shard-{index:05d}-{part:03d}.parquet"
 
 
 def _clip_table(views: list[dict[str, Any]], paths: list[str]) -> pa.Table:
@@ -199,9 +173,7 @@ def process_shard(spec: dict[str, Any], cfg: DataConfig, seed: int, shard_bytes:
     retryable = sum(e["stage"] == RETRYABLE_STAGE for e in errors)
     marker = {"shard": index, "rows": [spec["lo"], spec["hi"]], "files": writer.files, "videos_ok": ok,
               "videos_failed": len(errors), "retryable": retryable, "clips": clips, "errors": errors}
-    storage.write_json(storage.join(progress, shard_name(index) + (PARTIAL if retryable else ".json")), marker)
-    if not retryable:
-        storage.remove(storage.join(progress, shard_name(index) + PARTIAL))
+    write_marker(progress, index, marker, retryable=bool(retryable))
     return marker
 
 
@@ -214,33 +186,6 @@ def _shard_task(plan: dict[str, Any], pos: int, cfg: DataConfig, seed: int, shar
     m = process_shard(spec, cfg, seed, shard_bytes)
     return {"shard": index, "videos_ok": m["videos_ok"], "videos_failed": m["videos_failed"], "clips": m["clips"],
             "files": len(m["files"])}
-
-
-def max_in_flight(cluster_cpus: float, num_cpus: float) -> int:
-    """Shard tasks submitted at once: twice the shard slots of the cluster, plus 2 (the driver
-    holds O(this) refs, and new nodes are used as they come: it is re-read every few seconds)."""
-    return 2 * max(1, int(cluster_cpus // num_cpus)) + 2
-
-
-def run_shards(plan: dict[str, Any], count: int, cfg: DataConfig, seed: int, shard_bytes: int):
-    """Run the `count` pending shards of `plan` as plain Ray tasks, a bounded number in flight;
-    yields each shard's stats as it ends. A task whose worker or node died is retried by Ray
-    (`max_retries`); it rewrites the same files. Plain tasks cost ~1 ms each where a Ray Data
-    block costs ~45 ms (docs/RAY.md): 18,750 shards of HowTo100M are ~15 min of that alone."""
-    import ray
-
-    task = ray.remote(_shard_task).options(num_cpus=cfg.num_cpus, memory=cfg.memory or None, max_retries=5)
-    plan_ref, cfg_ref = ray.put(plan), ray.put(cfg)
-    in_flight: list[Any] = []
-    pos, limit, checked = 0, 0, 0.0
-    while pos < count or in_flight:
-        if time.monotonic() - checked > 5.0:  # the cluster may have grown or shrunk
-            limit, checked = max_in_flight(ray.cluster_resources().get("CPU", 1), cfg.num_cpus), time.monotonic()
-        while pos < count and len(in_flight) < limit:
-            in_flight.append(task.remote(plan_ref, pos, cfg_ref, seed, shard_bytes))
-            pos += 1
-        done, in_flight = ray.wait(in_flight, num_returns=1)
-        yield ray.get(done[0])
 
 
 def read_job_manifest(job: PreprocessConfig) -> Any:
@@ -273,7 +218,7 @@ def run(job: PreprocessConfig) -> dict[str, Any]:
     clips_dir, progress_dir = storage.join(out, "clips"), storage.join(out, "_progress")
     shard_bytes = max(1, int(job.shard_mb * MB))
     rows_per_shard = job.rows_per_shard
-    job_config = _jsonable({"manifest": job.manifest, "data": asdict(cfg), "seed": job.seed,
+    job_config = jsonable({"manifest": job.manifest, "data": asdict(cfg), "seed": job.seed,
                   "rows_per_shard": rows_per_shard, "shard_mb": job.shard_mb,
                   "labels": list(manifest.labels.names),
                   "manifest_rows": len(manifest.rows), "manifest_sha1": manifest_fingerprint(manifest.rows)})
@@ -281,7 +226,7 @@ def run(job: PreprocessConfig) -> dict[str, Any]:
     write_labels(storage.join(out, "labels.json"), manifest.labels)
 
     shards = plan_shards(len(manifest.rows), rows_per_shard)
-    done = _markers(progress_dir)[0]
+    done = read_markers(progress_dir)[0]
     pending = [s for s in shards if s[0] not in done]
     print(f"[preprocess] {len(manifest.rows)} videos ({len(manifest.errors)} bad manifest rows) in "
           f"{len(shards)} shards of {rows_per_shard} rows; {len(shards) - len(pending)} already "
@@ -293,30 +238,17 @@ def run(job: PreprocessConfig) -> dict[str, Any]:
         # from it, so the driver does O(shards) small work
         plan = {"rows": manifest_table(manifest.rows), "pending": np.asarray(pending, np.int64).reshape(-1, 3),
                 "clips_dir": clips_dir, "progress_dir": progress_dir}
-        for n, r in enumerate(run_shards(plan, len(pending), cfg, job.seed, shard_bytes), start=1):
+        results = run_shards(_shard_task, plan, len(pending), cfg, job.seed, shard_bytes,
+                             num_cpus=cfg.num_cpus, memory=cfg.memory)
+        for n, r in enumerate(results, start=1):
             print(f"[preprocess] shard {r['shard']:05d} done ({n}/{len(pending)}): {r['videos_ok']} ok, "
                   f"{r['videos_failed']} failed, {r['clips']} clips in {r['files']} file(s)", flush=True)
     return _summarise(out, progress_dir, manifest, shards, job_config, time.time() - t0)
 
 
-def _jsonable(obj: Any) -> Any:
-    """What the object reads back as from JSON (tuples -> lists), for config comparison."""
-    return json.loads(json.dumps(obj))
-
-
-def _markers(progress_dir: str) -> tuple[set[int], set[int]]:
-    """(complete, partial) shard numbers, from one listing of the progress folder."""
-    complete, partial = set(), set()
-    for uri in storage.list_files(progress_dir, (".json",)):
-        name = os.path.basename(uri)
-        if name.startswith("shard-"):
-            (partial if name.endswith(PARTIAL) else complete).add(shard_index(name))
-    return complete, partial
-
-
 def _summarise(out: str, progress_dir: str, manifest, shards, job_config, seconds: float) -> dict[str, Any]:
     """Merge shard markers into summary.json and errors.parquet."""
-    complete, _ = _markers(progress_dir)
+    complete, _ = read_markers(progress_dir)
     uris = [storage.join(progress_dir, shard_name(i) + (".json" if i in complete else PARTIAL)) for i, _, _ in shards]
     with ThreadPoolExecutor(max_workers=32) as pool:  # object stores: many GETs in flight, not one by one
         markers = list(pool.map(storage.read_json, uris))

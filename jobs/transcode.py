@@ -17,7 +17,7 @@ Then train on it: `python -m jobs.train --set train_manifest=<output>/manifest.c
 Frame i of a copy is frame i of its source at the same time (pipeline/data/transcode.py,
 docs/DATA.md), so segments (`start_sec`, `end_sec`) and clip times keep their meaning.
 
-Shards are fixed groups of `videos_per_shard` distinct videos in manifest order, one Ray Data task
+Shards are fixed groups of `videos_per_shard` distinct videos in manifest order, one Ray task
 each; a video's copy is written atomically under its final name, then the shard's marker. A re-run
 skips shards with a marker and, inside a shard it redoes, videos whose copy exists. A video that
 failed only because storage was unavailable (5xx, throttling, resets; retried `storage_attempts`
@@ -40,9 +40,11 @@ from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import numpy as np
+import pyarrow as pa
 
-from jobs.preprocess import (PARTIAL, _jsonable, _markers, manifest_fingerprint, plan_shards, read_job_manifest,
-                             shard_name)
+from jobs.preprocess import read_job_manifest
+from jobs.shards import (PARTIAL, jsonable, manifest_fingerprint, plan_shards, read_markers, run_shards, shard_name,
+                         write_marker)
 from pipeline import storage
 from pipeline.cli import parse_job
 from pipeline.config import ConfigError
@@ -176,35 +178,23 @@ def process_shard(spec: dict[str, Any], job: TranscodeConfig, enc: Encoding) -> 
     retryable = sum(e["stage"] == RETRYABLE_STAGE for e in errors)
     index, progress = spec["index"], spec["progress_dir"]
     marker = {"shard": index, "videos": videos, "errors": errors, "retryable": retryable}
-    storage.write_json(storage.join(progress, shard_name(index) + (PARTIAL if retryable else ".json")), marker)
-    if not retryable:
-        storage.remove(storage.join(progress, shard_name(index) + PARTIAL))
+    write_marker(progress, index, marker, retryable=bool(retryable))
     return marker
 
 
-def _shard_udf(batch: dict[str, np.ndarray], *, plan_ref: list[Any], job: TranscodeConfig,
-               enc: Encoding) -> dict[str, np.ndarray]:
-    """Ray Data UDF: positions of pending shards -> one small stats row per shard."""
-    import ray
-
-    plan = ray.get(plan_ref[0])
-    out: dict[str, list] = {"shard": [], "ok": [], "failed": []}
-    for pos in batch["id"]:
-        index, lo, hi = plan["pending"][int(pos)]
-        spec = {"index": index, "videos": plan["videos"][lo:hi], "videos_dir": plan["videos_dir"],
-                "progress_dir": plan["progress_dir"]}
-        m = process_shard(spec, job, enc)
-        out["shard"].append(index)
-        out["ok"].append(sum(v["ok"] for v in m["videos"]))
-        out["failed"].append(len(m["errors"]))
-    return {k: np.asarray(v, dtype=np.int64) for k, v in out.items()}
+def _shard_task(plan: dict[str, Any], pos: int, job: TranscodeConfig, enc: Encoding) -> dict[str, int]:
+    """Ray task: the pending shard at `pos` of the plan (its videos read in place from the
+    object store: an Arrow table) -> its small stats."""
+    index, lo, hi = (int(v) for v in plan["pending"][pos])
+    videos = [(v["path"], v["name"]) for v in plan["videos"].slice(lo, hi - lo).to_pylist()]
+    spec = {"index": index, "videos": videos, "videos_dir": plan["videos_dir"], "progress_dir": plan["progress_dir"]}
+    m = process_shard(spec, job, enc)
+    return {"shard": index, "ok": sum(v["ok"] for v in m["videos"]), "failed": len(m["errors"])}
 
 
 def run(job: TranscodeConfig) -> dict[str, Any]:
     """Run the job; returns the summary dict (also written to summary.json)."""
     import ray
-
-    from pipeline.data.dataset import progress_bars_on_terminal
 
     t0 = time.time()
     enc = validate(job)
@@ -212,25 +202,25 @@ def run(job: TranscodeConfig) -> dict[str, Any]:
     out = job.output.rstrip("/")
     videos_dir, progress_dir = storage.join(out, "videos"), storage.join(out, "_progress")
     videos = plan_videos(manifest.rows)
-    job_config = _jsonable({"manifest": job.manifest, "encoding": asdict(enc), "videos_per_shard": job.videos_per_shard,
+    job_config = jsonable({"manifest": job.manifest, "encoding": asdict(enc), "videos_per_shard": job.videos_per_shard,
                             "labels": list(manifest.labels.names), "manifest_rows": len(manifest.rows),
                             "manifest_sha1": manifest_fingerprint(manifest.rows)})
     claim_output(out, "_progress/config.json", job_config, overwrite=job.overwrite, job="jobs.transcode",
                  owned=("videos", "_progress", "manifest.csv", "labels.json", "errors.parquet", "summary.json"))
     shards = plan_shards(len(videos), job.videos_per_shard)
-    pending = [s for s in shards if s[0] not in _markers(progress_dir)[0]]
+    pending = [s for s in shards if s[0] not in read_markers(progress_dir)[0]]
     print(f"[transcode] {len(videos)} videos ({len(manifest.rows)} rows, {len(manifest.errors)} bad manifest rows) "
           f"in {len(shards)} shards of {job.videos_per_shard}; {len(shards) - len(pending)} already complete, "
           f"{len(pending)} to do", flush=True)
     if pending:
         if not ray.is_initialized():
             ray.init()
-        progress_bars_on_terminal()
-        plan = {"videos": videos, "pending": pending, "videos_dir": videos_dir, "progress_dir": progress_dir}
-        ds = ray.data.range(len(pending), override_num_blocks=len(pending))
-        ds = ds.map_batches(_shard_udf, batch_size=1, num_cpus=job.num_cpus, memory=job.memory_mb * MB,
-                            fn_kwargs={"plan_ref": [ray.put(plan)], "job": job, "enc": enc})
-        for n, r in enumerate(ds.iter_rows(), start=1):
+        plan = {"videos": pa.table({"path": [p for p, _ in videos], "name": [n for _, n in videos]}),
+                "pending": np.asarray(pending, np.int64).reshape(-1, 3), "videos_dir": videos_dir,
+                "progress_dir": progress_dir}
+        results = run_shards(_shard_task, plan, len(pending), job, enc, num_cpus=job.num_cpus,
+                             memory=job.memory_mb * MB)
+        for n, r in enumerate(results, start=1):
             print(f"[transcode] shard {r['shard']:05d} done ({n}/{len(pending)}): {r['ok']} ok, "
                   f"{r['failed']} failed", flush=True)
     return summarise(out, progress_dir, manifest, shards, job_config, time.time() - t0)
@@ -254,7 +244,7 @@ def manifest_csv(rows: Sequence[dict[str, Any]], copies: dict[str, str]) -> str:
 
 def summarise(out: str, progress_dir: str, manifest, shards, job_config, seconds: float) -> dict[str, Any]:
     """Merge shard markers into manifest.csv, labels.json, errors.parquet and summary.json."""
-    complete, partial = _markers(progress_dir)
+    complete, partial = read_markers(progress_dir)
     uris = [storage.join(progress_dir, shard_name(i) + (".json" if i in complete else PARTIAL))
             for i, _, _ in shards if i in complete or i in partial]
     with ThreadPoolExecutor(max_workers=32) as pool:  # object stores: many GETs in flight

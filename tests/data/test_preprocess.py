@@ -121,7 +121,8 @@ def test_preprocess_cover_whole_frames_local(ray_local, corpus, tmp_path, capsys
 
 
 def test_shards_are_bounded_row_groups_whatever_the_clip_size():
-    from jobs.preprocess import PreprocessConfig, plan_shards, shard_index, shard_name
+    from jobs.preprocess import PreprocessConfig
+    from jobs.shards import plan_shards, shard_index, shard_name
 
     rows = PreprocessConfig().rows_per_shard  # the default does not depend on frames or --shard-mb
     shards = plan_shards(1_200_000, rows)  # HowTo100M: 96-frame cover clips once gave 600,000 shards
@@ -133,7 +134,7 @@ def test_shards_are_bounded_row_groups_whatever_the_clip_size():
 
 
 def test_shard_tasks_in_flight_follow_the_cluster_size():
-    from jobs.preprocess import max_in_flight
+    from jobs.shards import max_in_flight
 
     assert max_in_flight(cluster_cpus=64, num_cpus=1.0) == 130  # two per slot, + 2
     assert max_in_flight(cluster_cpus=32, num_cpus=1.0) == 66  # a node lost: fewer, read again as it goes
