@@ -17,10 +17,12 @@ class ClipScorer:
     """Holds one model (loaded once) and scores batches of clips from the object store."""
 
     def __init__(self, checkpoint: str, device: str = "auto", threads: int = 1,
-                 precision: str = "fp32", fail_after_calls: int | None = None, fault_marker: str = ""):
+                 precision: str = "fp32", fail_after_calls: int | None = None, fault_marker: str = "",
+                 compile: bool = False):
         import torch
 
         from pipeline.model import load
+        from pipeline.model.compile import compile_blocks
 
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -28,6 +30,8 @@ class ClipScorer:
             torch.set_num_threads(max(1, threads))
         self.device = torch.device(device)
         self.model = load(checkpoint).to(self.device)
+        if compile:
+            compile_blocks(self.model, self.device)  # eager (one warning) where the compiler cannot run
         self.precision = precision  # "fp32": no autocast; "bf16" / "fp16": autocast on CUDA
         self.calls, self.fail_after_calls, self.fault_marker = 0, fail_after_calls, fault_marker
 
@@ -80,5 +84,6 @@ def make_actors(checkpoint: str, cfg: InferConfig, device: str = "auto", fault_m
     dev = device if device != "auto" else ("cuda" if per_actor else "cpu")
     return [ClipScorer.options(num_cpus=cfg.actor_cpus, num_gpus=per_actor, max_restarts=cfg.actor_restarts,
                                max_task_retries=0).remote(  # the scheduler re-sends failed calls itself
-        checkpoint, dev, threads, cfg.precision, cfg.fail_actor_after_calls if i == 0 else None, fault_marker)
+        checkpoint, dev, threads, cfg.precision, cfg.fail_actor_after_calls if i == 0 else None, fault_marker,
+        cfg.compile)
         for i in range(n)]
