@@ -143,7 +143,7 @@ class Timing:
         return statistics.median(self.secs)
 
 
-def interleaved(runners: dict[str, Runner], train: bool, reps: int) -> dict[str, Timing]:
+def interleaved(runners: dict[str, Runner | Matmuls], train: bool, reps: int) -> dict[str, Timing]:
     """Time every runner `reps` times, rotating their order each repeat; one warm-up step each
     (allocator, kernels, autotuning; the compile for a compiled model)."""
     names = list(runners)
@@ -167,22 +167,36 @@ def paired(peer: Timing, ours: Timing) -> tuple[float, float, float]:
     return statistics.median(ratios), min(ratios), max(ratios)
 
 
-def matmul_peak(model: nn.Module, shape: tuple[int, ...], train: bool, device: str, dtype: torch.dtype) -> float:
-    """FLOP/s of plain matmuls with the step's GEMM shapes (each timed, best of 3, count-weighted)."""
-    flops = secs = 0.0
-    for (batch, m, k, n), count in step_gemms(model, shape, train=train).items():
-        a = torch.randn(batch, m, k, device=device, dtype=dtype)
-        b = torch.randn(batch, k, n, device=device, dtype=dtype)
-        best = float("inf")
-        for _ in range(3):
-            sync(device)
+class Matmuls:
+    """The practical peak: plain `torch.matmul`s with the GEMM shapes of a model's step, each shape
+    once per repeat, its time weighted by how often the step runs it. It takes part in the
+    interleaved repeats like a model, so it sees the same load."""
+
+    def __init__(self, model: nn.Module, shape: tuple[int, ...], train: bool, device: str, dtype: torch.dtype):
+        self.device = device
+        self.gemms = [(torch.randn(b, m, k, device=device, dtype=dtype), torch.randn(b, k, n, device=device, dtype=dtype),
+                       count) for (b, m, k, n), count in step_gemms(model, shape, train=train).items()]
+        self.flops = sum(2.0 * a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2] * c for a, b, c in self.gemms)
+
+    def step(self, train: bool) -> None:
+        for a, b, _ in self.gemms:
+            torch.matmul(a, b)
+
+    def timed(self, train: bool) -> tuple[float, int]:
+        secs = 0.0
+        for a, b, count in self.gemms:
+            sync(self.device)
             t0 = time.perf_counter()
             torch.matmul(a, b)
-            sync(device)
-            best = min(best, time.perf_counter() - t0)
-        flops += 2.0 * batch * m * k * n * count
-        secs += best * count
-    return flops / secs
+            sync(self.device)
+            secs += (time.perf_counter() - t0) * count
+        return secs, 0
+
+
+def matmul_peak(model: nn.Module, shape: tuple[int, ...], train: bool, device: str, dtype: torch.dtype) -> float:
+    """FLOP/s of `Matmuls` on its own (median of 3)."""
+    mm = Matmuls(model, shape, train, device, dtype)
+    return mm.flops / interleaved({"matmul": mm}, train, 3)["matmul"].median
 
 
 class Load:
@@ -226,17 +240,19 @@ def bench_scheme(attention: str, args: argparse.Namespace, arch: dict, load: Loa
     print(f"{attention}: max|logit diff| ours vs HF {diff:.1e}", flush=True)
     gpu = args.device.startswith("cuda")
     for bf16 in ([False, True] if gpu else [False]):
-        runners = {"HF": Runner(peer, lambda: peer(pixel_values=xp).logits, args.device, bf16),
-                   "eager": Runner(ours, lambda: ours(x), args.device, bf16)}
+        runners: dict[str, Runner | Matmuls] = {
+            "HF": Runner(peer, lambda: peer(pixel_values=xp).logits, args.device, bf16),
+            "eager": Runner(ours, lambda: ours(x), args.device, bf16)}
         if twin is not None:
             runners[twin_name] = Runner(twin, lambda: twin(x), args.device, bf16)
         for train in (False, True):
             mode = "train" if train else "infer"
             t0 = time.perf_counter()
-            times = interleaved(runners, train, args.reps)
+            matmuls = Matmuls(ours, tuple(x.shape), train, args.device, torch.bfloat16 if bf16 else torch.float32)
+            times = interleaved({**runners, "matmul peak": matmuls}, train, args.reps)
             load.sample()
             flops = step_flops(ours, tuple(x.shape), train=train)
-            peak = matmul_peak(ours, tuple(x.shape), train, args.device, torch.bfloat16 if bf16 else torch.float32)
+            peak = matmuls.flops / times.pop("matmul peak").median
             prec = "bf16" if bf16 else "fp32"
             compiled = "".join(f", {n} warm-up (compile) {t.warmup:.0f} s" for n, t in times.items() if "comp" in n)
             print(f"{attention} {mode} {prec}: {flops / 1e9:,.2f} GFLOP/step, matmul peak {peak / 1e9:,.1f} GFLOP/s"
