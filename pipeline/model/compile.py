@@ -16,10 +16,11 @@ Inductor fuses what surrounds the matrix multiplies (layer norms, GELU, residual
 the copies around attention groups) into a few generated loops; the multiplies and SDPA stay the
 library kernels. bf16 autocast (on CUDA) is traced into the graph like any other op.
 
-Shapes: `dynamic=None` (automatic dynamic shapes). The first batch size compiles with static
-shapes; a second, different one recompiles once with a symbolic batch size, which then serves
-every further batch size (the last, short batch of an inference run, a smaller eval batch). Train
-and eval modes compile separately (dropout and drop-path differ).
+Shapes: each block's tensor inputs get a symbolic dim 0 (the batch, or batch x frames) before the
+compiled call, so the first graph serves every batch size >= 2 (the last, short batch of an
+inference run, a smaller eval batch); batch 1 gets its own graph (Dynamo specialises sizes 0 and
+1). Train and eval compile apart (dropout and drop-path differ); per-block drop-path rates share
+one train graph for rate > 0 (the models draw their masks by comparing with the rate).
 
 Fallback: before compiling, a tiny function is compiled and run forward and backward on the
 device (catches a missing C++ compiler on CPU, a missing Triton on GPU, an unsupported Python);
@@ -57,7 +58,8 @@ def compiler_problem(device: torch.device | str, backend: str = "inductor") -> s
 
 @functools.cache
 def _probe(device_type: str, backend: str) -> str | None:
-    """Compile and run a tiny Linear -> GELU -> sum, forward and backward, once per process."""
+    """Compile and run a tiny Linear -> LayerNorm -> GELU -> sum, forward and backward, once per process
+    and device type (the toolchain's failures show here: a missing C++ compiler, Triton, ...)."""
     if not torch._dynamo.is_dynamo_supported():
         return "torch.compile does not support this Python / platform"
     lin = nn.Linear(8, 8).to(device_type)
@@ -69,8 +71,6 @@ def _probe(device_type: str, backend: str) -> str | None:
         torch.compile(tiny, backend=backend, fullgraph=True)(torch.randn(4, 8, device=device_type)).backward()
     except Exception as e:  # noqa: BLE001 - any failure of the toolchain means: run eager
         return _reason(e)
-    finally:
-        torch._dynamo.reset()  # forget the probe's compiled code (and its guards)
     return None
 
 
