@@ -1,42 +1,57 @@
-"""Model speed against a peer in the same run: our TimeSformer vs Hugging Face's, same weights.
+"""Model speed against a peer in the same run: our TimeSformer (eager and compiled) vs Hugging Face's.
 
     python -m bench.model                          # CPU: ViT-B, 8 x 224, batch 1, divided + joint
     python -m bench.model --depth 2 --reps 3       # quicker CPU check (fewer blocks, same widths)
-    python -m bench.model --device cuda            # GPU: + bf16 rows, peak memory, TimeSformer-L
+    python -m bench.model --device cuda            # GPU: + bf16 rows, peak memory, TimeSformer-L MFU
+    python -m bench.model --depth 1 --image-size 32 --frames 4 --l --l-frames 8 --reps 1   # logic check, seconds
 
-For each attention scheme both implement (divided, joint) it builds our model, copies its weights
-into `transformers.TimesformerForVideoClassification` with the same config, checks that the logits
-agree, then times inference (forward under no_grad) and training (forward + backward) steps. The
-two models alternate inside every repeat (ours-peer, then peer-ours) so that load from other
-processes hits both alike; the threads are fixed with `torch.set_num_threads`.
+For each attention scheme both implement (divided, joint) it builds our model, a second copy with
+the same weights whose blocks are compiled (`pipeline.model.compile`, Inductor), and
+`transformers.TimesformerForVideoClassification` as shipped with the same config and weights;
+checks the logits agree; then times inference (forward under no_grad) and training (forward +
+backward) steps. The three alternate inside every repeat (the order rotates) so that load from
+other processes hits them alike; torch's threads are fixed.
 
-SPEEDUP = peer time / our time (> 1: we are faster), the median of the per-repeat paired ratios;
-`noise` is the spread (min..max) of those paired ratios. Targets, on training steps:
-divided >= 1.05x, joint >= 1.5x on CPU; on a GPU, a TimeSformer-L (96 x 224) training step of ours
-(bf16 autocast, activation checkpointing) >= 3x the clips/s of HF's (as shipped: fp32, no
-checkpointing) at <= 1/4 of its peak memory per clip. Each target row prints PASS or MISS.
+SPEEDUP = HF time / our time (> 1: ours faster), the median of the per-repeat paired ratios;
+`noise` is their min..max. FLOP/s = the step's FLOPs (`pipeline.model.flops`: 2 x MACs of the
+matmuls, convolution and attention, forward + backward) / median step time; `of peak` divides it
+by the practical peak: plain `torch.matmul`s of the step's own GEMM shapes (count-weighted), timed
+in the same run on the same device and dtype; on a GPU it also prints MFU against the device's
+nominal dense bf16 peak (`--peak-tflops`).
+
+Targets (training steps): CPU fp32 8 x 224 ViT-B: divided >= 1.2x HF, joint >= 1.6x HF, FLOP/s >=
+60 % of the matmul peak. GPU: TimeSformer-L (96 x 224) of ours (bf16 autocast, activation
+checkpointing) >= 45 % MFU, >= 3x the clips/s of HF's (as shipped: fp32, no checkpointing) at <=
+1/4 of its peak memory per clip. A target row prints PASS or MISS only when the 1-minute load
+average stayed <= 0.5 x the cores during the run; otherwise it says why it gives no verdict.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import statistics
 import time
+import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from einops import rearrange
 from torch import nn
 
 from pipeline.model import create
+from pipeline.model.compile import compile_blocks
+from pipeline.model.flops import step_flops, step_gemms
 from pipeline.model.weights import official_key_to_hf
 
 HF_ATTENTION = {"divided": "divided_space_time", "joint": "joint_space_time", "space_only": "space_only"}
-CPU_TARGETS = {("divided", "train"): 1.05, ("joint", "train"): 1.5}  # minimum speedup
-L_SPEEDUP, L_MEMORY = 3.0, 0.25  # TimeSformer-L: clips/s ratio >=, peak memory per clip ratio <=
+CPU_TARGETS = {("divided", "train"): 1.2, ("joint", "train"): 1.6}  # minimum speedup vs HF
+PEAK_SHARE = 0.6  # training step FLOP/s >= this share of the matmul peak (CPU)
+L_SPEEDUP, L_MEMORY, L_MFU = 3.0, 0.25, 0.45  # TimeSformer-L: clips/s ratio >=, memory/clip ratio <=, MFU >=
+BUSY_LOAD = 0.5  # no verdict when the 1-minute load average exceeded this x the cores
 
 
 def peer_model(ours: nn.Module, num_frames: int | None = None) -> nn.Module:
@@ -56,6 +71,19 @@ def peer_model(ours: nn.Module, num_frames: int | None = None) -> nn.Module:
     peer.load_state_dict({official_key_to_hf(k): v for k, v in ours.state_dict().items()
                           if not (c.attention == "space_only" and k == "time_embed")}, strict=True)
     return peer
+
+
+def compiled_twin(ours: nn.Module, device: str) -> tuple[nn.Module, str]:
+    """A copy of `ours` (same weights) with compiled blocks, and its label ("compiled", or
+    "compiled->eager" when the compiler could not run here)."""
+    twin = type(ours)(dataclasses.replace(ours.config)).to(device)
+    twin.load_state_dict(ours.state_dict())
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", RuntimeWarning)
+        ok = compile_blocks(twin, device)
+    for w in seen:
+        print(f"  warning: {w.message}", flush=True)
+    return twin, "compiled" if ok else "compiled->eager"
 
 
 def sync(device: str) -> None:
@@ -86,8 +114,8 @@ class Runner:
                 self.call()
 
     def timed(self, train: bool) -> tuple[float, int]:
-        """Seconds for one step and its peak device memory (bytes; 0 on CPU; both models' weights
-        stay resident, so peaks include ~2 x the parameter bytes)."""
+        """Seconds for one step and its peak device memory (bytes; 0 on CPU; every model's weights
+        stay resident, so peaks include the other models' parameter bytes)."""
         if self.device.startswith("cuda"):
             self.model.zero_grad(set_to_none=True)
             torch.cuda.empty_cache()
@@ -98,139 +126,243 @@ class Runner:
         sync(self.device)
         dt = time.perf_counter() - t0
         peak = torch.cuda.max_memory_allocated() if self.device.startswith("cuda") else 0
-        self.model.zero_grad(set_to_none=True)  # the other model's peak must not count these grads
+        self.model.zero_grad(set_to_none=True)  # the other models' peaks must not count these grads
         return dt, peak
 
 
 @dataclass
-class Result:
-    ours_s: float  # median seconds per step
-    peer_s: float
-    speedup: float  # median of paired peer/ours ratios
-    lo: float  # min and max paired ratio (noise)
-    hi: float
-    ours_peak: int
-    peer_peak: int
+class Timing:
+    """One runner's timed repeats (and its untimed warm-up step, which holds a compile)."""
+
+    secs: list[float] = field(default_factory=list)
+    peaks: list[int] = field(default_factory=list)
+    warmup: float = 0.0
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.secs)
 
 
-def compare(ours: Runner, peer: Runner, train: bool, reps: int) -> Result:
-    """Interleaved timing (ABBA order) of two runners; one warm-up step each."""
-    ours.step(train), peer.step(train)  # warm-up (allocator, kernels, autotuning)
-    a, b, pa, pb = [], [], [], []
+def interleaved(runners: dict[str, Runner | Matmuls], train: bool, reps: int) -> dict[str, Timing]:
+    """Time every runner `reps` times, rotating their order each repeat; one warm-up step each
+    (allocator, kernels, autotuning; the compile for a compiled model)."""
+    names = list(runners)
+    out = {name: Timing() for name in names}
+    for name, r in runners.items():
+        t0 = time.perf_counter()
+        r.step(train)
+        out[name].warmup = time.perf_counter() - t0
     for i in range(reps):
-        pair = (ours, peer) if i % 2 == 0 else (peer, ours)
-        for r in pair:
-            dt, peak = r.timed(train)
-            (a if r is ours else b).append(dt)
-            (pa if r is ours else pb).append(peak)
-    ratios = [y / x for x, y in zip(a, b)]
-    return Result(statistics.median(a), statistics.median(b), statistics.median(ratios), min(ratios), max(ratios),
-                  max(pa), max(pb))
+        order = names[i % len(names):] + names[:i % len(names)]
+        for name in (order if i % 2 == 0 else order[::-1]):
+            dt, peak = runners[name].timed(train)
+            out[name].secs.append(dt)
+            out[name].peaks.append(peak)
+    return out
 
 
-def runners(ours: nn.Module, peer: nn.Module, x: torch.Tensor, device: str, bf16: bool) -> tuple[Runner, Runner]:
-    """The two models on the same clip `x` [B, 3, T, H, W] (HF takes [B, T, 3, H, W])."""
-    xp = rearrange(x, "b c t h w -> b t c h w").contiguous()
-    return (Runner(ours, lambda: ours(x), device, bf16),
-            Runner(peer, lambda: peer(pixel_values=xp).logits, device, bf16))
+def paired(peer: Timing, ours: Timing) -> tuple[float, float, float]:
+    """(median, min, max) of the per-repeat ratios peer time / our time."""
+    ratios = [p / o for p, o in zip(peer.secs, ours.secs)]
+    return statistics.median(ratios), min(ratios), max(ratios)
 
 
-def verdict(value: float, target: float, at_least: bool = True) -> str:
+class Matmuls:
+    """The practical peak: plain `torch.matmul`s with the GEMM shapes of a model's step, each shape
+    once per repeat, its time weighted by how often the step runs it. It takes part in the
+    interleaved repeats like a model, so it sees the same load."""
+
+    def __init__(self, model: nn.Module, shape: tuple[int, ...], train: bool, device: str, dtype: torch.dtype):
+        self.device = device
+        self.gemms = [(torch.randn(b, m, k, device=device, dtype=dtype), torch.randn(b, k, n, device=device, dtype=dtype),
+                       count) for (b, m, k, n), count in step_gemms(model, shape, train=train).items()]
+        self.flops = sum(2.0 * a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2] * c for a, b, c in self.gemms)
+
+    def step(self, train: bool) -> None:
+        for a, b, _ in self.gemms:
+            torch.matmul(a, b)
+
+    def timed(self, train: bool) -> tuple[float, int]:
+        secs = 0.0
+        for a, b, count in self.gemms:
+            sync(self.device)
+            t0 = time.perf_counter()
+            torch.matmul(a, b)
+            sync(self.device)
+            secs += (time.perf_counter() - t0) * count
+        return secs, 0
+
+
+def matmul_peak(model: nn.Module, shape: tuple[int, ...], train: bool, device: str, dtype: torch.dtype) -> float:
+    """FLOP/s of `Matmuls` on its own (median of 3)."""
+    mm = Matmuls(model, shape, train, device, dtype)
+    return mm.flops / interleaved({"matmul": mm}, train, 3)["matmul"].median
+
+
+class Load:
+    """The 1-minute load average, sampled through the run; the verdicts depend on its maximum."""
+
+    def __init__(self) -> None:
+        self.cores = os.cpu_count() or 1
+        self.samples = [os.getloadavg()[0]]
+
+    def sample(self) -> float:
+        self.samples.append(os.getloadavg()[0])
+        return self.samples[-1]
+
+    def busy(self) -> str | None:
+        """Why no verdict may be given, or None."""
+        worst = max(self.samples)
+        if worst > BUSY_LOAD * self.cores:
+            return f"no verdict: 1-min load reached {worst:.1f} > {BUSY_LOAD} x {self.cores} cores"
+        return None
+
+
+def verdict(value: float, target: float, load: Load, at_least: bool = True) -> str:
+    sign = ">=" if at_least else "<="
+    if load.busy():
+        return f"no verdict, load ({sign} {target:g})"
     ok = value >= target if at_least else value <= target
-    return f"{'PASS' if ok else 'MISS'} ({'>=' if at_least else '<='} {target:g})"
+    return f"{'PASS' if ok else 'MISS'} ({sign} {target:g})"
 
 
-def bench_scheme(attention: str, args: argparse.Namespace, arch: dict) -> None:
+def bench_scheme(attention: str, args: argparse.Namespace, arch: dict, load: Load) -> None:
     """Rows for one attention scheme: inference and training, fp32 (and bf16 on a GPU)."""
     torch.manual_seed(0)
     ours = create("timesformer_base", attention=attention, drop_path_rate=0.0, **arch).to(args.device)
     peer = peer_model(ours).to(args.device)
+    twin, twin_name = compiled_twin(ours, args.device) if args.compile else (None, "")
     x = torch.randn(args.batch, 3, arch["num_frames"], arch["image_size"], arch["image_size"], device=args.device)
+    xp = rearrange(x, "b c t h w -> b t c h w").contiguous()  # HF takes [B, T, 3, H, W]
     ours.eval(), peer.eval()
-    diff = float("nan")  # HF's space-only returns per-frame logits; its equivalence is in tests/model
-    if attention != "space_only":
-        with torch.no_grad():
-            diff = (ours(x) - peer(pixel_values=rearrange(x, "b c t h w -> b t c h w")).logits).abs().max().item()
-    precisions = [False, True] if args.device.startswith("cuda") else [False]
-    for bf16 in precisions:
-        r_ours, r_peer = runners(ours, peer, x, args.device, bf16)
+    with torch.no_grad():
+        diff = (ours(x) - peer(pixel_values=xp).logits).abs().max().item()
+    print(f"{attention}: max|logit diff| ours vs HF {diff:.1e}", flush=True)
+    gpu = args.device.startswith("cuda")
+    for bf16 in ([False, True] if gpu else [False]):
+        runners: dict[str, Runner | Matmuls] = {
+            "HF": Runner(peer, lambda: peer(pixel_values=xp).logits, args.device, bf16),
+            "eager": Runner(ours, lambda: ours(x), args.device, bf16)}
+        if twin is not None:
+            runners[twin_name] = Runner(twin, lambda: twin(x), args.device, bf16)
         for train in (False, True):
             mode = "train" if train else "infer"
-            res = compare(r_ours, r_peer, train, args.reps)
-            target = CPU_TARGETS.get((attention, mode)) if args.device == "cpu" else None
-            mem = (f" peak MiB ours {res.ours_peak / 2**20:,.0f} / HF {res.peer_peak / 2**20:,.0f}"
-                   if args.device.startswith("cuda") else "")
-            print(f"{attention:<10} {mode:<5} {'bf16' if bf16 else 'fp32':<4} {res.ours_s:8.3f} {res.peer_s:8.3f} "
-                  f"{res.speedup:7.2f}x  {res.lo:.2f}..{res.hi:.2f}  {verdict(res.speedup, target) if target else '-':<14}"
-                  f" max|logit diff| {diff:.1e}{mem}", flush=True)
-    del ours, peer
+            t0 = time.perf_counter()
+            matmuls = Matmuls(ours, tuple(x.shape), train, args.device, torch.bfloat16 if bf16 else torch.float32)
+            times = interleaved({**runners, "matmul peak": matmuls}, train, args.reps)
+            load.sample()
+            flops = step_flops(ours, tuple(x.shape), train=train)
+            peak = matmuls.flops / times.pop("matmul peak").median
+            prec = "bf16" if bf16 else "fp32"
+            compiled = "".join(f", {n} warm-up (compile) {t.warmup:.0f} s" for n, t in times.items() if "comp" in n)
+            print(f"{attention} {mode} {prec}: {flops / 1e9:,.2f} GFLOP/step, matmul peak {peak / 1e9:,.1f} GFLOP/s"
+                  f"{f', device peak {args.peak_tflops:g} TFLOP/s' if gpu else ''}{compiled} "
+                  f"({time.perf_counter() - t0:.0f} s, load {load.samples[-1]:.1f})", flush=True)
+            for name, timing in times.items():
+                print(row(attention, mode, prec, name, times["HF"], timing, flops, peak, args, load), flush=True)
+    del ours, peer, twin
 
 
-def bench_timesformer_l(args: argparse.Namespace) -> None:
-    """GPU: TimeSformer-L (96 x 224, divided) training step, clips/s and peak memory per clip.
+def row(attention: str, mode: str, prec: str, name: str, hf: Timing, t: Timing, flops: float, peak: float,
+        args: argparse.Namespace, load: Load) -> str:
+    """One printed row: time, speedup vs HF with its noise, FLOP/s and share of the peak, verdicts."""
+    rate = flops / t.median
+    text = f"{attention:<8} {mode:<5} {prec} {name:<15} {t.median:8.3f} s "
+    if name == "HF":
+        text += f"{'-':>7}  {'':<10}"
+    else:
+        speedup, lo, hi = paired(hf, t)
+        text += f"{speedup:6.2f}x  {lo:.2f}..{hi:.2f}"
+    text += f"  {rate / 1e9:8.1f} GFLOP/s {100 * rate / peak:4.0f}% of matmul peak"
+    if args.device.startswith("cuda"):
+        text += f", MFU {100 * rate / (args.peak_tflops * 1e12):4.1f}%"
+        text += f", peak {max(t.peaks) / 2**20:,.0f} MiB"
+    target = CPU_TARGETS.get((attention, mode)) if args.device == "cpu" and name != "HF" else None
+    if target:
+        text += f"  speed {verdict(paired(hf, t)[0], target, load)}, FLOP/s {verdict(rate / peak, PEAK_SHARE, load)}"
+    return text
 
-    Ours: bf16 autocast (SDPA flash / memory-efficient kernels) + activation checkpointing per
-    block, batch `--l-batch`. HF: as shipped (fp32, eager softmax attention, no checkpointing),
-    batch `--l-peer-batch`; also HF under bf16 autocast for reference (not the target).
+
+def bench_timesformer_l(args: argparse.Namespace, load: Load) -> None:
+    """TimeSformer-L (divided) training step: clips/s, memory per clip and MFU, ours vs HF.
+
+    Ours: bf16 autocast on a GPU (SDPA flash / memory-efficient kernels) + activation
+    checkpointing per block, batch `--l-batch`, eager and compiled. HF: as shipped (fp32, eager
+    softmax attention, no checkpointing), batch `--l-peer-batch`; also HF under bf16 autocast for
+    reference (not the target). On a CPU (`--l`, for checking the logic with tiny settings) there
+    is no bf16 and no peak memory.
     """
-    frames = 96
+    frames, size, gpu = args.l_frames, args.image_size, args.device.startswith("cuda")
     torch.manual_seed(0)
-    size = args.image_size  # 224 unless asked otherwise (quick checks), like --depth
     ours = create("timesformer_l", drop_path_rate=0.0, grad_checkpointing=True, depth=args.depth,
-                  image_size=size).to(args.device)
-    peer = peer_model(ours, num_frames=frames).to(args.device)
+                  image_size=size, num_frames=frames).to(args.device)
+    peer = peer_model(ours).to(args.device)
     x = torch.randn(args.l_batch, 3, frames, size, size, device=args.device)
-    xp = torch.randn(args.l_peer_batch, 3, frames, size, size, device=args.device)
-    r_ours = runners(ours, peer, x, args.device, bf16=True)[0]
-    rows = {"ours bf16+ckpt": (r_ours, args.l_batch)}
-    for name, bf16 in (("HF fp32", False), ("HF bf16", True)):
-        rows[name] = (runners(ours, peer, xp, args.device, bf16)[1], args.l_peer_batch)
+    xp = rearrange(torch.randn(args.l_peer_batch, 3, frames, size, size, device=args.device),
+                   "b c t h w -> b t c h w").contiguous()
+    rows = {"ours": (Runner(ours, lambda: ours(x), args.device, gpu), args.l_batch)}
+    if args.compile:
+        twin, twin_name = compiled_twin(ours, args.device)
+        rows[f"ours {twin_name}"] = (Runner(twin, lambda: twin(x), args.device, gpu), args.l_batch)
+    rows["HF fp32"] = (Runner(peer, lambda: peer(pixel_values=xp).logits, args.device, False), args.l_peer_batch)
+    if gpu:
+        rows["HF bf16"] = (Runner(peer, lambda: peer(pixel_values=xp).logits, args.device, True), args.l_peer_batch)
+    clip_flops = step_flops(ours, (1, 3, frames, size, size), train=True)
+    peak = args.peak_tflops * 1e12 if gpu else matmul_peak(ours, (1, 3, frames, size, size), True, args.device,
+                                                           torch.float32)
     stats = {}
     for name, (runner, batch) in rows.items():
-        runner.step(True)  # warm-up
-        runs = [runner.timed(True) for _ in range(args.reps)]
-        sec = statistics.median(dt for dt, _ in runs)
-        peak = max(p for _, p in runs)
-        stats[name] = (batch / sec, peak / batch)
-        print(f"TimeSformer-L ({frames}x{size}, depth {args.depth}) train {name:<15} batch {batch}: {batch / sec:6.2f} clips/s, "
-              f"peak {peak / 2**30:6.2f} GiB ({peak / batch / 2**30:.2f} GiB/clip)", flush=True)
-    ours_cps, ours_mem = stats["ours bf16+ckpt"]
-    for ref in ("HF fp32", "HF bf16"):
-        cps, mem = stats[ref]
-        target = ref == "HF fp32"
-        mem_ratio = ours_mem / mem if mem else float("nan")  # no peak memory off the GPU
-        print(f"TimeSformer-L vs {ref}: clips/s {ours_cps / cps:.2f}x "
-              f"{verdict(ours_cps / cps, L_SPEEDUP) if target else '(reference)'}, memory/clip {mem_ratio:.3f} "
-              f"{verdict(mem_ratio, L_MEMORY, at_least=False) if target else '(reference)'}")
+        timing = interleaved({name: runner}, True, args.reps)[name]
+        cps, mem = batch / timing.median, max(timing.peaks) / batch
+        stats[name] = (cps, mem)
+        print(f"TimeSformer-L ({frames}x{size}, depth {args.depth}) train {name:<22} batch {batch}: {cps:7.3f} clips/s, "
+              f"{mem / 2**30:6.2f} GiB/clip, {'MFU' if gpu else 'of matmul peak'} "
+              f"{100 * cps * clip_flops / peak:5.1f}%", flush=True)
+    load.sample()
+    hf_cps, hf_mem = stats["HF fp32"]
+    for name in [n for n in stats if n.startswith("ours")]:
+        cps, mem = stats[name]
+        share = cps * clip_flops / peak
+        mem_ratio = mem / hf_mem if hf_mem else float("nan")  # no peak memory off the GPU
+        print(f"TimeSformer-L {name} vs HF fp32: clips/s {cps / hf_cps:.2f}x {verdict(cps / hf_cps, L_SPEEDUP, load)}, "
+              f"memory/clip {mem_ratio:.3f} {verdict(mem_ratio, L_MEMORY, load, at_least=False) if hf_mem else '(n/a)'}, "
+              f"{'MFU' if gpu else 'FLOP/s share'} {100 * share:.1f}% {verdict(share, L_MFU, load)}", flush=True)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cpu")
-    p.add_argument("--attention", nargs="+", default=["divided", "joint"], choices=list(HF_ATTENTION))
+    p.add_argument("--attention", nargs="*", default=["divided", "joint"], choices=list(HF_ATTENTION))
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--depth", type=int, default=12, help="blocks (default 12 = ViT-B; fewer for a quick run)")
     p.add_argument("--batch", type=int, default=None, help="clips per step (default: 1 on CPU, 8 on GPU)")
-    p.add_argument("--reps", type=int, default=None, help="timed repeats per model (default: 3 CPU, 10 GPU)")
+    p.add_argument("--reps", type=int, default=None, help="timed repeats per model (default: 5 CPU, 10 GPU)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
-    p.add_argument("--l-batch", type=int, default=4, help="GPU TimeSformer-L: our clips per step")
-    p.add_argument("--l-peer-batch", type=int, default=1, help="GPU TimeSformer-L: HF's clips per step")
+    p.add_argument("--no-compile", dest="compile", action="store_false", help="skip the compiled rows")
+    p.add_argument("--peak-tflops", type=float, default=989.0, help="GPU dense bf16 peak (H100/H200 SXM: 989)")
+    p.add_argument("--l", action="store_true", help="TimeSformer-L rows on this device (default: on a GPU only)")
     p.add_argument("--skip-l", action="store_true", help="GPU: skip the TimeSformer-L rows")
+    p.add_argument("--l-frames", type=int, default=96, help="TimeSformer-L frames (fewer for a logic check)")
+    p.add_argument("--l-batch", type=int, default=4, help="TimeSformer-L: our clips per step")
+    p.add_argument("--l-peer-batch", type=int, default=1, help="TimeSformer-L: HF's clips per step")
     args = p.parse_args()
     gpu = args.device.startswith("cuda")
     args.batch = args.batch or (8 if gpu else 1)
-    args.reps = args.reps or (10 if gpu else 3)
+    args.reps = args.reps or (10 if gpu else 5)
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    load = Load()
     arch = dict(num_frames=args.frames, image_size=args.image_size, depth=args.depth)
     print(f"device={args.device} batch={args.batch} reps={args.reps} {arch} (ViT-B widths) torch={torch.__version__} "
-          f"threads={torch.get_num_threads()} load={os.getloadavg()[0]:.1f}")
-    print("SPEEDUP = HF time / our time (>1: ours faster), median of paired ratios; noise = min..max paired ratio")
-    print(f"{'scheme':<10} {'mode':<5} {'prec':<4} {'ours s':>8} {'HF s':>8} {'SPEEDUP':>8}  {'noise':<10}  target")
+          f"threads={torch.get_num_threads()} cores={load.cores} load={load.samples[0]:.1f} "
+          f"(verdicts need load <= {BUSY_LOAD * load.cores:g})")
+    print("SPEEDUP = HF time / our time (>1: ours faster), median of paired ratios, then their min..max")
     for attention in args.attention:
-        bench_scheme(attention, args, arch)
-    if gpu and not args.skip_l:
-        bench_timesformer_l(args)
+        bench_scheme(attention, args, arch, load)
+    if (gpu and not args.skip_l) or args.l:
+        bench_timesformer_l(args, load)
+    print(f"load: start {load.samples[0]:.1f}, max {max(load.samples):.1f}, end {load.sample():.1f} "
+          f"({load.cores} cores){'; ' + load.busy() if load.busy() else ''}")
 
 
 if __name__ == "__main__":

@@ -31,8 +31,13 @@ class ClipScorer:
     """Holds one model (loaded once) and scores batches of clips from the object store."""
 
     def __init__(self, checkpoint: str, device: str = "auto", threads: int = 1,
-                 precision: str = "fp32", fail_after_calls: int | None = None, fault_marker: str = ""):
+                 precision: str = "fp32", fail_after_calls: int | None = None, fault_marker: str = "",
+                 compile: bool = False):
+        from pipeline.model.compile import compile_blocks
+
         self.model, self.device = load_model(checkpoint, device, threads)
+        if compile:
+            compile_blocks(self.model, self.device)  # eager (one warning) where the compiler cannot run
         self.precision = precision  # "fp32": no autocast; "bf16" / "fp16": autocast on CUDA
         self.calls, self.fail_after_calls, self.fault_marker = 0, fail_after_calls, fault_marker
 
@@ -85,5 +90,6 @@ def make_actors(checkpoint: str, cfg: InferConfig, device: str = "auto", fault_m
     dev = device if device != "auto" else ("cuda" if per_actor else "cpu")
     return [ClipScorer.options(num_cpus=cfg.actor_cpus, num_gpus=per_actor, max_restarts=cfg.actor_restarts,
                                max_task_retries=0).remote(  # the scheduler re-sends failed calls itself
-        checkpoint, dev, threads, cfg.precision, cfg.fail_actor_after_calls if i == 0 else None, fault_marker)
+        checkpoint, dev, threads, cfg.precision, cfg.fail_actor_after_calls if i == 0 else None, fault_marker,
+        cfg.compile)
         for i in range(n)]

@@ -39,6 +39,9 @@ class InferConfig:
     actor_cpus: float = 1.0
     torch_threads: int = 0  # torch threads in a CPU actor; 0: actor_cpus
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype on CUDA
+    # Off by default: each actor pays the compile (~1 min on CPU) and the CPU machine measured no gain
+    # (docs/BENCHMARKS.md, "Compiled step").
+    compile: bool = False  # torch.compile the model's transformer blocks in each actor (eager fallback with one warning)
     decode_num_cpus: float = 1.0
     max_pixels: int | None = MAX_PIXELS  # width x height above which a video is an error row (admits 4K); None: no cap
     storage_attempts: int = 3  # tries per video while storage fails transiently (5xx, throttling, resets, timeouts)

@@ -119,9 +119,10 @@ def drop_path_mask(x: torch.Tensor, p: float, training: bool) -> torch.Tensor | 
 
     One mask per residual branch, shared by the cls token and the patches of a sample.
     """
-    if p == 0.0 or not training:
+    if not training or p == 0.0:
         return None
-    return torch.empty(x.shape[0], dtype=x.dtype, device=x.device).bernoulli_(1.0 - p) / (1.0 - p)
+    # a comparison, not bernoulli_(1 - p): torch.compile then keeps p symbolic (one graph for all rates)
+    return (torch.rand(x.shape[0], device=x.device) >= p).to(x.dtype) / (1.0 - p)
 
 
 def drop_path(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

@@ -178,10 +178,11 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, dropout: flo
 
 def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Stochastic depth: zero whole samples with probability `p`, rescale the rest."""
-    if p == 0.0 or not training:
+    if not training or p == 0.0:
         return x
-    keep = torch.empty((x.shape[0],) + (1,) * (x.ndim - 1), dtype=x.dtype, device=x.device)
-    return x * keep.bernoulli_(1.0 - p) / (1.0 - p)
+    # a comparison, not bernoulli_(1 - p): torch.compile then keeps p symbolic (one graph for all rates)
+    keep = torch.rand((x.shape[0],) + (1,) * (x.ndim - 1), device=x.device) >= p
+    return x * keep.to(x.dtype) / (1.0 - p)
 
 
 # ----------------------------------------------------------------------------------- layers

@@ -35,6 +35,10 @@ class ModelSection:
     # drop_path_rate, ...). num_classes defaults to the label count of the train manifest.
     overrides: dict[str, Any] = field(default_factory=dict)
     grad_checkpointing: bool = False  # activation checkpointing per block (memory for compute)
+    # torch.compile the transformer blocks (pipeline/model/compile.py); one warning and eager where the
+    # compiler cannot run. Off: on the CPU machine it measured no faster than eager after a ~1 min compile
+    # per worker (docs/BENCHMARKS.md, "Compiled step").
+    compile: bool = False  # torch.compile the transformer blocks (eager fallback with one warning)
     init: InitSection | None = None  # starting weights, e.g. {source: official, path: s3://b/k400.pyth}; None: fresh init
 
 

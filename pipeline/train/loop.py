@@ -28,6 +28,7 @@ from torch import nn
 from pipeline import storage
 from pipeline.config import from_dict, to_dict
 from pipeline.data.clips import ClipConfig
+from pipeline.model.compile import compile_blocks
 from pipeline.model.forward import clip_logits, forward_logits, model_input, unwrap
 from pipeline.model.recipe import make_recipe
 from pipeline.plots import plot_metrics
@@ -59,6 +60,8 @@ def train_func(config: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     init = cfg.model.init if checkpoint is None else None  # a checkpoint holds the weights
     model = build_model(dataclasses.replace(cfg.model, init=init), plan.num_classes).to(device)
+    if cfg.model.compile:
+        compile_blocks(model, device)  # in place, before DDP; eager (one warning) where it cannot run
     optimizer = build_optimizer(model, cfg.optim, plan.base_lr)
     step = restore(checkpoint, rank, model, optimizer, np_rng) if checkpoint is not None else 0
     net = ray.train.torch.prepare_model(model)  # DDP when world > 1

@@ -84,3 +84,12 @@ def test_a_missing_or_corrupt_checkpoint_is_a_one_line_error(tmp_path):
     with pytest.raises(ValueError, match="not a readable checkpoint") as e:
         plan_inference(str(tmp_path / "bad.pt"), InferConfig())
     assert "\n" not in str(e.value)
+
+
+def test_compile_is_opt_in_by_flag():
+    from jobs.infer import InferJobConfig
+    from pipeline.cli import parse_job
+
+    assert InferConfig().compile is False
+    cfg, _ = parse_job(InferJobConfig, ["--compile"], prog="infer", doc="")
+    assert cfg.infer_config().compile is True

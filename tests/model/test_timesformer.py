@@ -183,6 +183,21 @@ def test_drop_path_rises_over_depth_and_is_off_in_eval():
     torch.testing.assert_close(model(x), model(x))
 
 
+def test_drop_path_keeps_samples_at_rate_one_minus_p_scaled_up():
+    from pipeline.model.timesformer import drop_path_mask
+    from pipeline.model.vivit import drop_path
+
+    torch.manual_seed(0)
+    x = torch.ones(20000, 3)
+    mask = drop_path_mask(x, 0.25, training=True)
+    assert mask.unique().tolist() == pytest.approx([0.0, 1 / 0.75])
+    assert (mask > 0).float().mean().item() == pytest.approx(0.75, abs=0.02)
+    assert drop_path_mask(x, 0.25, training=False) is None and drop_path_mask(x, 0.0, training=True) is None
+    out = drop_path(x, 0.25, training=True)  # ViViT's: whole samples
+    assert out.unique().tolist() == pytest.approx([0.0, 1 / 0.75]) and (out[:, 0:1] == out).all()
+    assert out.mean().item() == pytest.approx(1.0, abs=0.03)
+
+
 @pytest.mark.parametrize("bad,message", [
     (torch.randn(2, 3, 32, 32), "expected input"),
     (torch.randn(1, 1, 4, 32, 32), "expected input"),

@@ -65,3 +65,12 @@ def test_missing_manifests_fail_before_ray(user_error, tmp_path):
     (tmp_path / "t.csv").write_text("path,label\na.mp4,x\n")
     user_error(job.main, ["--config", "configs/debug.yaml", "--set", f"train_manifest={tmp_path}/t.csv",
                           "--set", f"val_manifest={tmp_path}/v.csv"], "val_manifest:")
+
+
+def test_compile_is_opt_in_by_flag_or_key():
+    from pipeline.cli import parse_job
+
+    assert TrainJobConfig().model.compile is False
+    for argv in (["--model.compile"], ["--set", "model.compile=true"]):
+        cfg, _ = parse_job(TrainJobConfig, argv, prog="train", doc="")
+        assert cfg.model.compile is True

@@ -1,0 +1,38 @@
+"""bench/model.py end to end with tiny settings (the GPU path's TimeSformer-L rows run on the CPU)."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from bench import model as bench
+
+
+@pytest.mark.slow
+def test_bench_prints_every_row_and_gates_verdicts_on_load(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["bench.model", "--depth", "1", "--image-size", "32", "--frames", "4",
+                                      "--reps", "2", "--no-compile", "--l", "--l-frames", "8", "--l-batch", "2"])
+    bench.main()
+    out = capsys.readouterr().out
+    for scheme in ("divided", "joint"):
+        for mode in ("infer", "train"):
+            assert f"{scheme} {mode} fp32:" in out and "GFLOP/step, matmul peak" in out
+            for name in ("HF", "eager"):
+                assert any(line.startswith(f"{scheme:<8} {mode:<5} fp32 {name} ") for line in out.splitlines())
+    assert "TimeSformer-L ours vs HF fp32: clips/s" in out
+    verdicts = [line for line in out.splitlines() if "speed " in line or "TimeSformer-L ours vs" in line]
+    assert len(verdicts) == 3
+    for line in verdicts:  # either every verdict is given, or (busy machine) none
+        given = "PASS" in line or "MISS" in line
+        assert given != ("no verdict, load" in line), line
+    assert out.splitlines()[-1].startswith("load: start")
+
+
+def test_load_gate_refuses_a_verdict_on_a_busy_machine():
+    load = bench.Load()
+    load.samples = [0.1, 0.4 * load.cores]
+    assert bench.verdict(1.3, 1.2, load).startswith("PASS") and bench.verdict(1.1, 1.2, load).startswith("MISS")
+    load.samples.append(0.6 * load.cores)
+    assert bench.verdict(1.3, 1.2, load) == "no verdict, load (>= 1.2)"
+    assert "load reached" in load.busy()
