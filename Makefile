@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test test-fast test-all bench clean
 
 setup: $(STAMP)
 
@@ -22,10 +22,13 @@ demo: $(STAMP)
 	$(PY) -m jobs.demo
 
 test: $(STAMP)
+	$(PY) -m pytest -q -m "not extended"
+
+test-all: $(STAMP)
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow and not extended"
 
 clean:
 	rm -rf $(VENV) .pytest_cache demo_out

@@ -1,4 +1,5 @@
-"""Proof on the synthetic motion corpus (slow: small TimeSformers trained in-process, no Ray).
+"""Proof on the synthetic motion corpus (extended: small TimeSformers trained in-process for
+minutes, no Ray; `make test-all` runs them).
 
 The corpus records the moving object's box in every frame; `bench.explain` holds the data, the
 training loop and the measures (its docstring; figures in docs/EXPLAIN.md, "Proof").
@@ -11,7 +12,7 @@ import pytest
 from bench import explain as proof
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 def test_divided_rollout_finds_the_object_and_its_features_separate_the_motions(tmp_path):
     train = proof.make_split(tmp_path, 192, seed=1, clips=6, object_fraction=0.3)
     val = proof.make_split(tmp_path, 32, seed=1000, clips=2, object_fraction=0.3)
@@ -23,7 +24,7 @@ def test_divided_rollout_finds_the_object_and_its_features_separate_the_motions(
     assert space_only["silhouette"] < divided["silhouette"] - 0.2  # blind to frame order
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 def test_training_with_randaugment_still_learns_the_motion(tmp_path):
     train = proof.make_split(tmp_path, 96, seed=1, clips=6, object_fraction=0.5)
     val = proof.make_split(tmp_path, 32, seed=1000, clips=2, object_fraction=0.5)

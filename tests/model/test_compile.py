@@ -88,7 +88,7 @@ def test_compiled_timesformer_equals_hf_and_eager_at_every_batch_size():
     assert graphs() - before == 2
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 @pytest.mark.parametrize("attention", ["joint", "space_only", "local_global", "axial"])
 def test_every_timesformer_scheme_compiles_without_a_graph_per_block_or_batch(attention):
     """Drop-path rates differ per block (0 ... 0.1): still one train graph for rate 0 and one for
@@ -107,7 +107,7 @@ def test_every_timesformer_scheme_compiles_without_a_graph_per_block_or_batch(at
     assert graphs() - before == 3
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 def test_compiled_vivit_matches_eager_for_every_model():
     for number in (1, 2, 3, 4):
         compiled, eager = twins("vivit_debug", model=number, drop_path_rate=0.1, grad_checkpointing=True)
@@ -120,7 +120,7 @@ def test_compiled_vivit_matches_eager_for_every_model():
         assert_same_grads(train_grads(compiled, x), train_grads(eager, x))
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 def test_compiled_under_bf16_autocast_matches_eager():
     compiled, eager = twins(depth=2)
     compile_blocks(compiled, "cpu", backend=FAST)
@@ -132,7 +132,7 @@ def test_compiled_under_bf16_autocast_matches_eager():
     torch.testing.assert_close(got, ref, atol=0, rtol=0)
 
 
-@pytest.mark.slow
+@pytest.mark.extended
 def test_ddp_around_compiled_blocks_trains_like_eager(tmp_path):
     """Compile first, then DDP (the order of pipeline/train/loop.py): gradients reach every
     parameter through DDP's hooks and equal eager DDP's."""
