@@ -51,7 +51,7 @@ HF_ATTENTION = {"divided": "divided_space_time", "joint": "joint_space_time", "s
 CPU_TARGETS = {("divided", "train"): 1.2, ("joint", "train"): 1.6}  # minimum speedup vs HF
 PEAK_SHARE = 0.6  # training step FLOP/s >= this share of the matmul peak (CPU)
 L_SPEEDUP, L_MEMORY, L_MFU = 3.0, 0.25, 0.45  # TimeSformer-L: clips/s ratio >=, memory/clip ratio <=, MFU >=
-BUSY_LOAD = 0.5  # no verdict when the 1-minute load average exceeded this x the cores
+BUSY_LOAD = 0.25  # no verdict when other processes kept more than this x the cores busy
 
 
 def peer_model(ours: nn.Module, num_frames: int | None = None) -> nn.Module:
@@ -199,22 +199,53 @@ def matmul_peak(model: nn.Module, shape: tuple[int, ...], train: bool, device: s
     return mm.flops / interleaved({"matmul": mm}, train, 3)["matmul"].median
 
 
+def cpu_seconds() -> tuple[float, float] | None:
+    """(CPU seconds every process used since boot, CPU seconds of this process and its waited-for
+    children) from /proc; None where there is no /proc."""
+    try:
+        with open("/proc/stat") as f:
+            jiffies = [int(x) for x in f.readline().split()[1:]]
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, ValueError):
+        return None
+    hz = os.sysconf("SC_CLK_TCK")
+    busy = sum(jiffies) - jiffies[3] - jiffies[4]  # all but idle and iowait
+    own = sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
+    return busy / hz, own / hz
+
+
 class Load:
-    """The 1-minute load average, sampled through the run; the verdicts depend on its maximum."""
+    """How busy OTHER processes kept the machine while we measured; the verdicts depend on the
+    worst sample. The first sample is the 1-min load average before the bench starts; each later
+    one is the cores other processes used since the sample before (all CPU time minus this
+    process's, from /proc). The load average during the run would count the bench's own threads."""
 
     def __init__(self) -> None:
         self.cores = os.cpu_count() or 1
         self.samples = [os.getloadavg()[0]]
+        self._last = (time.monotonic(), cpu_seconds())
 
     def sample(self) -> float:
-        self.samples.append(os.getloadavg()[0])
-        return self.samples[-1]
+        now, cpu = time.monotonic(), cpu_seconds()
+        then, before = self._last
+        if cpu is None or before is None or now <= then:  # no /proc: the load average, own threads off
+            other = max(0.0, os.getloadavg()[0] - torch.get_num_threads())
+        else:
+            other = max(0.0, (cpu[0] - before[0]) - (cpu[1] - before[1])) / (now - then)
+        self._last = (now, cpu)
+        self.samples.append(other)
+        return other
+
+    def restart(self) -> None:
+        """The next sample covers only what runs from now (not compiles or set-up before)."""
+        self._last = (time.monotonic(), cpu_seconds())
 
     def busy(self) -> str | None:
         """Why no verdict may be given, or None."""
         worst = max(self.samples)
         if worst > BUSY_LOAD * self.cores:
-            return f"no verdict: 1-min load reached {worst:.1f} > {BUSY_LOAD} x {self.cores} cores"
+            return f"no verdict: other processes kept {worst:.2f} cores busy > {BUSY_LOAD} x {self.cores} cores"
         return None
 
 
@@ -249,6 +280,7 @@ def bench_scheme(attention: str, args: argparse.Namespace, arch: dict, load: Loa
             mode = "train" if train else "infer"
             t0 = time.perf_counter()
             matmuls = Matmuls(ours, tuple(x.shape), train, args.device, torch.bfloat16 if bf16 else torch.float32)
+            load.restart()
             times = interleaved({**runners, "matmul peak": matmuls}, train, args.reps)
             load.sample()
             flops = step_flops(ours, tuple(x.shape), train=train)
@@ -257,7 +289,7 @@ def bench_scheme(attention: str, args: argparse.Namespace, arch: dict, load: Loa
             compiled = "".join(f", {n} warm-up (compile) {t.warmup:.0f} s" for n, t in times.items() if "comp" in n)
             print(f"{attention} {mode} {prec}: {flops / 1e9:,.2f} GFLOP/step, matmul peak {peak / 1e9:,.1f} GFLOP/s"
                   f"{f', device peak {args.peak_tflops:g} TFLOP/s' if gpu else ''}{compiled} "
-                  f"({time.perf_counter() - t0:.0f} s, load {load.samples[-1]:.1f})", flush=True)
+                  f"({time.perf_counter() - t0:.0f} s, other processes {load.samples[-1]:.2f} cores)", flush=True)
             for name, timing in times.items():
                 print(row(attention, mode, prec, name, times["HF"], timing, flops, peak, args, load), flush=True)
     del ours, peer, twin
@@ -354,14 +386,14 @@ def main() -> None:
     load = Load()
     arch = dict(num_frames=args.frames, image_size=args.image_size, depth=args.depth)
     print(f"device={args.device} batch={args.batch} reps={args.reps} {arch} (ViT-B widths) torch={torch.__version__} "
-          f"threads={torch.get_num_threads()} cores={load.cores} load={load.samples[0]:.1f} "
-          f"(verdicts need load <= {BUSY_LOAD * load.cores:g})")
+          f"threads={torch.get_num_threads()} cores={load.cores} load before={load.samples[0]:.1f} "
+          f"(verdicts need other processes <= {BUSY_LOAD * load.cores:g} cores busy)")
     print("SPEEDUP = HF time / our time (>1: ours faster), median of paired ratios, then their min..max")
     for attention in args.attention:
         bench_scheme(attention, args, arch, load)
     if (gpu and not args.skip_l) or args.l:
         bench_timesformer_l(args, load)
-    print(f"load: start {load.samples[0]:.1f}, max {max(load.samples):.1f}, end {load.sample():.1f} "
+    print(f"load: start {load.samples[0]:.1f}, other processes max {max(load.samples):.2f}, end {load.sample():.2f} cores "
           f"({load.cores} cores){'; ' + load.busy() if load.busy() else ''}")
 
 

@@ -120,6 +120,11 @@ def infer(work: str) -> dict[str, Any]:
     result = run_inference(ckpt, items, out, cfg, device="cpu", actors=actors)
     watcher.join(timeout=1)
     rows = pq.read_table(os.path.join(out, "predictions.parquet")).to_pylist()
+    # the actor's process may answer a little while after its node went (it notices its raylet
+    # is gone later): wait until the GCS has seen the node die and the actor come back
+    deadline = time.time() + 60
+    while time.time() < deadline and (model_node in _worker_nodes() or not _actor_nodes("ClipScorer")):
+        time.sleep(0.2)
     model_nodes_after = _actor_nodes("ClipScorer")
     for a in actors:  # its CPU: 2 are left, the clean run's actor and its decodes need them
         ray.kill(a)

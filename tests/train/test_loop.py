@@ -71,12 +71,13 @@ def test_train_step_returns_none_when_the_stream_runs_out():
 def test_train_batches_from_ray_data_carry_the_decode_work_into_the_step(ray_local, tmp_path):
     """The train stream as the workers read it (the driver's columns, the loop's dtypes): each
     step returns the frames its clips decoded and kept."""
-    from conftest import write_index_video
+    from pipeline.data import synthetic
     from pipeline.data.dataset import build_clip_dataset
     from pipeline.data.rows import WORK_COLUMNS, DataConfig
     from pipeline.train.loop import BATCH_DTYPES
 
-    path = write_index_video(tmp_path / "v.mp4", num_frames=60, gop=30)
+    path = str(tmp_path / "v.mp4")
+    synthetic.write_motion_video(path, 0, seconds=2.0)  # 60 frames, 64 x 48
     rows = [{"path": path, "label": i % 2, "video_id": f"v{i}", "start_sec": None, "end_sec": None} for i in range(4)]
     data = DataConfig(num_frames=4, sampling_rate=4, crop_size=32, train_short_side=(32, 40), batch_size=2,
                       clips_per_video=2, memory=0)
