@@ -24,20 +24,19 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, Sequence
 
 import numpy as np
 import pyarrow as pa
 
-from jobs.shards import (PARTIAL, jsonable, manifest_fingerprint, plan_shards, read_markers, run_shards, shard_name,
-                         write_marker)
+from jobs.shards import (jsonable, load_markers, manifest_fingerprint, plan_shards, read_markers, run_shards,
+                         shard_name, write_error_table, write_marker)
 from pipeline import storage
 from pipeline.cli import parse_job
 from pipeline.config import ConfigError
 from pipeline.data.decode import MAX_PIXELS
-from pipeline.data.errors import error_text, errors_table
+from pipeline.data.errors import error_text
 from pipeline.data.rows import (RETRYABLE_STAGE, WORK_COLUMNS, DataConfig, manifest_table, process_row,
                                 views_to_batch)
 from pipeline.data.manifest import load_manifest, write_labels
@@ -248,16 +247,9 @@ def run(job: PreprocessConfig) -> dict[str, Any]:
 
 def _summarise(out: str, progress_dir: str, manifest, shards, job_config, seconds: float) -> dict[str, Any]:
     """Merge shard markers into summary.json and errors.parquet."""
-    complete, _ = read_markers(progress_dir)
-    uris = [storage.join(progress_dir, shard_name(i) + (".json" if i in complete else PARTIAL)) for i, _, _ in shards]
-    with ThreadPoolExecutor(max_workers=32) as pool:  # object stores: many GETs in flight, not one by one
-        markers = list(pool.map(storage.read_json, uris))
+    markers = load_markers(progress_dir, [i for i, _, _ in shards])
     errors = list(manifest.errors) + [e for m in markers for e in m["errors"]]
-    err_uri = storage.join(out, "errors.parquet")
-    if errors:
-        storage.write_parquet_atomic(err_uri, errors_table(errors))
-    else:
-        storage.remove(err_uri)
+    write_error_table(out, errors)
     summary = {
         "videos": len(manifest.rows) + len(manifest.errors),
         "videos_ok": sum(m["videos_ok"] for m in markers),

@@ -13,10 +13,12 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pipeline import storage
+from pipeline.data.errors import errors_table
 
 PARTIAL = ".partial.json"  # marker suffix of a shard with rows to retry (storage was unavailable)
 
@@ -58,6 +60,27 @@ def read_markers(progress_dir: str) -> tuple[set[int], set[int]]:
         if name.startswith("shard-"):
             (partial if name.endswith(PARTIAL) else complete).add(shard_index(name))
     return complete, partial
+
+
+def load_markers(progress_dir: str, indices: Iterable[int], *, skip_missing: bool = False) -> list[dict[str, Any]]:
+    """The markers of shards `indices` (complete, else partial), read concurrently after one
+    listing: object stores answer many GETs in flight, not one by one. A shard without a marker
+    is an error unless `skip_missing`."""
+    complete, partial = read_markers(progress_dir)
+    if skip_missing:
+        indices = [i for i in indices if i in complete or i in partial]
+    uris = [storage.join(progress_dir, shard_name(i) + (".json" if i in complete else PARTIAL)) for i in indices]
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        return list(pool.map(storage.read_json, uris))
+
+
+def write_error_table(out: str, errors: list[dict[str, str]]) -> None:
+    """`<out>/errors.parquet` with the run's error rows, or no such file when there are none."""
+    err_uri = storage.join(out, "errors.parquet")
+    if errors:
+        storage.write_parquet_atomic(err_uri, errors_table(errors))
+    else:
+        storage.remove(err_uri)
 
 
 def write_marker(progress_dir: str, index: int, marker: dict[str, Any], *, retryable: bool) -> None:

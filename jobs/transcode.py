@@ -35,7 +35,6 @@ import posixpath
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
@@ -43,13 +42,13 @@ import numpy as np
 import pyarrow as pa
 
 from jobs.preprocess import read_job_manifest
-from jobs.shards import (PARTIAL, jsonable, manifest_fingerprint, plan_shards, read_markers, run_shards, shard_name,
-                         write_marker)
+from jobs.shards import (jsonable, load_markers, manifest_fingerprint, plan_shards, read_markers, run_shards,
+                         write_error_table, write_marker)
 from pipeline import storage
 from pipeline.cli import parse_job
 from pipeline.config import ConfigError
 from pipeline.data.decode import DecodeError
-from pipeline.data.errors import error_row, errors_table
+from pipeline.data.errors import error_row
 from pipeline.data.manifest import write_labels
 from pipeline.data.rows import RETRYABLE_STAGE
 from pipeline.data.transcode import Encoding, encoder_available, transcode
@@ -244,21 +243,13 @@ def manifest_csv(rows: Sequence[dict[str, Any]], copies: dict[str, str]) -> str:
 
 def summarise(out: str, progress_dir: str, manifest, shards, job_config, seconds: float) -> dict[str, Any]:
     """Merge shard markers into manifest.csv, labels.json, errors.parquet and summary.json."""
-    complete, partial = read_markers(progress_dir)
-    uris = [storage.join(progress_dir, shard_name(i) + (".json" if i in complete else PARTIAL))
-            for i, _, _ in shards if i in complete or i in partial]
-    with ThreadPoolExecutor(max_workers=32) as pool:  # object stores: many GETs in flight
-        markers = list(pool.map(storage.read_json, uris))
+    markers = load_markers(progress_dir, [i for i, _, _ in shards], skip_missing=True)
     videos = [v for m in markers for v in m["videos"]]
     copies = {v["path"]: v["name"] for v in videos if v["ok"]}
     storage.write_bytes_atomic(storage.join(out, "manifest.csv"), manifest_csv(manifest.rows, copies).encode())
     write_labels(storage.join(out, "labels.json"), manifest.labels)
     errors = list(manifest.errors) + [e for m in markers for e in m["errors"]]
-    err_uri = storage.join(out, "errors.parquet")
-    if errors:
-        storage.write_parquet_atomic(err_uri, errors_table(errors))
-    else:
-        storage.remove(err_uri)
+    write_error_table(out, errors)
     fresh = [v for v in videos if v["ok"] and not v.get("resumed")]
     src_bytes, out_bytes = sum(v["source_bytes"] for v in fresh), sum(v["bytes"] for v in fresh)
     summary = {
