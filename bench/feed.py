@@ -83,18 +83,14 @@ def tree_cpu_s(root: int | None = None) -> float:
 def gmacs(preset: str) -> float:
     """Multiply-accumulates of one clip's forward (GMAC), counted on meta tensors."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
+    from pipeline.model.flops import step_flops
     from pipeline.model.timesformer import PRESETS as MODEL_PRESETS, TimeSformer, TimeSformerConfig
 
     kw = MODEL_PRESETS[preset]
     with torch.device("meta"):
-        model = TimeSformer(TimeSformerConfig(**kw)).eval()
-        x = torch.empty(1, 3, kw["num_frames"], kw["image_size"], kw["image_size"])
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(x)
-    return counter.get_total_flops() / 2e9
+        model = TimeSformer(TimeSformerConfig(**kw))
+    return step_flops(model, (1, 3, kw["num_frames"], kw["image_size"], kw["image_size"]), train=False) / 2e9
 
 
 def clips_per_s_per_gpu(gmac: float) -> float:
