@@ -171,11 +171,11 @@ def make_copy(src: str, out: str, **enc) -> tuple[str, float, float]:
 # ----------------------------------------------------------------------------- runs
 
 
-SWEEP = [dict(short_side=ss, gop=g, crf=c, fastdecode=fd, bframes=b)
-         for ss in (256,) for g in (8, 16, 32) for c in (23, 26) for fd in (False, True) for b in (2,)]
-SWEEP += [dict(short_side=256, gop=g, crf=c, fastdecode=True, bframes=3) for g, c in
-          ((16, 23), (16, 24), (16, 25), (20, 23), (20, 24), (24, 24))]
-SWEEP += [dict(short_side=320, gop=16, crf=23, fastdecode=fd, bframes=2) for fd in (False, True)]
+SWEEP = [dict(short_side=256, gop=20, crf=24, fastdecode=True, bframes=3, b_pyramid=True)]  # the first default
+SWEEP += [dict(short_side=256, gop=g, crf=c, fastdecode=True, bframes=b, b_pyramid=False)
+          for g, b, c in ((20, 3, 24), (16, 7, 24), (20, 7, 24), (20, 7, 23), (24, 7, 24), (32, 7, 24),
+                          (24, 11, 24), (32, 15, 24), (16, 15, 24))]
+SWEEP += [dict(short_side=256, gop=20, crf=24, fastdecode=False, bframes=7, b_pyramid=False)]
 
 
 def sweep(src: str, cache: str, clips: int) -> None:
@@ -183,13 +183,14 @@ def sweep(src: str, cache: str, clips: int) -> None:
     decode work, bytes and PSNR at the copy's size, each copy measured right after the source."""
     cfg = data_config(8, 32, 224)
     print(f"\n## sweep (pure 8x32 train clip, no Ray, {clips} clips each; {load()})")
-    print("| short side | GOP | CRF | fastdecode | B-frames | ms/clip | source ms/clip | source/copy | "
+    print("| short side | GOP | CRF | fastdecode | B-frames | B pyramid | ms/clip | source ms/clip | source/copy | "
           "decode work | bytes vs source | PSNR dB |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for enc in SWEEP:
         path, _, ratio = make_copy(src, os.path.join(cache, "sweep.mp4"), **enc)
         s, m = pure_cpu(src, cfg, clips), pure_cpu(path, cfg, clips)  # paired: load swings hit both
         print(f"| {enc['short_side']} | {enc['gop']} | {enc['crf']} | {enc['fastdecode']} | {enc['bframes']} | "
+              f"{enc['b_pyramid']} | "
               f"{m['cpu'] * 1e3:.1f} | {s['cpu'] * 1e3:.1f} | {s['cpu'] / m['cpu']:.2f}x | {m['work']:.2f}x | "
               f"{ratio:.2f}x | {psnr_at_copy_size(src, path, enc['short_side']):.1f} |", flush=True)
     print(load())

@@ -80,7 +80,7 @@ class TranscodeConfig(Encoding):
 EXAMPLES = """examples:
   python -m jobs.transcode --manifest s3://b/train.csv --output s3://b/train-256-g16
   python -m jobs.transcode --manifest howto.csv --howto100m-template 's3://b/v/{video_id}.mp4' \\
-      --output s3://b/howto-256-g16 --short-side 256 --gop 16 --crf 23 --no-fastdecode
+      --output s3://b/howto-256-g16 --short-side 256 --gop 16 --bframes 7 --crf 22 --no-fastdecode
   python -m jobs.train --set train_manifest=s3://b/howto-256-g16/manifest.csv ..."""
 
 

@@ -164,10 +164,10 @@ def read_clips(video: Video, row: dict[str, Any], cfg: ClipConfig, *, mode: Mode
         for clip, size in zip(clips, chunk_sizes):
             if size != max(chunk_sizes):  # several train scales from one pass: down from the largest
                 clip = transforms.short_side_resize(clip, size)
-            frames.append(np.stack(_views(clip, cfg, mode, rng)))  # [V, T, H, W, 3]
+            frames.append(_stack(_views(clip, cfg, mode, rng)))  # [V, T, H, W, 3]
         padded.extend(pads)
     return Clips(
-        frames=np.stack(frames),  # [K, V, T, H, W, 3]
+        frames=_stack(frames),  # [K, V, T, H, W, 3]
         starts=[video.time_of(first + s) for s, _ in spans],
         ends=[video.time_of(first + min(e, total)) for _, e in spans],
         num_padded=padded,
@@ -186,15 +186,19 @@ def _decode_chunk(video: Video, spans: list[tuple[int, int]], first: int, total:
     return clips, [min(num_frames, int(pad + past[k])) for k, (_, pad) in enumerate(picks)]
 
 
+def _stack(arrays: list[np.ndarray]) -> np.ndarray:
+    """np.stack, without the copy when there is one array (a train clip: one clip, one view)."""
+    return arrays[0][None] if len(arrays) == 1 else np.stack(arrays)
+
+
 def _views(clip: np.ndarray, cfg: ClipConfig, mode: str, rng: np.random.Generator | None) -> list[np.ndarray]:
     """Spatial views of one decoded clip [T, H, W, 3] (already at its short side)."""
     if mode == "train":
-        out = transforms.random_crop(clip, cfg.crop_size, rng)
-        if cfg.hflip and rng.random() < 0.5:
-            out = transforms.hflip(out)
+        out = transforms.random_crop(clip, cfg.crop_size, rng)  # a view
+        out = transforms.hflip(out) if cfg.hflip and rng.random() < 0.5 else np.ascontiguousarray(out)
         if cfg.randaugment_n:
             out = randaugment.randaugment(out, cfg.randaugment_n, cfg.randaugment_m, rng)
-        return [np.ascontiguousarray(out)]
+        return [out]
     if cfg.crop_size is None:
         return [clip]
     if cfg.crops == 3:

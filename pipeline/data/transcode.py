@@ -3,9 +3,11 @@
     info = transcode(src, "/tmp/out.mp4", Encoding(short_side=256, gop=16, crf=23))
 
 Why: a web video's GOP is 60-250 frames, so a sparse 8x32 clip decodes ~30-40 frames per frame it
-keeps (`decode.Video.stats`); with a GOP of 20 every wanted frame is at most 19 frames from a
-keyframe (~6 decoded per kept with 3 skippable B-frames), a 256 short side has half the pixels of
-360p, and x264's fastdecode (CAVLC, no deblocking) cuts the per-frame cost (docs/BENCHMARKS.md "Feed").
+keeps (`decode.Video.stats`). The copy has a keyframe every 24 frames and 11 non-reference
+B-frames between its references (I and P only: no B pyramid), so a wanted frame costs its GOP's
+I/P frames up to the next reference plus itself: ~3 decoded per kept; a 256 short side has half the
+pixels of 360p, and x264's fastdecode (CAVLC, no deblocking) cuts the per-frame cost
+(docs/BENCHMARKS.md "Feed").
 
 Frame-exact: frame i of the copy is frame i of the source (`decode.Video.read` semantics) at the
 same time from frame 0. Every source index 0..num_frames-1 is written once, with the source's
@@ -41,10 +43,11 @@ class Encoding:
     """How videos are re-encoded (defaults chosen by `bench/feed.py --sweep`, docs/BENCHMARKS.md)."""
 
     short_side: int = 256  # short side of the copy in pixels (never upscaled; >= the training short side you use)
-    gop: int = 20  # keyframe every this many frames (fixed, no scene cuts): a sparse clip decodes <= gop frames per frame kept
-    crf: int = 24  # libx264 constant rate factor: lower is better quality and more bytes
+    gop: int = 24  # keyframe every this many frames (fixed, no scene cuts): a sparse clip decodes <= gop frames per frame kept
+    crf: int = 23  # libx264 constant rate factor: lower is better quality and more bytes (23: >= 35 dB PSNR with 11 B-frames)
     preset: str = "veryfast"  # libx264 preset (encode speed vs bytes; slower presets cost more decode here)
-    bframes: int = 3  # B-frames between references (non-reference: skipped undecoded when not wanted)
+    bframes: int = 11  # at most this many B-frames between references (non-reference: skipped undecoded when not wanted)
+    b_pyramid: bool = False  # let x264 keep some B-frames as references (fewer bytes, ~1.6x the decode work per clip)
     fastdecode: bool = True  # libx264 tune=fastdecode (CAVLC, no deblocking): ~40 % less decode CPU for ~15 % more bytes
     codec: str = "libx264"  # PyAV encoder; must be in av.codecs_available (crf/preset/tune are libx264's)
     decode_threads: int = 1  # PyAV decoder threads per source video
@@ -111,7 +114,12 @@ def _open_encoder(dst: str, video: Video, enc: Encoding, size: tuple[int, int]):
     stream.codec_context.max_b_frames = enc.bframes
     stream.thread_count = enc.encode_threads
     if enc.codec == "libx264":
-        params = f"keyint={enc.gop}:min-keyint={enc.gop}:scenecut=0:bframes={enc.bframes}:open-gop=0"
+        # fixed GOP; up to `bframes` B-frames in a row (x264's fast adaptive choice, b-adapt=1: the
+        # fixed pattern, b-adapt=0, misplaces a variable-frame-rate copy's end time); references are
+        # only I/P unless b_pyramid, so a wanted frame costs its GOP's I/P frames up to the next
+        # reference plus itself, and unwanted B-frames are never decoded
+        params = (f"keyint={enc.gop}:min-keyint={enc.gop}:scenecut=0:bframes={enc.bframes}:open-gop=0:"
+                  f"b-adapt=1:b-pyramid={'normal' if enc.b_pyramid else 'none'}")
         stream.options = {"crf": str(enc.crf), "preset": enc.preset, "x264-params": params,
                           **({"tune": "fastdecode"} if enc.fastdecode else {})}
     if info.rotation:

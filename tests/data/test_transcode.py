@@ -50,6 +50,29 @@ def test_copy_has_the_sources_frames_at_its_times_and_clips_match_within_codec_l
     assert psnr(ca.frames, cb.frames) >= 35.0, psnr(ca.frames, cb.frames)
 
 
+def test_copy_has_b_frames_and_none_of_them_is_a_reference(tmp_path):
+    # what makes the copy cheap: a wanted frame costs only its GOP's I/P frames up to the next
+    # reference; every B-frame is skipped undecoded when not wanted (docs/DATA.md)
+    import av
+
+    from pipeline.data.seek import _is_non_reference, _nal_length_size
+
+    src = write_coded_video(tmp_path / "src.mp4", codec="libx264", fmt="mp4", num_frames=96, fps=30,
+                            size=(320, 240), gop=96, bframes=2, options={"crf": "12"})
+    transcode(src, str(tmp_path / "copy.mp4"), Encoding())
+    with av.open(str(tmp_path / "copy.mp4")) as c:
+        stream = c.streams.video[0]
+        nal_len = _nal_length_size(stream)
+        packets = {p.pts: bytes(p) for p in c.demux(stream) if p.size}
+    with av.open(str(tmp_path / "copy.mp4")) as c:
+        kinds = {f.pts: f.pict_type for f in c.decode(video=0)}
+    b_frames = [pts for pts, kind in kinds.items() if kind == av.video.frame.PictureType.B]
+    assert len(b_frames) >= len(kinds) // 2, kinds  # mostly B-frames: x264 may pick fewer in a row
+    assert all(_is_non_reference(packets[pts], nal_len) for pts in b_frames)
+    refs = [pts for pts in kinds if pts not in b_frames]
+    assert not any(_is_non_reference(packets[pts], nal_len) for pts in refs)
+
+
 def test_variable_frame_rate_start_offset_and_rotation_are_kept(tmp_path):
     steps = [1 / 30 if i % 3 else 1 / 10 for i in range(47)]
     pts = 2.5 + np.concatenate([[0.0], np.cumsum(steps)])  # starts at 2.5 s
