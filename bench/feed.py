@@ -3,7 +3,8 @@
     python -m bench.feed                      # 60 s 640x360 GOP-250 source; base 8x32, HR 16x16@448, L 96x4
     python -m bench.feed --quick              # fewer clips (a smoke run)
     python -m bench.feed --sweep              # also: GOP x CRF x short side of the copy (pure decode, no Ray)
-    python -m bench.feed --device cuda        # measured only on a lent GPU (not implemented here)
+    python -m bench.feed --device cuda [--nvdec] [--gpu-batch 32 4 4] [--peak-tflops 989]
+                                              # GPU node: also measured steps, cores per GPU, NVDEC
 
 The source is H.264 (x264 veryfast, CRF 23, B-frames) of textured panning content with noise, GOP
 250 (`bench.decode.make_video`, cached in --cache); the copy is made in the same run by the pure
@@ -17,6 +18,13 @@ clips. Decode work = frames decoded per frame kept, summed from the rows' counte
 for a preset = clips/s one H200 trains at 40 % MFU (989 TFLOP/s dense bf16; a training step costs
 3 forwards = 6 x MACs, counted on meta tensors) x CPU s per clip.
 
+`--device cuda` (`bench.feed_cuda`; written, not run here: no GPU lent) then times each preset's
+training step on the GPU (bf16 autocast, activation checkpointing for HR and L as their train
+configs) and prints clips/s, MFU and the cores per GPU that rate needs (x CPU s per clip all-in
+from this run) next to the 40 % MFU estimate; `--nvdec` adds a plain decode loop over the same
+8x32 clips with FFmpeg's CPU h264 decoder vs NVDEC (CUDA hwaccel, h264_cuvid). Without a CUDA
+device it prints one line and exits 2 before any work.
+
 Targets, base 8x32 train clip, copy vs source: >= 4x less CPU per clip, <= 1.5x the source's
 bytes, <= 25 ms all-in per clip (<= 9 cores per H200); L 96x4: the copy not slower.
 Printed with the load average: on a shared machine CPU seconds are steadier than wall seconds,
@@ -29,9 +37,12 @@ import argparse
 import datetime
 import os
 import platform
+import sys
 import time
 
 import numpy as np
+
+from bench.feed_cuda import GPU_BATCH, no_cuda, nvdec_report, step_report
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -203,38 +214,8 @@ def idle_ray_cpu_per_s(seconds: float = 3.0) -> float:
     return (tree_cpu_s() - c0) / (time.perf_counter() - w0)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--seconds", type=int, default=60, help="source length")
-    p.add_argument("--quick", action="store_true", help="fewer clips")
-    p.add_argument("--sweep", action="store_true", help="also sweep GOP x CRF x short side (pure decode)")
-    p.add_argument("--short-side", type=int, default=None, help="copy's short side (default: the job's)")
-    p.add_argument("--gop", type=int, default=None, help="copy's GOP (default: the job's)")
-    p.add_argument("--crf", type=int, default=None, help="copy's CRF (default: the job's)")
-    p.add_argument("--ray-cpus", type=int, default=1, help="CPUs of the local Ray (1: decode tasks one at a time)")
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    p.add_argument("--cache", default=os.path.expanduser("~/.cache/pipeline-bench/feed"))
-    args = p.parse_args()
-    if args.device == "cuda":
-        print("--device cuda: measured only on a lent GPU (real step times, NVDEC via PyAV's cuvid "
-              "decoders); not implemented yet: the CPU numbers below are the feed side")
-    from bench.decode import cached_video
-    from pipeline.data.transcode import Encoding
-
-    print(f"# bench.feed {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; {load()}")
-    src = cached_video(args.cache, args.seconds, (640, 360), 250)
-    enc = {k: v for k, v in (("short_side", args.short_side), ("gop", args.gop), ("crf", args.crf)) if v is not None}
-    e = Encoding(**enc)
-    copy, enc_cpu, bytes_ratio = make_copy(src, os.path.join(args.cache, f"copy_{args.seconds}s_{e.short_side}_"
-                                                             f"g{e.gop}_crf{e.crf}.mp4"), **enc)
-    print(f"source {os.path.basename(src)} {os.path.getsize(src) / 1e6:.2f} MB; copy short side {e.short_side}, "
-          f"GOP {e.gop}, CRF {e.crf}, {e.preset}: {os.path.getsize(copy) / 1e6:.2f} MB = {bytes_ratio:.2f}x the "
-          f"source's bytes; encode {enc_cpu:.1f} CPU s ({enc_cpu / args.seconds:.2f} CPU s per video second); "
-          f"PSNR at the copy's size {psnr_at_copy_size(src, copy, e.short_side):.1f} dB")
-    if args.sweep:
-        sweep(cached_video(args.cache, 20, (640, 360), 250), args.cache, 8 if args.quick else 24)
-
+def all_in(src: str, copy: str, args) -> dict[str, tuple[dict, dict]]:
+    """Print the all-in table (one local Ray): preset name -> (source, copy) measurements."""
     import ray
 
     ray.init(num_cpus=args.ray_cpus, include_dashboard=False, configure_logging=False, log_to_driver=False)
@@ -268,12 +249,59 @@ def main() -> None:
     print(f"pure row function (no Ray), base 8x32: source {pure_s['cpu'] * 1e3:.1f} ms, copy "
           f"{pure_c['cpu'] * 1e3:.1f} ms per clip")
     ray.shutdown()
+    return results
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--seconds", type=int, default=60, help="source length")
+    p.add_argument("--quick", action="store_true", help="fewer clips")
+    p.add_argument("--sweep", action="store_true", help="also sweep GOP x CRF x short side (pure decode)")
+    p.add_argument("--short-side", type=int, default=None, help="copy's short side (default: the job's)")
+    p.add_argument("--gop", type=int, default=None, help="copy's GOP (default: the job's)")
+    p.add_argument("--crf", type=int, default=None, help="copy's CRF (default: the job's)")
+    p.add_argument("--ray-cpus", type=int, default=1, help="CPUs of the local Ray (1: decode tasks one at a time)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                   help="cuda: also measured training steps on the GPU and the cores per GPU they need")
+    p.add_argument("--gpu-batch", type=int, nargs=3, default=list(GPU_BATCH), metavar=("BASE", "HR", "L"),
+                   help="cuda: clips per training step of each preset")
+    p.add_argument("--peak-tflops", type=float, default=H200_TFLOPS, help="cuda: dense bf16 peak of the GPU")
+    p.add_argument("--nvdec", action="store_true", help="cuda: also decode 8x32 clips with NVDEC vs the CPU")
+    p.add_argument("--cache", default=os.path.expanduser("~/.cache/pipeline-bench/feed"))
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.nvdec and args.device != "cuda":
+        print("bench.feed: --nvdec needs --device cuda", file=sys.stderr)
+        return 2
+    if args.device == "cuda" and (line := no_cuda()):
+        print(line, file=sys.stderr)
+        return 2
+    from bench.decode import cached_video
+    from pipeline.data.transcode import Encoding
+
+    print(f"# bench.feed {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; {load()}")
+    src = cached_video(args.cache, args.seconds, (640, 360), 250)
+    enc = {k: v for k, v in (("short_side", args.short_side), ("gop", args.gop), ("crf", args.crf)) if v is not None}
+    e = Encoding(**enc)
+    copy, enc_cpu, bytes_ratio = make_copy(src, os.path.join(args.cache, f"copy_{args.seconds}s_{e.short_side}_"
+                                                             f"g{e.gop}_crf{e.crf}.mp4"), **enc)
+    print(f"source {os.path.basename(src)} {os.path.getsize(src) / 1e6:.2f} MB; copy short side {e.short_side}, "
+          f"GOP {e.gop}, CRF {e.crf}, {e.preset}: {os.path.getsize(copy) / 1e6:.2f} MB = {bytes_ratio:.2f}x the "
+          f"source's bytes; encode {enc_cpu:.1f} CPU s ({enc_cpu / args.seconds:.2f} CPU s per video second); "
+          f"PSNR at the copy's size {psnr_at_copy_size(src, copy, e.short_side):.1f} dB")
+    if args.sweep:
+        sweep(cached_video(args.cache, 20, (640, 360), 250), args.cache, 8 if args.quick else 24)
+    results = all_in(src, copy, args)
 
     print(f"\n## cores per H200 at {MFU:.0%} MFU ({H200_TFLOPS:g} TFLOP/s dense bf16, step = 3 forwards)")
     print("| preset | GMAC/clip fwd | clips/s per GPU | cores (source) | cores (copy) |")
     print("|---|---|---|---|---|")
-    for name, (preset, *_rest) in PRESETS.items():
-        g = gmacs(preset)
+    macs = {name: gmacs(preset) for name, (preset, *_rest) in PRESETS.items()}
+    for name, g in macs.items():
         rate = clips_per_s_per_gpu(g)
         s, c = results[name]
         print(f"| {name} | {g:.1f} | {rate:.0f} | {rate * s['cpu']:.1f} | {rate * c['cpu']:.1f} |")
@@ -283,7 +311,14 @@ def main() -> None:
     print(f"\ntargets: base CPU/clip source/copy {s['cpu'] / c['cpu']:.2f}x (>= 4x); bytes {bytes_ratio:.2f}x "
           f"(<= 1.5x); copy all-in {c['cpu'] * 1e3:.1f} ms/clip (<= 25 ms); L 96x4 source/copy "
           f"{ls['cpu'] / lc['cpu']:.2f}x (>= 1: not slower); {load()}")
+    if args.device == "cuda":
+        rows = [(name, PRESETS[name][0], g, clips_per_s_per_gpu(g), *(m["cpu"] for m in results[name]))
+                for name, g in macs.items()]
+        step_report(rows, args.gpu_batch, args.peak_tflops, load)
+        if args.nvdec:
+            nvdec_report({"source": src, "copy": copy}, 4 if args.quick else 16, load)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

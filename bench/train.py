@@ -80,7 +80,7 @@ def bench_cpu(videos: int, epochs: int) -> dict[str, dict[str, float]]:
 # ----------------------------------------------------------------------------------- CUDA
 
 
-def _step_time(model, opt, batch: int, frames: int, size: int, repeats: int) -> float:
+def step_time(model, opt, batch: int, frames: int, size: int, repeats: int) -> float:
     import torch
 
     x = torch.randn(batch, 3, frames, size, size, device="cuda")
@@ -112,7 +112,7 @@ def _fits(preset: str, batch: int, ckpt: bool) -> bool:
     try:
         model = models.create(preset, num_classes=1059, grad_checkpointing=ckpt).cuda().train()
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        _step_time(model, opt, batch, model.config.num_frames, model.config.image_size, repeats=1)
+        step_time(model, opt, batch, model.config.num_frames, model.config.image_size, repeats=1)
         return True
     except torch.cuda.OutOfMemoryError:
         return False
@@ -150,7 +150,7 @@ def bench_cuda(preset: str, batch: int, peak_tflops: float, repeats: int) -> dic
         model = models.create(preset, num_classes=1059, grad_checkpointing=ckpt).cuda().train()
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         torch.cuda.reset_peak_memory_stats()
-        secs = _step_time(model, opt, b, model.config.num_frames, model.config.image_size, repeats)
+        secs = step_time(model, opt, b, model.config.num_frames, model.config.image_size, repeats)
         flops = 3 * 2 * MACS_PER_CLIP[preset] * b
         out[f"batch_{tag}"] = b
         out[f"step_time_s_{tag}"] = secs
