@@ -37,6 +37,7 @@ import argparse
 import datetime
 import os
 import platform
+import statistics
 import sys
 import time
 
@@ -54,6 +55,10 @@ PRESETS = {
     "HR 16x16@448": ("timesformer_hr", 16, 16, 448),
     "L 96x4@224": ("timesformer_l", 96, 4, 224),
 }
+# manifest rows per decode task, as each preset's training config sets `data.batch_size` (a task's
+# output block: 16 x 1.2 MB base clips, 2 x 9.6 MB HR clips, 1 x 14.5 MB L clip)
+ROWS_PER_TASK = {"base 8x32@224": 16, "HR 16x16@448": 2, "L 96x4@224": 1}
+LOOP_BATCH = {"base 8x32@224": 8, "HR 16x16@448": 2, "L 96x4@224": 1}  # clips per worker step (`loop.batch_size`)
 
 
 def load() -> str:
@@ -73,19 +78,41 @@ def _stat(pid: str) -> tuple[int, int] | None:
     return int(fields[1]), int(fields[11]) + int(fields[12])
 
 
-def tree_cpu_s(root: int | None = None) -> float:
-    """CPU seconds (user + system) used so far by `root` (this process) and all its descendants."""
+def _is_task_worker(pid: int) -> bool:
+    """A Ray worker process that runs tasks (`ray::IDLE`, `ray::MapBatches(...)`), not an actor
+    (Ray Data's stats and autoscaling actors) or an agent."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            name = f.read().split(b"\0")[0].decode(errors="replace")
+    except OSError:
+        return False
+    return name.startswith("ray::") and "Actor" not in name and "Agent" not in name
+
+
+def tree_cpu(root: int | None = None) -> tuple[float, float]:
+    """CPU seconds (user + system) used so far by `root` (this process) and all its descendants,
+    and the part of it in Ray task workers (the decode tasks: what grows with a node's cores; the
+    rest, driver and Ray's daemons, is per node)."""
     root = root or os.getpid()
     stats = {int(p): s for p in os.listdir("/proc") if p.isdigit() and (s := _stat(p)) is not None}
     children: dict[int, list[int]] = {}
     for pid, (ppid, _) in stats.items():
         children.setdefault(ppid, []).append(pid)
-    total, todo = 0, [root]
+    total = tasks = 0
+    todo = [root]
     while todo:
         pid = todo.pop()
-        total += stats.get(pid, (0, 0))[1]
+        ticks = stats.get(pid, (0, 0))[1]
+        total += ticks
+        tasks += ticks if pid != root and _is_task_worker(pid) else 0
         todo.extend(children.get(pid, []))
-    return total / os.sysconf("SC_CLK_TCK")
+    tck = os.sysconf("SC_CLK_TCK")
+    return total / tck, tasks / tck
+
+
+def tree_cpu_s(root: int | None = None) -> float:
+    """CPU seconds of `root` (this process) and all its descendants (see `tree_cpu`)."""
+    return tree_cpu(root)[0]
 
 
 # ----------------------------------------------------------------------------- model cost
@@ -112,10 +139,10 @@ def clips_per_s_per_gpu(gmac: float) -> float:
 # ----------------------------------------------------------------------------- measurements
 
 
-def data_config(frames: int, rate: int, crop: int, clips_per_video: int = 1):
+def data_config(frames: int, rate: int, crop: int, clips_per_video: int = 1, rows_per_task: int = 16):
     from pipeline.data.rows import DataConfig
 
-    return DataConfig(num_frames=frames, sampling_rate=rate, crop_size=crop, batch_size=4,
+    return DataConfig(num_frames=frames, sampling_rate=rate, crop_size=crop, batch_size=rows_per_task,
                       clips_per_video=clips_per_video, memory=0)
 
 
@@ -125,20 +152,24 @@ def rows_of(path: str, n: int) -> list[dict]:
             for i in range(n)]
 
 
-def ray_all_in(path: str, cfg, rows: int) -> dict[str, float]:
-    """CPU s / wall s per clip and decode work, through the Ray Data builder (train mode)."""
+def ray_all_in(path: str, cfg, rows: int, loop_batch: int = 8) -> dict[str, float]:
+    """CPU s / wall s per clip and decode work, through the Ray Data builder (train mode), consumed
+    as the training loop consumes it (its columns, `iter_torch_batches` of `loop_batch` clips)."""
     from pipeline.data.dataset import build_clip_dataset
+    from pipeline.data.rows import WORK_COLUMNS
+    from pipeline.train.loop import BATCH_DTYPES
 
     ds = build_clip_dataset(rows_of(path, rows), cfg, mode="train", seed=0)
-    c0, w0, d0 = tree_cpu_s(), time.perf_counter(), time.process_time()
+    ds = ds.select_columns(["frames", "label", *WORK_COLUMNS])  # as pipeline.train.driver does
+    (c0, t0), w0, d0 = tree_cpu(), time.perf_counter(), time.process_time()
     clips = decoded = kept = 0
-    for batch in ds.iter_batches(batch_size=16, batch_format="numpy"):
+    for batch in ds.iter_torch_batches(batch_size=loop_batch, dtypes=BATCH_DTYPES):
         clips += len(batch["label"])
         decoded += int(batch["decoded_frames"].sum())
         kept += int(batch["kept_frames"].sum())
-    cpu, wall, driver = tree_cpu_s() - c0, time.perf_counter() - w0, time.process_time() - d0
-    return {"cpu": cpu / clips, "wall": wall / clips, "driver": driver / clips, "work": decoded / max(kept, 1),
-            "clips": clips}
+    (c1, t1), wall, driver = tree_cpu(), time.perf_counter() - w0, time.process_time() - d0
+    return {"cpu": (c1 - c0) / clips, "tasks": (t1 - t0) / clips, "wall": wall / clips, "driver": driver / clips,
+            "work": decoded / max(kept, 1), "clips": clips}
 
 
 def pure_cpu(path: str, cfg, rows: int) -> dict[str, float]:
@@ -207,6 +238,19 @@ def sweep(src: str, cache: str, clips: int) -> None:
     print(load())
 
 
+def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
+    """The run with the median CPU per clip (its other fields come with it)."""
+    return sorted(runs, key=lambda m: m["cpu"])[len(runs) // 2]
+
+
+def interleaved(src: str, copy: str, cfg, n: int, reps: int, loop_batch: int) -> tuple[dict, dict, list[float]]:
+    """`reps` source runs and copy runs, alternating (this VM's speed drifts by up to ~1.4x within
+    minutes): (median source run, median copy run, source/copy CPU ratio of each adjacent pair)."""
+    runs = [(ray_all_in(src, cfg, n, loop_batch), ray_all_in(copy, cfg, n, loop_batch)) for _ in range(reps)]
+    return (median_run([s for s, _ in runs]), median_run([c for _, c in runs]),
+            [s["cpu"] / c["cpu"] for s, c in runs])
+
+
 def idle_ray_cpu_per_s(seconds: float = 3.0) -> float:
     """CPU seconds per second the idle local Ray (GCS, raylet, idle workers) burns."""
     c0, w0 = tree_cpu_s(), time.perf_counter()
@@ -223,28 +267,32 @@ def all_in(src: str, copy: str, args) -> dict[str, tuple[dict, dict]]:
     ctx.enable_progress_bars = ctx.enable_operator_progress_bars = False
     ray_all_in(copy, data_config(8, 32, 224), 8)  # warm-up: workers, imports
     idle = idle_ray_cpu_per_s()
-    print(f"idle local Ray: {idle * 1e3:.0f} ms CPU per second (included in all-in; spread over a "
-          f"node's cores in production)")
-    scale = 0.25 if args.quick else 1.0
+    print(f"idle local Ray: {idle * 1e3:.0f} ms CPU per second (included in all-in, as are the driver's Ray Data "
+          f"executor and Ray's daemons: per node, so spread over a node's cores in production; 'decode tasks "
+          f"only' is the part that grows with the cores)")
+    scale, reps = (0.25, 1) if args.quick else (1.0, args.reps)
     rows = {"base 8x32@224": 96, "HR 16x16@448": 24, "L 96x4@224": 16}
     results = {}
-    print(f"\n## all-in through Ray Data (train clips; {args.ray_cpus} Ray CPU(s); {load()})")
-    print("| preset | clip | source ms/clip | copy ms/clip | source/copy | decode work source -> copy | "
-          "wall ms/clip source, copy | minus idle Ray, source, copy | |")
+    print(f"\n## all-in through Ray Data (train clips; {args.ray_cpus} Ray CPU(s); median of {reps} "
+          f"interleaved source/copy runs; {load()})")
+    print("| preset | clip | source ms/clip | copy ms/clip | source/copy (paired runs) | decode work source -> copy "
+          "| wall ms/clip source, copy | decode tasks only, source, copy | |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, (_, frames, rate, crop) in PRESETS.items():
-        cfg = data_config(frames, rate, crop)
+        cfg = data_config(frames, rate, crop, rows_per_task=ROWS_PER_TASK[name])
         n = max(4, int(rows[name] * scale))
-        s, c = ray_all_in(src, cfg, n), ray_all_in(copy, cfg, n)
+        s, c, ratios = interleaved(src, copy, cfg, n, reps, LOOP_BATCH[name])
         results[name] = (s, c)
-        net = [(m["cpu"] - idle * m["wall"]) * 1e3 for m in (s, c)]
         print(f"| {name} | {frames}x{rate} | {s['cpu'] * 1e3:.1f} | {c['cpu'] * 1e3:.1f} | "
-              f"{s['cpu'] / c['cpu']:.2f}x | {s['work']:.1f}x -> {c['work']:.1f}x | "
-              f"{s['wall'] * 1e3:.0f}, {c['wall'] * 1e3:.0f} | {net[0]:.1f}, {net[1]:.1f} | "
-              f"{n} clips each; driver {s['driver'] * 1e3:.0f}, {c['driver'] * 1e3:.0f} ms/clip; {load()} |", flush=True)
-    rep = ray_all_in(copy, data_config(8, 32, 224, clips_per_video=4), max(4, int(24 * scale)))
-    print(f"| base, copy, clips_per_video=4 | 8x32 | | {rep['cpu'] * 1e3:.1f} | | {rep['work']:.1f}x | "
-          f"{rep['wall'] * 1e3:.0f} | {(rep['cpu'] - idle * rep['wall']) * 1e3:.1f} | |")
+              f"{statistics.median(ratios):.2f}x ({', '.join(f'{r:.2f}' for r in ratios)}) | "
+              f"{s['work']:.1f}x -> {c['work']:.1f}x | {s['wall'] * 1e3:.0f}, {c['wall'] * 1e3:.0f} | "
+              f"{s['tasks'] * 1e3:.1f}, {c['tasks'] * 1e3:.1f} | {n} clips per run, {ROWS_PER_TASK[name]} per task; driver "
+              f"{s['driver'] * 1e3:.0f}, {c['driver'] * 1e3:.0f} ms/clip; {load()} |", flush=True)
+    for per_task in (4, 16):
+        cfg = data_config(8, 32, 224, clips_per_video=4, rows_per_task=per_task)
+        rep = median_run([ray_all_in(copy, cfg, max(4, int(24 * scale))) for _ in range(reps)])
+        print(f"| base, copy, clips_per_video=4, {per_task} rows per task | 8x32 | | {rep['cpu'] * 1e3:.1f} | | "
+              f"{rep['work']:.1f}x | {rep['wall'] * 1e3:.0f} | {rep['tasks'] * 1e3:.1f} | |")
     pure_s, pure_c = pure_cpu(src, data_config(8, 32, 224), 16), pure_cpu(copy, data_config(8, 32, 224), 16)
     print(f"pure row function (no Ray), base 8x32: source {pure_s['cpu'] * 1e3:.1f} ms, copy "
           f"{pure_c['cpu'] * 1e3:.1f} ms per clip")
@@ -260,6 +308,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--short-side", type=int, default=None, help="copy's short side (default: the job's)")
     p.add_argument("--gop", type=int, default=None, help="copy's GOP (default: the job's)")
     p.add_argument("--crf", type=int, default=None, help="copy's CRF (default: the job's)")
+    p.add_argument("--reps", type=int, default=3, help="interleaved source/copy runs per preset (median)")
     p.add_argument("--ray-cpus", type=int, default=1, help="CPUs of the local Ray (1: decode tasks one at a time)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                    help="cuda: also measured training steps on the GPU and the cores per GPU they need")
@@ -298,13 +347,15 @@ def main(argv: list[str] | None = None) -> int:
     results = all_in(src, copy, args)
 
     print(f"\n## cores per H200 at {MFU:.0%} MFU ({H200_TFLOPS:g} TFLOP/s dense bf16, step = 3 forwards)")
-    print("| preset | GMAC/clip fwd | clips/s per GPU | cores (source) | cores (copy) |")
-    print("|---|---|---|---|---|")
+    print("| preset | GMAC/clip fwd | clips/s per GPU | cores all-in (source) | cores all-in (copy) | "
+          "decode-task cores (source) | decode-task cores (copy) |")
+    print("|---|---|---|---|---|---|---|")
     macs = {name: gmacs(preset) for name, (preset, *_rest) in PRESETS.items()}
     for name, g in macs.items():
         rate = clips_per_s_per_gpu(g)
         s, c = results[name]
-        print(f"| {name} | {g:.1f} | {rate:.0f} | {rate * s['cpu']:.1f} | {rate * c['cpu']:.1f} |")
+        print(f"| {name} | {g:.1f} | {rate:.0f} | {rate * s['cpu']:.1f} | {rate * c['cpu']:.1f} | "
+              f"{rate * s['tasks']:.1f} | {rate * c['tasks']:.1f} |")
 
     s, c = results["base 8x32@224"]
     ls, lc = results["L 96x4@224"]
