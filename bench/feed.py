@@ -215,9 +215,9 @@ def make_copy(src: str, out: str, **enc) -> tuple[str, float, float]:
 
 SWEEP = [dict(short_side=256, gop=20, crf=24, fastdecode=True, bframes=3, b_pyramid=True)]  # the first default
 SWEEP += [dict(short_side=256, gop=g, crf=c, fastdecode=True, bframes=b, b_pyramid=False)
-          for g, b, c in ((20, 3, 24), (16, 7, 24), (20, 7, 24), (20, 7, 23), (24, 7, 24), (32, 7, 24),
-                          (24, 11, 24), (32, 15, 24), (16, 15, 24))]
-SWEEP += [dict(short_side=256, gop=20, crf=24, fastdecode=False, bframes=7, b_pyramid=False)]
+          for g, b, c in ((20, 3, 24), (16, 7, 24), (20, 7, 23), (20, 7, 24), (24, 11, 23), (24, 11, 24),
+                          (32, 15, 23), (16, 15, 24))]
+SWEEP += [dict(short_side=256, gop=24, crf=23, fastdecode=False, bframes=11, b_pyramid=False)]
 
 
 def sweep(src: str, cache: str, clips: int) -> None:
