@@ -147,18 +147,28 @@ def transcode(src: Source, dst: str, enc: Encoding) -> Transcoded:
         w, h = output_size(info.width, info.height, enc.short_side)
         out, stream = _open_encoder(dst, video, enc, (w, h))
         written = filled = 0
-        try:
-            def put(frame: av.VideoFrame, i: int) -> None:
-                rgb = frame.to_ndarray(format="rgb24", threads=1)  # [H, W, 3] stored orientation
-                if (rgb.shape[1], rgb.shape[0]) != (w, h):  # resized as `decode` resizes (OpenCV linear)
-                    rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_LINEAR)
-                small = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-                small.pts, small.duration = _pts(tl, i), _pts(tl, i + 1) - _pts(tl, i)
-                small.time_base = tl.time_base
-                small.pict_type = av.video.frame.PictureType.NONE  # the encoder places keyframes
-                for packet in stream.encode(small):
-                    out.mux(packet)
+        pending: list[tuple[av.VideoFrame, int]] = []  # the last frame waits: it is encoded as a keyframe
 
+        def encode(frame: av.VideoFrame, i: int, last: bool = False) -> None:
+            rgb = frame.to_ndarray(format="rgb24", threads=1)  # [H, W, 3] stored orientation
+            if (rgb.shape[1], rgb.shape[0]) != (w, h):  # resized as `decode` resizes (OpenCV linear)
+                rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_LINEAR)
+            small = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            small.pts, small.duration = _pts(tl, i), _pts(tl, i + 1) - _pts(tl, i)
+            small.time_base = tl.time_base
+            # the encoder places keyframes, except the last frame: a keyframe is last in decode
+            # order too, so the mp4's last sample duration is its own (mp4 keeps durations in
+            # decode order: after a B-frame run the copy's end time would be another frame's)
+            small.pict_type = av.video.frame.PictureType.I if last else av.video.frame.PictureType.NONE
+            for packet in stream.encode(small):
+                out.mux(packet)
+
+        def put(frame: av.VideoFrame, i: int) -> None:
+            if pending:
+                encode(*pending.pop())
+            pending.append((frame, i))
+
+        try:
             prev = None
             for k, frame in video.presented():
                 if k < written:
@@ -170,6 +180,8 @@ def transcode(src: Source, dst: str, enc: Encoding) -> Transcoded:
                     put(frame, written)
                     written += 1
                 prev = frame
+            if pending:
+                encode(*pending.pop(), last=True)
             for packet in stream.encode():
                 out.mux(packet)
         except av.FFmpegError as e:

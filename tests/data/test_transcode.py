@@ -40,7 +40,7 @@ def test_copy_has_the_sources_frames_at_its_times_and_clips_match_within_codec_l
     cfg = ClipConfig(num_frames=8, sampling_rate=4, crop_size=224, short_side=256, clips=3, crops=3)
     with Video(src) as a, Video(tmp_path / "copy.mp4") as b:
         assert b.info.num_frames == 150 and b.info.fps == 30.0 and not b.info.variable_frame_rate
-        assert b.info.keyframes == tuple(range(0, 150, Encoding().gop))  # a fixed short GOP
+        assert b.info.keyframes == (*range(0, 150, Encoding().gop), 149)  # a fixed short GOP (+ the last frame)
         assert [b.time_of(i) for i in range(150)] == [a.time_of(i) for i in range(150)]
         frames, _ = b.read(range(150))
         assert [block_index(f) for f in frames] == [i % 256 for i in range(150)]  # frame i is frame i
@@ -88,6 +88,21 @@ def test_variable_frame_rate_start_offset_and_rotation_are_kept(tmp_path):
         fb, _ = b.read(range(48))
     assert fb.shape == fa.shape  # upright in both (the rotation is applied on decode)
     assert psnr(fa, fb) >= 35.0
+
+
+def test_variable_frame_rate_copies_keep_every_time_including_the_last_frames_end(tmp_path):
+    # mp4 stores durations in decode order: a copy ending in a B-frame run gave its last frame
+    # another frame's duration (4 of these 12 sources before the last frame became a keyframe)
+    rng = np.random.default_rng(0)
+    for k in range(12):
+        n = int(rng.integers(30, 120))
+        pts = 1.0 + np.concatenate([[0.0], np.cumsum(rng.choice([1 / 30, 1 / 10, 1 / 24, 1 / 15], size=n - 1))])
+        src = write_coded_video(tmp_path / f"v{k}.mkv", codec="libx264", fmt="matroska", num_frames=n,
+                                size=(96, 64), pts_seconds=pts.tolist(), options={"crf": "12"})
+        transcode(src, str(tmp_path / f"c{k}.mp4"), Encoding(gop=8))
+        with Video(src) as a, Video(tmp_path / f"c{k}.mp4") as b:
+            assert a.info.variable_frame_rate and b.info.num_frames == n
+            assert max(abs(a.time_of(i) - b.time_of(i)) for i in range(n + 1)) < 1e-3, k
 
 
 def test_a_bad_source_raises_a_decode_error_with_its_stage(tmp_path, corrupt_videos):
