@@ -217,14 +217,20 @@ def cpu_seconds() -> tuple[float, float] | None:
 
 class Load:
     """How busy OTHER processes kept the machine while we measured; the verdicts depend on the
-    worst sample. The first sample is the 1-min load average before the bench starts; each later
-    one is the cores other processes used since the sample before (all CPU time minus this
-    process's, from /proc). The load average during the run would count the bench's own threads."""
+    worst sample. Each sample is the cores other processes used since the sample before (all CPU
+    time minus this process's, from /proc), the first one over `settle_s` before the bench starts.
+    The load average would count the bench's own threads during the run, and before it the jobs
+    that ended in the last minutes (it decays over ~1 min); it stands in only without /proc."""
 
-    def __init__(self) -> None:
+    def __init__(self, settle_s: float = 3.0) -> None:
         self.cores = os.cpu_count() or 1
-        self.samples = [os.getloadavg()[0]]
         self._last = (time.monotonic(), cpu_seconds())
+        if self._last[1] is None:  # no /proc: the load average before the bench starts
+            self.samples = [os.getloadavg()[0]]
+        else:  # what other processes use now (the load average still counts jobs that just ended)
+            self.samples = []
+            time.sleep(settle_s)
+            self.sample()
 
     def sample(self) -> float:
         now, cpu = time.monotonic(), cpu_seconds()

@@ -30,7 +30,7 @@ def test_bench_prints_every_row_and_gates_verdicts_on_load(monkeypatch, capsys):
 
 
 def test_load_gate_refuses_a_verdict_on_a_busy_machine():
-    load = bench.Load()
+    load = bench.Load(settle_s=0.1)
     load.samples = [0.1, 0.2 * load.cores]
     assert bench.verdict(1.3, 1.2, load).startswith("PASS") and bench.verdict(1.1, 1.2, load).startswith("MISS")
     load.samples.append(0.3 * load.cores)
@@ -44,7 +44,7 @@ def test_the_load_counts_other_processes_not_the_benchs_own_threads():
     import subprocess
     import time
 
-    load = bench.Load()
+    load = bench.Load(settle_s=0.1)
     time.sleep(1.0)
     idle = load.sample()
     t0 = time.perf_counter()
@@ -58,3 +58,16 @@ def test_the_load_counts_other_processes_not_the_benchs_own_threads():
     busy = load.sample()
     other.wait()
     assert own < idle + 0.5 < busy, (idle, own, busy)
+
+
+def test_the_first_sample_is_what_other_processes_use_before_the_bench_starts():
+    # not the load average: that still counts jobs which ended in the last minute
+    import subprocess
+
+    spin = "import time\nt = time.time()\nwhile time.time() - t < 2.5: pass"
+    other = subprocess.Popen([sys.executable, "-c", spin])
+    try:
+        load = bench.Load(settle_s=1.5)
+    finally:
+        other.wait()
+    assert len(load.samples) == 1 and load.samples[0] > 0.5, load.samples
