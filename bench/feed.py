@@ -55,10 +55,19 @@ PRESETS = {
     "HR 16x16@448": ("timesformer_hr", 16, 16, 448),
     "L 96x4@224": ("timesformer_l", 96, 4, 224),
 }
-# manifest rows per decode task, as each preset's training config sets `data.batch_size` (a task's
-# output block: 16 x 1.2 MB base clips, 2 x 9.6 MB HR clips, 1 x 14.5 MB L clip)
-ROWS_PER_TASK = {"base 8x32@224": 16, "HR 16x16@448": 2, "L 96x4@224": 1}
-LOOP_BATCH = {"base 8x32@224": 8, "HR 16x16@448": 2, "L 96x4@224": 1}  # clips per worker step (`loop.batch_size`)
+# each preset's training config: rows per decode task (`data.batch_size`), clips per worker step
+# (`loop.batch_size`), activation checkpointing and classes come from it
+CONFIGS = {"base 8x32@224": "timesformer_base_k400.yaml", "HR 16x16@448": "timesformer_hr_k400.yaml",
+           "L 96x4@224": "timesformer_l_howto100m.yaml"}
+
+
+def train_config(name: str):
+    """The training job config of a preset (configs/)."""
+    from pipeline.config import load_config
+    from pipeline.train import TrainJobConfig
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return load_config(TrainJobConfig, os.path.join(root, "configs", CONFIGS[name]))
 
 
 def load() -> str:
@@ -279,14 +288,15 @@ def all_in(src: str, copy: str, args) -> dict[str, tuple[dict, dict]]:
           "| wall ms/clip source, copy | decode tasks only, source, copy | |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, (_, frames, rate, crop) in PRESETS.items():
-        cfg = data_config(frames, rate, crop, rows_per_task=ROWS_PER_TASK[name])
+        job = train_config(name)
+        cfg = data_config(frames, rate, crop, rows_per_task=job.data.batch_size)
         n = max(4, int(rows[name] * scale))
-        s, c, ratios = interleaved(src, copy, cfg, n, reps, LOOP_BATCH[name])
+        s, c, ratios = interleaved(src, copy, cfg, n, reps, job.loop.batch_size)
         results[name] = (s, c)
         print(f"| {name} | {frames}x{rate} | {s['cpu'] * 1e3:.1f} | {c['cpu'] * 1e3:.1f} | "
               f"{statistics.median(ratios):.2f}x ({', '.join(f'{r:.2f}' for r in ratios)}) | "
               f"{s['work']:.1f}x -> {c['work']:.1f}x | {s['wall'] * 1e3:.0f}, {c['wall'] * 1e3:.0f} | "
-              f"{s['tasks'] * 1e3:.1f}, {c['tasks'] * 1e3:.1f} | {n} clips per run, {ROWS_PER_TASK[name]} per task; driver "
+              f"{s['tasks'] * 1e3:.1f}, {c['tasks'] * 1e3:.1f} | {n} clips per run, {job.data.batch_size} per task; driver "
               f"{s['driver'] * 1e3:.0f}, {c['driver'] * 1e3:.0f} ms/clip; {load()} |", flush=True)
     for per_task in (4, 16):
         cfg = data_config(8, 32, 224, clips_per_video=4, rows_per_task=per_task)
@@ -363,7 +373,9 @@ def main(argv: list[str] | None = None) -> int:
           f"(<= 1.5x); copy all-in {c['cpu'] * 1e3:.1f} ms/clip (<= 25 ms); L 96x4 source/copy "
           f"{ls['cpu'] / lc['cpu']:.2f}x (>= 1: not slower); {load()}")
     if args.device == "cuda":
-        rows = [(name, PRESETS[name][0], g, clips_per_s_per_gpu(g), *(m["cpu"] for m in results[name]))
+        jobs = {name: train_config(name).model for name in macs}
+        rows = [(name, PRESETS[name][0], g, clips_per_s_per_gpu(g), *(m["cpu"] for m in results[name]),
+                 jobs[name].grad_checkpointing, int(jobs[name].overrides["num_classes"]))
                 for name, g in macs.items()]
         step_report(rows, args.gpu_batch, args.peak_tflops, load)
         if args.nvdec:

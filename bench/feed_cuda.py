@@ -30,9 +30,6 @@ import numpy as np
 from av.codec.hwaccel import HWAccel
 
 REPEATS = 10  # timed steps per preset, after 2 warm-up steps
-# bench.feed preset -> (activation checkpointing, classes): as its train config
-# (configs/timesformer_base_k400.yaml, timesformer_hr_k400.yaml, timesformer_l_howto100m.yaml)
-TRAIN = {"base 8x32@224": (False, 400), "HR 16x16@448": (True, 400), "L 96x4@224": (True, 1059)}
 GPU_BATCH = (32, 4, 4)  # clips per step of base, HR, L (the configs use 8, 2, 1 and accumulate)
 # "h264": FFmpeg's decoder on the CPU; "nvdec": the same with the CUDA hwaccel; "h264_cuvid":
 # NVIDIA's decoder. The GPU ones copy frames back to host memory (nv12) before rgb24.
@@ -87,7 +84,8 @@ def step_report(rows: Sequence[tuple], batches: Sequence[int], peak_tflops: floa
     """Print measured step times and the cores per GPU they need.
 
     rows: (name, model preset, GMAC per clip forward, clips/s per GPU at the 40 % MFU estimate,
-    CPU s per clip all-in from the source, from the copy), one per bench.feed preset."""
+    CPU s per clip all-in from the source, from the copy, activation checkpointing and classes as
+    its train config), one per bench.feed preset."""
     import torch
 
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -96,8 +94,7 @@ def step_report(rows: Sequence[tuple], batches: Sequence[int], peak_tflops: floa
     print("| preset | batch | activation checkpointing | step ms | clips/s per GPU | MFU | cores (source) | "
           "cores (copy) | at 40 % MFU estimate: clips/s, cores (source, copy) |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for (name, preset, gmac, est_rate, cpu_s, cpu_c), batch in zip(rows, batches):
-        ckpt, classes = TRAIN[name]
+    for (name, preset, gmac, est_rate, cpu_s, cpu_c, ckpt, classes), batch in zip(rows, batches):
         est = f"{est_rate:.0f}, {est_rate * cpu_s:.1f}, {est_rate * cpu_c:.1f}"
         secs = measure_step(preset, batch, ckpt, classes)
         if isinstance(secs, str):

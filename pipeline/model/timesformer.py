@@ -151,7 +151,7 @@ class SelfAttention(nn.Module):
         p = self.attn_drop if self.training else 0.0
         if x.device.type == "cpu" and q.shape[-2] <= SHORT_SEQUENCE:
             # written out: for many tiny sequences (divided's temporal step: (B h w) groups of T
-            # frames) batched matmuls beat SDPA's CPU kernel ~1.8x forward + backward
+            # frames) batched matmuls beat SDPA's CPU kernel ~2.7x forward + backward (docs/BENCHMARKS.md)
             weights = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5  # [B, heads, L, L]
             out = F.dropout(weights.softmax(dim=-1), p=p, training=self.training) @ v
         else:
