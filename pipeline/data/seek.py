@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 # closer, decoding on through the few frames between (unwanted non-reference ones skipped) costs
 # less than a seek and a decoder flush (dense clips such as 96x4 cross a GOP every few frames).
 RESEEK_MIN_GAP = 8
+# Drain the decoder after the last wanted packet before a seek (whole-frame packets only): a
+# reference frame leaves the reorder buffer only when the next one is decoded, so otherwise each
+# seek costs one reference frame decoded for nothing (an I-frame where a GOP ends).
+DRAIN_BEFORE_SEEK = True
 
 
 class DecodeError(Exception):
@@ -88,10 +92,13 @@ def _is_non_reference(data: bytes, nal_len: int) -> bool:
     return seen
 
 
-def decoded_frames(container, stream, skip=None, tolerate_demux_errors: bool = False
-                   ) -> Iterator[av.VideoFrame]:
+def decoded_frames(container, stream, skip=None, tolerate_demux_errors: bool = False, drain=None,
+                   stats: ReadStats | None = None) -> Iterator[av.VideoFrame]:
     """Frames from the current demux position on; `skip(packet)` drops a packet undecoded. With
-    `tolerate_demux_errors` (a truncated file) a demux error ends the stream (decoder flushed)."""
+    `tolerate_demux_errors` (a truncated file) a demux error ends the stream (decoder flushed).
+    `drain(packet)` true after a packet went in: flush the decoder's reorder buffer and stop (the
+    caller seeks next; without it the frames come out only once the next packet is decoded).
+    `stats.packets` counts the packets sent to the decoder."""
     packets = container.demux(stream)
     while True:
         try:
@@ -105,7 +112,12 @@ def decoded_frames(container, stream, skip=None, tolerate_demux_errors: bool = F
             return
         if skip is not None and packet.size and skip(packet):
             continue
+        if stats is not None:
+            stats.packets += 1
         yield from packet.decode()
+        if drain is not None and drain(packet):
+            yield from stream.codec_context.decode(None)
+            return
 
 
 def incomplete(packet, file_size: int) -> bool:
@@ -134,6 +146,7 @@ class ReadStats:
 
     decoded: int = 0
     kept: int = 0
+    packets: int = 0  # packets sent to the decoder (what it decoded, output or not)
 
 
 def read_start(container, stream, file_size: int, scan: bool) -> StartPass:
@@ -221,9 +234,15 @@ class _Reader:
     """State of one `seek_decode` call: where the decoder is and what it has kept."""
 
     def __init__(self, container, stream, tl: Timeline, wanted: list[int], size: int | None,
-                 skip, truncated: bool, stats: ReadStats):
+                 skip, truncated: bool, stats: ReadStats, drain: bool = False):
         self.container, self.stream, self.tl, self.stats = container, stream, tl, stats
         self.wanted, self.size, self.skip, self.truncated = wanted, size, skip, truncated
+        self.wanted_set = set(wanted)
+        self.can_drain = drain  # flush the reorder buffer after the last wanted packet before a seek
+        self.drained = False
+        self.sent: set[int] = set()  # wanted frames whose packets went in since the last seek
+        self.sent_max = -1
+        self.scan = 0  # wanted[w:scan] are all sent or kept
         self.got: dict[int, np.ndarray] = {}
         self.w = 0  # position in `wanted`
         self.pos: int | None = None  # index of the last decoded frame; None = must seek
@@ -241,8 +260,10 @@ class _Reader:
         else:
             self.container.seek(self.tl.target_pts(self.seek_to), backward=True, any_frame=False,
                                 stream=self.stream)
-        self.frames = decoded_frames(self.container, self.stream, self.skip, self.truncated)
+        self.frames = decoded_frames(self.container, self.stream, self.skip, self.truncated,
+                                     self.drain_now if self.can_drain else None, self.stats)
         self.pos, self.prev, self.first = -1, None, True
+        self.sent, self.sent_max, self.drained = set(), -1, False
 
     def back_off(self) -> bool:
         """Seek further back next time; False when already seeking from the stream start."""
@@ -256,13 +277,31 @@ class _Reader:
         """No position yet, or a keyframe more than RESEEK_MIN_GAP frames ahead at or before
         the target (re-seek is cheaper than decoding on to it) and a seek point past the last one
         (a seek can land before the keyframe the index names; seeking there again would loop)."""
-        if self.pos is None:
-            return True
+        return self.pos is None or self.would_seek(target, self.pos)
+
+    def would_seek(self, target: int, pos: int) -> bool:
+        """`needs_seek` from position `pos`."""
         target = max(target - self.backoff, 0)
-        if target <= self.pos + RESEEK_MIN_GAP or target <= self.seek_to:
+        if target <= pos + RESEEK_MIN_GAP or target <= self.seek_to:
             return False  # a seek for this point already landed where we are (or earlier)
         key = self.tl.keyframe_before(target)
-        return key is not None and key > self.pos + RESEEK_MIN_GAP
+        return key is not None and key > pos + RESEEK_MIN_GAP
+
+    def drain_now(self, packet) -> bool:
+        """True when `packet` (just sent to the decoder) completes the wanted frames before a seek:
+        then the decoder is drained instead of decoding the next reference frame only to push them
+        out of its reorder buffer (~1 frame saved per seek; an I-frame when a GOP ends there)."""
+        if packet.pts is None or (k := self.tl.index_of(packet.pts)) not in self.wanted_set:
+            return False
+        self.sent.add(k)
+        self.sent_max = max(self.sent_max, k)
+        wanted, self.scan = self.wanted, max(self.scan, self.w)
+        while self.scan < len(wanted) and (wanted[self.scan] in self.sent or wanted[self.scan] in self.got):
+            self.scan += 1
+        if self.scan < len(wanted) and not self.would_seek(wanted[self.scan], self.sent_max):
+            return False  # more wanted frames come before the next seek
+        self.drained = True
+        return True
 
     def keep(self, k: int, frame: av.VideoFrame) -> None:
         """Convert `frame` (index k) for every wanted index it stands for."""
@@ -288,6 +327,11 @@ class _Reader:
             self.seek(target)
         frame = next(self.frames, None)
         self.stats.decoded += frame is not None
+        if frame is None and self.drained:  # drained before a seek: seek on
+            self.pos, self.drained = None, False
+            if self.w < len(self.wanted) and self.wanted[self.w] in self.sent:
+                self.can_drain = False  # a wanted frame went in but did not come out: no more draining
+            return True
         if frame is None:
             if self.prev is None and self.back_off():
                 return True  # nothing after this seek: the stream ends earlier; find its end
@@ -323,7 +367,9 @@ def seek_decode(container, stream, tl: Timeline, wanted: list[int], size: int | 
     adds the frames decoded and kept to `stats`.
     """
     skip = make_skip(stream, tl, set(wanted), skip_nonref, truncated, file_size)
-    reader = _Reader(container, stream, tl, wanted, size, skip, truncated, stats or ReadStats())
+    # draining only where a packet is a whole frame (AVCC H.264: mp4, mkv, mov)
+    drain = DRAIN_BEFORE_SEEK and skip_nonref and _nal_length_size(stream) is not None
+    reader = _Reader(container, stream, tl, wanted, size, skip, truncated, stats or ReadStats(), drain)
     try:
         while reader.w < len(wanted) and reader.step():
             pass

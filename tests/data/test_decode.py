@@ -67,6 +67,24 @@ def test_all_frames_equal_full_decode_with_nonref_skipping_off_and_on(index_vide
     np.testing.assert_array_equal(decode_with_report(path, sparse, skip_nonref=True)[0], full[sparse])
 
 
+def test_draining_before_a_seek_saves_reference_frames_and_keeps_frames(index_video, monkeypatch):
+    from pipeline.data import seek
+
+    path = index_video(num_frames=240, gop=24, bframes=3)
+    full = _full_decode(path)
+    wanted = list(range(5, 240, 29))  # sparse: a seek per frame, as an 8x32 clip of a short-GOP copy
+    runs = {}
+    for drain in (False, True):
+        monkeypatch.setattr(seek, "DRAIN_BEFORE_SEEK", drain)
+        with Video(path) as v:
+            frames, _ = v.read(wanted)
+            runs[drain] = (frames, v.stats.packets, v.stats.decoded)
+    for frames, _, _ in runs.values():
+        np.testing.assert_array_equal(frames, full[wanted])
+    assert runs[True][1] < runs[False][1]  # fewer packets decoded: no reference frame pushed through for nothing
+    assert runs[True][1] >= runs[True][2]  # every frame out came from a packet in
+
+
 def test_decoder_threads_give_same_frames(index_video):
     path = index_video(num_frames=60, gop=12)
     wanted = [5, 17, 40, 59]
