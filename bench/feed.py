@@ -182,18 +182,24 @@ def ray_all_in(path: str, cfg, rows: int, loop_batch: int = 8) -> dict[str, floa
 
 
 def pure_cpu(path: str, cfg, rows: int) -> dict[str, float]:
-    """CPU s per clip of the pure row function in this process (no Ray), and decode work."""
-    from pipeline.data.rows import process_row
+    """CPU s per clip of the row function in this process (no Ray; `rows.video_clips`, what
+    `process_row` runs on a local file), decode work, and per clip the CPU s inside FFmpeg's
+    decoder and the packets it decoded (`Video.stats`): the floor for this file and clip."""
+    from pipeline.data.clips import read_clips, row_rng
+    from pipeline.data.decode import Video
+    from pipeline.data.rows import clip_rows
 
     c0 = time.process_time()
-    clips = decoded = kept = 0
+    clips = decoded = kept = packets = 0
+    decoder_s = 0.0
     for row in rows_of(path, rows):
-        views, err = process_row(row, cfg, mode="train", seed=0)
-        assert err is None, err
-        clips += len(views)
-        decoded += sum(v["decoded_frames"] for v in views)
-        kept += sum(v["kept_frames"] for v in views)
-    return {"cpu": (time.process_time() - c0) / clips, "work": decoded / max(kept, 1)}
+        with Video(path, threads=cfg.decode_threads, max_pixels=cfg.max_pixels) as video:
+            views = clip_rows(read_clips(video, row, cfg, mode="train", rng=row_rng(0, 0, row)), row)
+            clips += len(views)
+            decoded, kept = decoded + video.stats.decoded, kept + video.stats.kept
+            packets, decoder_s = packets + video.stats.packets, decoder_s + video.stats.decode_s
+    return {"cpu": (time.process_time() - c0) / clips, "work": decoded / max(kept, 1),
+            "decoder": decoder_s / clips, "packets": packets / clips}
 
 
 def psnr_at_copy_size(src: str, copy: str, short_side: int) -> float:
@@ -305,7 +311,8 @@ def all_in(src: str, copy: str, args) -> dict[str, tuple[dict, dict]]:
               f"{rep['work']:.1f}x | {rep['wall'] * 1e3:.0f} | {rep['tasks'] * 1e3:.1f} | |")
     pure_s, pure_c = pure_cpu(src, data_config(8, 32, 224), 16), pure_cpu(copy, data_config(8, 32, 224), 16)
     print(f"pure row function (no Ray), base 8x32: source {pure_s['cpu'] * 1e3:.1f} ms, copy "
-          f"{pure_c['cpu'] * 1e3:.1f} ms per clip")
+          f"{pure_c['cpu'] * 1e3:.1f} ms per clip; of it in FFmpeg's decoder: source {pure_s['decoder'] * 1e3:.1f} ms "
+          f"({pure_s['packets']:.1f} packets), copy {pure_c['decoder'] * 1e3:.1f} ms ({pure_c['packets']:.1f} packets)")
     ray.shutdown()
     return results
 

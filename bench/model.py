@@ -22,8 +22,13 @@ nominal dense bf16 peak (`--peak-tflops`).
 Targets (training steps): CPU fp32 8 x 224 ViT-B: divided >= 1.2x HF, joint >= 1.6x HF, FLOP/s >=
 60 % of the matmul peak. GPU: TimeSformer-L (96 x 224) of ours (bf16 autocast, activation
 checkpointing) >= 45 % MFU, >= 3x the clips/s of HF's (as shipped: fp32, no checkpointing) at <=
-1/4 of its peak memory per clip. A target row prints PASS or MISS only when the 1-minute load
-average stayed <= 0.5 x the cores during the run; otherwise it says why it gives no verdict.
+1/4 of its peak memory per clip. A target row prints PASS or MISS only when other processes kept
+at most `BUSY_LOAD` x the cores busy (from /proc) before and during the run; otherwise it says
+why it gives no verdict.
+
+On the CPU each training step is followed by its GEMM share (`bench.gemm_share`: one profiled
+step of ours and of HF's): the share of the step spent in matrix multiplies, and the ceiling it
+leaves, HF's step over our GEMM time (equal FLOPs run the same GEMMs at the library's speed).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from bench.gemm_share import ceiling, gemm_share
 from pipeline.model import create
 from pipeline.model.compile import compile_blocks
 from pipeline.model.flops import step_flops, step_gemms
@@ -298,6 +304,8 @@ def bench_scheme(attention: str, args: argparse.Namespace, arch: dict, load: Loa
                   f"({time.perf_counter() - t0:.0f} s, other processes {load.samples[-1]:.2f} cores)", flush=True)
             for name, timing in times.items():
                 print(row(attention, mode, prec, name, times["HF"], timing, flops, peak, args, load), flush=True)
+            if train and not gpu:
+                print(breakdown(attention, runners, times), flush=True)
     del ours, peer, twin
 
 
@@ -319,6 +327,16 @@ def row(attention: str, mode: str, prec: str, name: str, hf: Timing, t: Timing, 
     if target:
         text += f"  speed {verdict(paired(hf, t)[0], target, load)}, FLOP/s {verdict(rate / peak, PEAK_SHARE, load)}"
     return text
+
+
+def breakdown(attention: str, runners: dict[str, Runner], times: dict[str, Timing]) -> str:
+    """GEMM share of the eager and HF training steps (one profiled step each) and the speedup
+    ceiling it leaves: what ours would reach if everything but its GEMMs cost nothing."""
+    share = {name: gemm_share(lambda r=runners[name]: r.step(True)) for name in ("eager", "HF")}
+    gemm_s = {name: share[name] * times[name].median for name in share}
+    top = ceiling(times["HF"].median, times["eager"].median, share["eager"])
+    return (f"{attention} train: GEMMs are {share['eager']:.0%} of our eager step ({gemm_s['eager']:.2f} s) and "
+            f"{share['HF']:.0%} of HF's ({gemm_s['HF']:.2f} s); ceiling with nothing but our GEMMs: {top:.2f}x HF")
 
 
 def bench_timesformer_l(args: argparse.Namespace, load: Load) -> None:

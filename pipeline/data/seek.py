@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import logging
+import time
 
 import av
 import cv2
@@ -98,7 +99,8 @@ def decoded_frames(container, stream, skip=None, tolerate_demux_errors: bool = F
     `tolerate_demux_errors` (a truncated file) a demux error ends the stream (decoder flushed).
     `drain(packet)` true after a packet went in: flush the decoder's reorder buffer and stop (the
     caller seeks next; without it the frames come out only once the next packet is decoded).
-    `stats.packets` counts the packets sent to the decoder."""
+    `stats` counts the packets sent to the decoder and the CPU seconds it took."""
+    stats = stats or ReadStats()
     packets = container.demux(stream)
     while True:
         try:
@@ -112,11 +114,10 @@ def decoded_frames(container, stream, skip=None, tolerate_demux_errors: bool = F
             return
         if skip is not None and packet.size and skip(packet):
             continue
-        if stats is not None:
-            stats.packets += 1
-        yield from packet.decode()
+        stats.packets += 1
+        yield from stats.timed(packet.decode)
         if drain is not None and drain(packet):
-            yield from stream.codec_context.decode(None)
+            yield from stats.timed(stream.codec_context.decode)
             return
 
 
@@ -147,6 +148,14 @@ class ReadStats:
     decoded: int = 0
     kept: int = 0
     packets: int = 0  # packets sent to the decoder (what it decoded, output or not)
+    decode_s: float = 0.0  # CPU seconds in the decoder (FFmpeg) for those packets
+
+    def timed(self, decode) -> list:
+        """`decode()`'s frames, its CPU time added to `decode_s`."""
+        t0 = time.process_time()
+        frames = decode()
+        self.decode_s += time.process_time() - t0
+        return frames
 
 
 def read_start(container, stream, file_size: int, scan: bool) -> StartPass:

@@ -83,6 +83,7 @@ def test_draining_before_a_seek_saves_reference_frames_and_keeps_frames(index_vi
         np.testing.assert_array_equal(frames, full[wanted])
     assert runs[True][1] < runs[False][1]  # fewer packets decoded: no reference frame pushed through for nothing
     assert runs[True][1] >= runs[True][2]  # every frame out came from a packet in
+    assert v.stats.decode_s > 0  # CPU seconds inside the decoder
 
 
 def test_decoder_threads_give_same_frames(index_video):

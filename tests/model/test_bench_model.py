@@ -20,6 +20,9 @@ def test_bench_prints_every_row_and_gates_verdicts_on_load(monkeypatch, capsys):
             assert f"{scheme} {mode} fp32:" in out and "GFLOP/step, matmul peak" in out
             for name in ("HF", "eager"):
                 assert any(line.startswith(f"{scheme:<8} {mode:<5} fp32 {name} ") for line in out.splitlines())
+    for scheme in ("divided", "joint"):  # the GEMM share and the speedup ceiling it leaves
+        assert any(line.startswith(f"{scheme} train: GEMMs are ") and "ceiling with nothing but our GEMMs" in line
+                   for line in out.splitlines())
     assert "TimeSformer-L ours vs HF fp32: clips/s" in out
     verdicts = [line for line in out.splitlines() if "speed " in line or "TimeSformer-L ours vs" in line]
     assert len(verdicts) == 3
