@@ -31,6 +31,7 @@ import av
 import cv2
 import numpy as np
 
+from bench.cpu import tree_cpu_s
 from pipeline.data import sampling, seek
 from pipeline.data.decode import decode, probe
 
@@ -207,27 +208,6 @@ def bench_gaps(vids: dict, gaps: list[int], clips_per_kind: int, gop: int, base_
 # ----------------------------------------------------------------------------- ray
 
 
-def tree_cpu_seconds(root: int) -> float:
-    """User + system CPU seconds of a process and all its live descendants (Linux /proc)."""
-    parent, cpu = {}, {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parent[int(entry)] = int(fields[1])
-        cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    total, todo = 0.0, [root]
-    while todo:
-        pid = todo.pop()
-        total += cpu.get(pid, 0.0)
-        todo.extend(c for c, pp in parent.items() if pp == pid)
-    return total
-
-
 def bench_ray(path: str, clips: int, num_cpus: int = 1) -> tuple[Timing, Timing] | None:
     """Ray Data pipeline (pipeline.data.dataset) on `num_cpus` CPUs: 8x32 random train clips,
     one per row, from one video, vs the plain loop on as many random clips.
@@ -255,11 +235,11 @@ def bench_ray(path: str, clips: int, num_cpus: int = 1) -> tuple[Timing, Timing]
         ray.data.DataContext.get_current().enable_progress_bars = False
         for _ in ds_mod.build_clip_dataset(rows[:2], cfg, mode="train", seed=1).iter_batches(batch_size=None):
             pass  # warm up: workers started, modules imported
-        c0, w0 = tree_cpu_seconds(os.getpid()), time.perf_counter()
+        c0, w0 = tree_cpu_s(), time.perf_counter()
         n = 0
         for batch in ds_mod.build_clip_dataset(rows, cfg, mode="train", seed=0).iter_batches(batch_size=None):
             n += len(batch["label"])
-        pipe = Timing((tree_cpu_seconds(os.getpid()) - c0) / clips,
+        pipe = Timing((tree_cpu_s() - c0) / clips,
                       (time.perf_counter() - w0) * num_cpus / clips)
     finally:
         ray.shutdown()

@@ -14,9 +14,13 @@ All-in CPU: one local Ray with `--ray-cpus` CPUs builds the training dataset
 (`pipeline.data.dataset.build_clip_dataset`, mode "train": random clip, scale jitter, crop, flip)
 over rows of the same video and the driver iterates it; CPU seconds of the driver and every Ray
 process (user + system, from /proc: its whole process tree) over the iteration, divided by the
-clips. Decode work = frames decoded per frame kept, summed from the rows' counters. Cores per H200
-for a preset = clips/s one H200 trains at 40 % MFU (989 TFLOP/s dense bf16; a training step costs
-3 forwards = 6 x MACs, counted on meta tensors) x CPU s per clip.
+clips. Of it, "per clip" is what grows with the clips (the decode tasks and the consumer: the
+driver minus Ray Data's executor threads) and "fixed" the cores the executor and Ray's daemons
+burn at a steady rate per node, whatever the clips/s (on this 1-CPU Ray they land on one core's
+clips). Decode work = frames decoded per frame kept, summed from the rows' counters. Cores per
+H200 for a preset = clips/s one H200 trains at 40 % MFU (989 TFLOP/s dense bf16; a training step
+costs 3 forwards = 6 x MACs, counted on meta tensors) x CPU s per clip (all-in, and per clip).
+The pure row function's line also gives the part inside FFmpeg's decoder: this file's floor.
 
 `--device cuda` (`bench.feed_cuda`; written, not run here: no GPU lent) then times each preset's
 training step on the GPU (bf16 autocast, activation checkpointing for HR and L as their train
@@ -43,6 +47,7 @@ import time
 
 import numpy as np
 
+from bench.cpu import ExecutorThreads, tree_cpu, tree_cpu_s
 from bench.feed_cuda import GPU_BATCH, no_cuda, nvdec_report, step_report
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -72,56 +77,6 @@ def train_config(name: str):
 
 def load() -> str:
     return "load %.2f %.2f %.2f" % os.getloadavg()
-
-
-# ----------------------------------------------------------------------------- CPU of a process tree
-
-
-def _stat(pid: str) -> tuple[int, int] | None:
-    """(ppid, utime + stime ticks) of a process, None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return int(fields[1]), int(fields[11]) + int(fields[12])
-
-
-def _is_task_worker(pid: int) -> bool:
-    """A Ray worker process that runs tasks (`ray::IDLE`, `ray::MapBatches(...)`), not an actor
-    (Ray Data's stats and autoscaling actors) or an agent."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            name = f.read().split(b"\0")[0].decode(errors="replace")
-    except OSError:
-        return False
-    return name.startswith("ray::") and "Actor" not in name and "Agent" not in name
-
-
-def tree_cpu(root: int | None = None) -> tuple[float, float]:
-    """CPU seconds (user + system) used so far by `root` (this process) and all its descendants,
-    and the part of it in Ray task workers (the decode tasks: what grows with a node's cores; the
-    rest, driver and Ray's daemons, is per node)."""
-    root = root or os.getpid()
-    stats = {int(p): s for p in os.listdir("/proc") if p.isdigit() and (s := _stat(p)) is not None}
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in stats.items():
-        children.setdefault(ppid, []).append(pid)
-    total = tasks = 0
-    todo = [root]
-    while todo:
-        pid = todo.pop()
-        ticks = stats.get(pid, (0, 0))[1]
-        total += ticks
-        tasks += ticks if pid != root and _is_task_worker(pid) else 0
-        todo.extend(children.get(pid, []))
-    tck = os.sysconf("SC_CLK_TCK")
-    return total / tck, tasks / tck
-
-
-def tree_cpu_s(root: int | None = None) -> float:
-    """CPU seconds of `root` (this process) and all its descendants (see `tree_cpu`)."""
-    return tree_cpu(root)[0]
 
 
 # ----------------------------------------------------------------------------- model cost
@@ -163,21 +118,30 @@ def rows_of(path: str, n: int) -> list[dict]:
 
 def ray_all_in(path: str, cfg, rows: int, loop_batch: int = 8) -> dict[str, float]:
     """CPU s / wall s per clip and decode work, through the Ray Data builder (train mode), consumed
-    as the training loop consumes it (its columns, `iter_torch_batches` of `loop_batch` clips)."""
+    as the training loop consumes it (its columns, `iter_torch_batches` of `loop_batch` clips).
+
+    cpu: all-in (this process tree); tasks: the decode tasks; per_clip: decode tasks + the
+    consumer (the driver minus Ray Data's executor threads); fixed: the rest as cores (executor
+    + Ray's daemons: they run at a steady rate per node and job, whatever the clips/s, so on a
+    1-CPU Ray they weigh on each clip ~N times what they do on an N-core node)."""
     from pipeline.data.dataset import build_clip_dataset
     from pipeline.data.rows import WORK_COLUMNS
     from pipeline.train.loop import BATCH_DTYPES
 
     ds = build_clip_dataset(rows_of(path, rows), cfg, mode="train", seed=0)
     ds = ds.select_columns(["frames", "label", *WORK_COLUMNS])  # as pipeline.train.driver does
-    (c0, t0), w0, d0 = tree_cpu(), time.perf_counter(), time.process_time()
+    (c0, t0), w0, d0, executor = tree_cpu(), time.perf_counter(), time.process_time(), ExecutorThreads()
     clips = decoded = kept = 0
     for batch in ds.iter_torch_batches(batch_size=loop_batch, dtypes=BATCH_DTYPES):
         clips += len(batch["label"])
         decoded += int(batch["decoded_frames"].sum())
         kept += int(batch["kept_frames"].sum())
+        executor.sample()
     (c1, t1), wall, driver = tree_cpu(), time.perf_counter() - w0, time.process_time() - d0
+    consumer = driver - executor.seconds  # the training loop's share: batches to torch (per clip)
     return {"cpu": (c1 - c0) / clips, "tasks": (t1 - t0) / clips, "wall": wall / clips, "driver": driver / clips,
+            "per_clip": ((t1 - t0) + consumer) / clips,  # what grows with clips: decode tasks + consumer
+            "fixed": ((c1 - c0) - (t1 - t0) - consumer) / wall,  # cores: executor + Ray's daemons, per node
             "work": decoded / max(kept, 1), "clips": clips}
 
 
@@ -283,15 +247,15 @@ def all_in(src: str, copy: str, args) -> dict[str, tuple[dict, dict]]:
     ray_all_in(copy, data_config(8, 32, 224), 8)  # warm-up: workers, imports
     idle = idle_ray_cpu_per_s()
     print(f"idle local Ray: {idle * 1e3:.0f} ms CPU per second (included in all-in, as are the driver's Ray Data "
-          f"executor and Ray's daemons: per node, so spread over a node's cores in production; 'decode tasks "
-          f"only' is the part that grows with the cores)")
+          f"executor and Ray's daemons: per node, so spread over a node's cores in production; 'per clip' "
+          f"= decode tasks + the consumer's batches, the part that grows with the clips)")
     scale, reps = (0.25, 1) if args.quick else (1.0, args.reps)
     rows = {"base 8x32@224": 96, "HR 16x16@448": 24, "L 96x4@224": 16}
     results = {}
     print(f"\n## all-in through Ray Data (train clips; {args.ray_cpus} Ray CPU(s); median of {reps} "
           f"interleaved source/copy runs; {load()})")
     print("| preset | clip | source ms/clip | copy ms/clip | source/copy (paired runs) | decode work source -> copy "
-          "| wall ms/clip source, copy | decode tasks only, source, copy | |")
+          "| wall ms/clip source, copy | per clip: decode tasks + consumer, source, copy | |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, (_, frames, rate, crop) in PRESETS.items():
         job = train_config(name)
@@ -302,13 +266,15 @@ def all_in(src: str, copy: str, args) -> dict[str, tuple[dict, dict]]:
         print(f"| {name} | {frames}x{rate} | {s['cpu'] * 1e3:.1f} | {c['cpu'] * 1e3:.1f} | "
               f"{statistics.median(ratios):.2f}x ({', '.join(f'{r:.2f}' for r in ratios)}) | "
               f"{s['work']:.1f}x -> {c['work']:.1f}x | {s['wall'] * 1e3:.0f}, {c['wall'] * 1e3:.0f} | "
-              f"{s['tasks'] * 1e3:.1f}, {c['tasks'] * 1e3:.1f} | {n} clips per run, {job.data.batch_size} per task; driver "
-              f"{s['driver'] * 1e3:.0f}, {c['driver'] * 1e3:.0f} ms/clip; {load()} |", flush=True)
+              f"{s['per_clip'] * 1e3:.1f}, {c['per_clip'] * 1e3:.1f} | {n} clips per run, {job.data.batch_size} per "
+              f"task; decode tasks {s['tasks'] * 1e3:.1f}, {c['tasks'] * 1e3:.1f} ms/clip; fixed (executor + daemons) "
+              f"{s['fixed']:.2f}, {c['fixed']:.2f} cores; {load()} |", flush=True)
     for per_task in (4, 16):
         cfg = data_config(8, 32, 224, clips_per_video=4, rows_per_task=per_task)
         rep = median_run([ray_all_in(copy, cfg, max(4, int(24 * scale))) for _ in range(reps)])
         print(f"| base, copy, clips_per_video=4, {per_task} rows per task | 8x32 | | {rep['cpu'] * 1e3:.1f} | | "
-              f"{rep['work']:.1f}x | {rep['wall'] * 1e3:.0f} | {rep['tasks'] * 1e3:.1f} | |")
+              f"{rep['work']:.1f}x | {rep['wall'] * 1e3:.0f} | {rep['per_clip'] * 1e3:.1f} | decode tasks "
+              f"{rep['tasks'] * 1e3:.1f} ms/clip; fixed {rep['fixed']:.2f} cores |")
     pure_s, pure_c = pure_cpu(src, data_config(8, 32, 224), 16), pure_cpu(copy, data_config(8, 32, 224), 16)
     print(f"pure row function (no Ray), base 8x32: source {pure_s['cpu'] * 1e3:.1f} ms, copy "
           f"{pure_c['cpu'] * 1e3:.1f} ms per clip; of it in FFmpeg's decoder: source {pure_s['decoder'] * 1e3:.1f} ms "
@@ -365,19 +331,20 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\n## cores per H200 at {MFU:.0%} MFU ({H200_TFLOPS:g} TFLOP/s dense bf16, step = 3 forwards)")
     print("| preset | GMAC/clip fwd | clips/s per GPU | cores all-in (source) | cores all-in (copy) | "
-          "decode-task cores (source) | decode-task cores (copy) |")
+          "per-clip cores (source) | per-clip cores (copy) |")
     print("|---|---|---|---|---|---|---|")
     macs = {name: gmacs(preset) for name, (preset, *_rest) in PRESETS.items()}
     for name, g in macs.items():
         rate = clips_per_s_per_gpu(g)
         s, c = results[name]
         print(f"| {name} | {g:.1f} | {rate:.0f} | {rate * s['cpu']:.1f} | {rate * c['cpu']:.1f} | "
-              f"{rate * s['tasks']:.1f} | {rate * c['tasks']:.1f} |")
+              f"{rate * s['per_clip']:.1f} | {rate * c['per_clip']:.1f} |")
 
     s, c = results["base 8x32@224"]
     ls, lc = results["L 96x4@224"]
     print(f"\ntargets: base CPU/clip source/copy {s['cpu'] / c['cpu']:.2f}x (>= 4x); bytes {bytes_ratio:.2f}x "
-          f"(<= 1.5x); copy all-in {c['cpu'] * 1e3:.1f} ms/clip (<= 25 ms); L 96x4 source/copy "
+          f"(<= 1.5x); copy all-in {c['cpu'] * 1e3:.1f} ms/clip (<= 25 ms; per clip on a node "
+          f"{c['per_clip'] * 1e3:.1f} ms + {c['fixed']:.2f} cores fixed); L 96x4 source/copy "
           f"{ls['cpu'] / lc['cpu']:.2f}x (>= 1: not slower); {load()}")
     if args.device == "cuda":
         jobs = {name: train_config(name).model for name in macs}
