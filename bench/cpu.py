@@ -1,8 +1,8 @@
 """CPU seconds from Linux /proc: a process tree (the driver and its Ray processes) and the threads
-of this process (Ray Data's streaming executor apart from the consumer).
+of this process (the consumer apart from Ray Data's executor and Ray's own threads).
 
     total, tasks = tree_cpu()          # this process and all its descendants; the Ray task workers' part
-    ex = ExecutorThreads()             # then ex.sample() while iterating a dataset: ex.seconds
+    threads = DriverThreads()          # then threads.sample() while iterating: threads.seconds by kind
 """
 
 from __future__ import annotations
@@ -69,20 +69,26 @@ def thread_cpu() -> dict[int, tuple[str, float]]:
     return out
 
 
-class ExecutorThreads:
-    """CPU seconds of Ray Data's streaming-executor threads in this process, summed over `sample()`
-    calls (sample often: a thread's last ticks before it exits are lost). The executor's scheduling
-    loop polls at a steady rate while a dataset runs, so it costs CPU per second, not per clip."""
+class DriverThreads:
+    """CPU seconds of this process's threads by kind, summed over `sample()` calls (sample often:
+    a thread's ticks after its last sample are lost when it exits):
 
-    PREFIX = "StreamingExecutor"
+    executor: Ray Data's streaming-executor threads. Its scheduling loop polls at a steady rate
+              while a dataset runs, so it costs CPU per second, not per clip.
+    python:   every other Python thread (the main loop, Ray Data's batch-formatting threads): the
+              consumer's work per batch.
+    native:   threads Python does not know (Ray's core-worker I/O and polling threads).
+    """
+
+    EXECUTOR = "StreamingExecutor"
 
     def __init__(self) -> None:
         self.last = thread_cpu()
-        self.seconds = 0.0
+        self.seconds = {"executor": 0.0, "python": 0.0, "native": 0.0}
 
     def sample(self) -> None:
         now = thread_cpu()
         for tid, (name, secs) in now.items():
-            if name.startswith(self.PREFIX):
-                self.seconds += secs - self.last.get(tid, (name, 0.0))[1]
+            kind = "executor" if name.startswith(self.EXECUTOR) else "python" if name else "native"
+            self.seconds[kind] += secs - self.last.get(tid, (name, 0.0))[1]
         self.last = now

@@ -47,12 +47,15 @@ import time
 
 import numpy as np
 
-from bench.cpu import ExecutorThreads, tree_cpu, tree_cpu_s
+from bench.cpu import DriverThreads, tree_cpu, tree_cpu_s
 from bench.feed_cuda import GPU_BATCH, no_cuda, nvdec_report, step_report
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 H200_TFLOPS = 989.0  # dense bf16 peak
+# all-in CPU ms per clip (source, copy) of base, HR, L: the quiet CPU run of 2026-12-01 18:04
+# (docs/BENCHMARKS.md "Feed"), for `--steps-only` on a GPU machine without Ray
+CPU_MS = (248.1, 50.5, 411.3, 165.8, 548.1, 315.6)
 MFU = 0.40
 # name -> (model preset, num_frames, sampling_rate, crop): what each preset trains on
 PRESETS = {
@@ -121,24 +124,25 @@ def ray_all_in(path: str, cfg, rows: int, loop_batch: int = 8) -> dict[str, floa
     as the training loop consumes it (its columns, `iter_torch_batches` of `loop_batch` clips).
 
     cpu: all-in (this process tree); tasks: the decode tasks; per_clip: decode tasks + the
-    consumer (the driver minus Ray Data's executor threads); fixed: the rest as cores (executor
-    + Ray's daemons: they run at a steady rate per node and job, whatever the clips/s, so on a
-    1-CPU Ray they weigh on each clip ~N times what they do on an N-core node)."""
+    consumer (the driver's Python threads but Ray Data's executor: the loop and batch formatting);
+    fixed: the rest as cores (the executor, Ray's native threads in the driver and its daemons:
+    they run at a steady rate per node and job, whatever the clips/s, so on a 1-CPU Ray they weigh
+    on each clip ~N times what they do on an N-core node)."""
     from pipeline.data.dataset import build_clip_dataset
     from pipeline.data.rows import WORK_COLUMNS
     from pipeline.train.loop import BATCH_DTYPES
 
     ds = build_clip_dataset(rows_of(path, rows), cfg, mode="train", seed=0)
     ds = ds.select_columns(["frames", "label", *WORK_COLUMNS])  # as pipeline.train.driver does
-    (c0, t0), w0, d0, executor = tree_cpu(), time.perf_counter(), time.process_time(), ExecutorThreads()
+    (c0, t0), w0, d0, threads = tree_cpu(), time.perf_counter(), time.process_time(), DriverThreads()
     clips = decoded = kept = 0
     for batch in ds.iter_torch_batches(batch_size=loop_batch, dtypes=BATCH_DTYPES):
         clips += len(batch["label"])
         decoded += int(batch["decoded_frames"].sum())
         kept += int(batch["kept_frames"].sum())
-        executor.sample()
+        threads.sample()
     (c1, t1), wall, driver = tree_cpu(), time.perf_counter() - w0, time.process_time() - d0
-    consumer = driver - executor.seconds  # the training loop's share: batches to torch (per clip)
+    consumer = threads.seconds["python"]  # the training loop's share: batches to torch (per clip)
     return {"cpu": (c1 - c0) / clips, "tasks": (t1 - t0) / clips, "wall": wall / clips, "driver": driver / clips,
             "per_clip": ((t1 - t0) + consumer) / clips,  # what grows with clips: decode tasks + consumer
             "fixed": ((c1 - c0) - (t1 - t0) - consumer) / wall,  # cores: executor + Ray's daemons, per node
@@ -299,15 +303,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="cuda: clips per training step of each preset")
     p.add_argument("--peak-tflops", type=float, default=H200_TFLOPS, help="cuda: dense bf16 peak of the GPU")
     p.add_argument("--nvdec", action="store_true", help="cuda: also decode 8x32 clips with NVDEC vs the CPU")
+    p.add_argument("--steps-only", action="store_true",
+                   help="cuda: only the GPU half (no Ray: a lent GPU machine has none), CPU per clip from --cpu-ms")
+    p.add_argument("--cpu-ms", type=float, nargs=6, default=list(CPU_MS), metavar="MS",
+                   help="--steps-only: all-in CPU ms per clip, source and copy, of base, HR and L (a CPU run's)")
     p.add_argument("--cache", default=os.path.expanduser("~/.cache/pipeline-bench/feed"))
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.nvdec and args.device != "cuda":
-        print("bench.feed: --nvdec needs --device cuda", file=sys.stderr)
-        return 2
+    for flag in ("nvdec", "steps_only"):
+        if getattr(args, flag) and args.device != "cuda":
+            print(f"bench.feed: --{flag.replace('_', '-')} needs --device cuda", file=sys.stderr)
+            return 2
     if args.device == "cuda" and (line := no_cuda()):
         print(line, file=sys.stderr)
         return 2
@@ -316,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"# bench.feed {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; {load()}")
+    if args.steps_only and not args.nvdec:
+        return gpu_half(args, {name: ({"cpu": args.cpu_ms[2 * i] / 1e3}, {"cpu": args.cpu_ms[2 * i + 1] / 1e3})
+                               for i, name in enumerate(PRESETS)}, {})
     src = cached_video(args.cache, args.seconds, (640, 360), 250)
     enc = {k: v for k, v in (("short_side", args.short_side), ("gop", args.gop), ("crf", args.crf)) if v is not None}
     e = Encoding(**enc)
@@ -327,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
           f"PSNR at the copy's size {psnr_at_copy_size(src, copy, e.short_side):.1f} dB")
     if args.sweep:
         sweep(cached_video(args.cache, 20, (640, 360), 250), args.cache, 8 if args.quick else 24)
+    if args.steps_only:
+        return gpu_half(args, {name: ({"cpu": args.cpu_ms[2 * i] / 1e3}, {"cpu": args.cpu_ms[2 * i + 1] / 1e3})
+                               for i, name in enumerate(PRESETS)}, {"source": src, "copy": copy})
     results = all_in(src, copy, args)
 
     print(f"\n## cores per H200 at {MFU:.0%} MFU ({H200_TFLOPS:g} TFLOP/s dense bf16, step = 3 forwards)")
@@ -346,14 +361,19 @@ def main(argv: list[str] | None = None) -> int:
           f"(<= 1.5x); copy all-in {c['cpu'] * 1e3:.1f} ms/clip (<= 25 ms; per clip on a node "
           f"{c['per_clip'] * 1e3:.1f} ms + {c['fixed']:.2f} cores fixed); L 96x4 source/copy "
           f"{ls['cpu'] / lc['cpu']:.2f}x (>= 1: not slower); {load()}")
-    if args.device == "cuda":
-        jobs = {name: train_config(name).model for name in macs}
-        rows = [(name, PRESETS[name][0], g, clips_per_s_per_gpu(g), *(m["cpu"] for m in results[name]),
-                 jobs[name].grad_checkpointing, int(jobs[name].overrides["num_classes"]))
-                for name, g in macs.items()]
-        step_report(rows, args.gpu_batch, args.peak_tflops, load)
-        if args.nvdec:
-            nvdec_report({"source": src, "copy": copy}, 4 if args.quick else 16, load)
+    return gpu_half(args, results, {"source": src, "copy": copy}) if args.device == "cuda" else 0
+
+
+def gpu_half(args, results: dict[str, tuple[dict, dict]], files: dict[str, str]) -> int:
+    """Measured training steps (and with --nvdec NVDEC decode of `files`) on the GPU; cores per GPU
+    from `results` (preset name -> source, copy CPU s per clip all-in)."""
+    jobs = {name: train_config(name).model for name in PRESETS}
+    rows = [(name, preset, g, clips_per_s_per_gpu(g), *(m["cpu"] for m in results[name]),
+             jobs[name].grad_checkpointing, int(jobs[name].overrides["num_classes"]))
+            for name, (preset, *_rest) in PRESETS.items() for g in [gmacs(preset)]]
+    step_report(rows, args.gpu_batch, args.peak_tflops, load)
+    if args.nvdec:
+        nvdec_report(files, 4 if args.quick else 16, load)
     return 0
 
 

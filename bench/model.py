@@ -404,6 +404,9 @@ def main() -> None:
     p.add_argument("--l-peer-batch", type=int, default=1, help="TimeSformer-L: HF's clips per step")
     args = p.parse_args()
     gpu = args.device.startswith("cuda")
+    if gpu and not torch.cuda.is_available():
+        raise SystemExit(f"bench.model --device {args.device}: no CUDA device (torch {torch.__version__}); "
+                         f"run it on a GPU node")
     args.batch = args.batch or (8 if gpu else 1)
     args.reps = args.reps or (10 if gpu else 5)
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
