@@ -272,7 +272,7 @@ class _Reader:
         self.frames = decoded_frames(self.container, self.stream, self.skip, self.truncated,
                                      self.drain_now if self.can_drain else None, self.stats)
         self.pos, self.prev, self.first = -1, None, True
-        self.sent, self.sent_max, self.drained = set(), -1, False
+        self.sent, self.sent_max, self.drained, self.scan = set(), -1, False, self.w
 
     def back_off(self) -> bool:
         """Seek further back next time; False when already seeking from the stream start."""
@@ -304,7 +304,7 @@ class _Reader:
             return False
         self.sent.add(k)
         self.sent_max = max(self.sent_max, k)
-        wanted, self.scan = self.wanted, max(self.scan, self.w)
+        wanted, self.scan = self.wanted, max(self.scan, self.w)  # scan restarts at w on every seek
         while self.scan < len(wanted) and (wanted[self.scan] in self.sent or wanted[self.scan] in self.got):
             self.scan += 1
         if self.scan < len(wanted) and not self.would_seek(wanted[self.scan], self.sent_max):
@@ -338,8 +338,8 @@ class _Reader:
         self.stats.decoded += frame is not None
         if frame is None and self.drained:  # drained before a seek: seek on
             self.pos, self.drained = None, False
-            if self.w < len(self.wanted) and self.wanted[self.w] in self.sent:
-                self.can_drain = False  # a wanted frame went in but did not come out: no more draining
+            if self.w < len(self.wanted) and self.wanted[self.w] <= self.sent_max:
+                self.can_drain = False  # a wanted frame of this stretch did not come out: no more draining
             return True
         if frame is None:
             if self.prev is None and self.back_off():

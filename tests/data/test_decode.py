@@ -86,6 +86,27 @@ def test_draining_before_a_seek_saves_reference_frames_and_keeps_frames(index_vi
     assert v.stats.decode_s > 0  # CPU seconds inside the decoder
 
 
+@pytest.mark.parametrize("bframes,gop,start", [(0, 12, 0.0), (2, 12, 0.5), (3, 24, 0.0), (3, 5, 0.25)])
+def test_draining_gives_the_frames_of_a_plain_read_for_random_index_sets(index_video, monkeypatch, bframes, gop, start):
+    from pipeline.data import seek
+
+    n = 120
+    path = index_video(num_frames=n, gop=gop, bframes=bframes, start_time=start)
+    full = _full_decode(path)
+    rng = np.random.default_rng(gop * 10 + bframes)
+    for trial in range(6):  # sparse, dense and mixed sets: stretches that end on B-, P- and I-frames
+        size = int(rng.integers(1, 40))
+        wanted = sorted(set(rng.choice(n, size=size, replace=False).tolist()))
+        packets = {}
+        for drain in (False, True):
+            monkeypatch.setattr(seek, "DRAIN_BEFORE_SEEK", drain)
+            with Video(path) as v:
+                frames, _ = v.read(wanted)
+                packets[drain] = v.stats.packets
+            np.testing.assert_array_equal(frames, full[wanted], err_msg=f"drain={drain} wanted={wanted}")
+        assert packets[True] <= packets[False], wanted
+
+
 def test_decoder_threads_give_same_frames(index_video):
     path = index_video(num_frames=60, gop=12)
     wanted = [5, 17, 40, 59]
