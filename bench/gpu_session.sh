@@ -14,7 +14,7 @@
 #                     --implementation cp --platform manylinux_2_28_x86_64 -d .whl av==18.1.0
 #   on the GPU:   run(command="bash bench/gpu_session.sh", carry=[".whl"], timeout_s=600)
 #
-# Output: $OUT/gpu.txt (device, versions), $OUT/model.txt, $OUT/feed.txt; record them in
+# Output: $OUT/gpu.txt (device, versions), model_l.txt, feed.txt, model.txt; record them in
 # docs/BENCHMARKS.md. Each bench has its own time limit so one hang leaves the other's rows.
 set -u
 out=${OUT:-/tmp/gpu-session}
@@ -33,8 +33,12 @@ fi
   python3 -c "import av; print('av', av.__version__)" || echo "no PyAV: bench.feed will not run (carry .whl/)"
   nproc
 } 2>&1 | tee "$out/gpu.txt"
-timeout "${MODEL_S:-300}" python3 -m bench.model --device cuda --reps 5 2>&1 | tee "$out/model.txt"
-echo "bench.model exit ${PIPESTATUS[0]}" | tee -a "$out/model.txt"
-timeout "${FEED_S:-180}" python3 -m bench.feed --device cuda --steps-only --nvdec --quick --seconds 20 \
+# the targets first: TimeSformer-L (MFU, clips/s and memory per clip vs HF), then the feed's steps,
+# then the ViT-B rows (divided, joint: bf16, compiled, peak memory); 560 s together
+timeout "${L_S:-230}" python3 -m bench.model --device cuda --attention --reps 5 2>&1 | tee "$out/model_l.txt"
+echo "bench.model (TimeSformer-L) exit ${PIPESTATUS[0]}" | tee -a "$out/model_l.txt"
+timeout "${FEED_S:-140}" python3 -m bench.feed --device cuda --steps-only --nvdec --quick --seconds 20 \
   --cache /tmp/feed-cache 2>&1 | tee "$out/feed.txt"
 echo "bench.feed exit ${PIPESTATUS[0]}" | tee -a "$out/feed.txt"
+timeout "${MODEL_S:-190}" python3 -m bench.model --device cuda --skip-l --reps 5 2>&1 | tee "$out/model.txt"
+echo "bench.model exit ${PIPESTATUS[0]}" | tee -a "$out/model.txt"

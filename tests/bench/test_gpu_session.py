@@ -26,8 +26,10 @@ def test_the_script_runs_every_step_and_says_why_without_a_gpu(tmp_path):
     out = subprocess.run(["bash", "bench/gpu_session.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["feed.txt", "gpu.txt", "model.txt"]
-    model, feed = (tmp_path / "model.txt").read_text(), (tmp_path / "feed.txt").read_text()
-    assert "no CUDA device" in model and "bench.model exit 1" in model  # one line, not a traceback
-    assert "Traceback" not in model
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["feed.txt", "gpu.txt", "model.txt", "model_l.txt"]
+    for name, step in (("model_l.txt", "bench.model (TimeSformer-L)"), ("model.txt", "bench.model")):
+        text = (tmp_path / name).read_text()
+        assert "no CUDA device" in text and f"{step} exit 1" in text  # one line, not a traceback
+        assert "Traceback" not in text
+    feed = (tmp_path / "feed.txt").read_text()
     assert "no CUDA device" in feed and "bench.feed exit 2" in feed
