@@ -15,9 +15,9 @@ All-in CPU: one local Ray with `--ray-cpus` CPUs builds the training dataset
 over rows of the same video and the driver iterates it; CPU seconds of the driver and every Ray
 process (user + system, from /proc: its whole process tree) over the iteration, divided by the
 clips. Of it, "per clip" is what grows with the clips (the decode tasks and the consumer: the
-driver minus Ray Data's executor threads) and "fixed" the cores the executor and Ray's daemons
-burn at a steady rate per node, whatever the clips/s (on this 1-CPU Ray they land on one core's
-clips). Decode work = frames decoded per frame kept, summed from the rows' counters. Cores per
+driver's Python threads other than Ray Data's executor) and "fixed" the cores that the executor,
+Ray's native threads in the driver and Ray's daemons burn at a steady rate per node, whatever the
+clips/s (on this 1-CPU Ray they land on one core's clips). Decode work = frames decoded per frame kept, summed from the rows' counters. Cores per
 H200 for a preset = clips/s one H200 trains at 40 % MFU (989 TFLOP/s dense bf16; a training step
 costs 3 forwards = 6 x MACs, counted on meta tensors) x CPU s per clip (all-in, and per clip).
 The pure row function's line also gives the part inside FFmpeg's decoder: this file's floor.
@@ -145,7 +145,7 @@ def ray_all_in(path: str, cfg, rows: int, loop_batch: int = 8) -> dict[str, floa
     consumer = threads.seconds["python"]  # the training loop's share: batches to torch (per clip)
     return {"cpu": (c1 - c0) / clips, "tasks": (t1 - t0) / clips, "wall": wall / clips, "driver": driver / clips,
             "per_clip": ((t1 - t0) + consumer) / clips,  # what grows with clips: decode tasks + consumer
-            "fixed": ((c1 - c0) - (t1 - t0) - consumer) / wall,  # cores: executor + Ray's daemons, per node
+            "fixed": ((c1 - c0) - (t1 - t0) - consumer) / wall,  # cores: executor, Ray's threads and daemons
             "work": decoded / max(kept, 1), "clips": clips}
 
 
