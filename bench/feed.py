@@ -17,8 +17,8 @@ process (user + system, from /proc: its whole process tree) over the iteration, 
 clips. Of it, "per clip" is what grows with the clips (the decode tasks and the consumer: the
 driver's Python threads other than Ray Data's executor) and "fixed" the cores that the executor,
 Ray's native threads in the driver and Ray's daemons burn at a steady rate per node, whatever the
-clips/s (on this 1-CPU Ray they land on one core's clips). Decode work = frames decoded per frame kept, summed from the rows' counters. Cores per
-H200 for a preset = clips/s one H200 trains at 40 % MFU (989 TFLOP/s dense bf16; a training step
+clips/s (on this 1-CPU Ray they land on one core's clips). Decode work = frames decoded per frame
+kept, summed from the rows' counters. Cores per H200 for a preset = clips/s one H200 trains at 40 % MFU (989 TFLOP/s dense bf16; a training step
 costs 3 forwards = 6 x MACs, counted on meta tensors) x CPU s per clip (all-in, and per clip).
 The pure row function's line also gives the part inside FFmpeg's decoder: this file's floor.
 
@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import os
 import platform
 import statistics
@@ -85,6 +86,7 @@ def load() -> str:
 # ----------------------------------------------------------------------------- model cost
 
 
+@functools.lru_cache(maxsize=None)
 def gmacs(preset: str) -> float:
     """Multiply-accumulates of one clip's forward (GMAC), counted on meta tensors."""
     import torch
@@ -326,8 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# bench.feed {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; {load()}")
     if args.steps_only and not args.nvdec:
-        return gpu_half(args, {name: ({"cpu": args.cpu_ms[2 * i] / 1e3}, {"cpu": args.cpu_ms[2 * i + 1] / 1e3})
-                               for i, name in enumerate(PRESETS)}, {})
+        return gpu_half(args, given_cpu(args), {})
     src = cached_video(args.cache, args.seconds, (640, 360), 250)
     enc = {k: v for k, v in (("short_side", args.short_side), ("gop", args.gop), ("crf", args.crf)) if v is not None}
     e = Encoding(**enc)
@@ -340,8 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.sweep:
         sweep(cached_video(args.cache, 20, (640, 360), 250), args.cache, 8 if args.quick else 24)
     if args.steps_only:
-        return gpu_half(args, {name: ({"cpu": args.cpu_ms[2 * i] / 1e3}, {"cpu": args.cpu_ms[2 * i + 1] / 1e3})
-                               for i, name in enumerate(PRESETS)}, {"source": src, "copy": copy})
+        return gpu_half(args, given_cpu(args), {"source": src, "copy": copy})
     results = all_in(src, copy, args)
 
     print(f"\n## cores per H200 at {MFU:.0%} MFU ({H200_TFLOPS:g} TFLOP/s dense bf16, step = 3 forwards)")
@@ -362,6 +362,12 @@ def main(argv: list[str] | None = None) -> int:
           f"{c['per_clip'] * 1e3:.1f} ms + {c['fixed']:.2f} cores fixed); L 96x4 source/copy "
           f"{ls['cpu'] / lc['cpu']:.2f}x (>= 1: not slower); {load()}")
     return gpu_half(args, results, {"source": src, "copy": copy}) if args.device == "cuda" else 0
+
+
+def given_cpu(args) -> dict[str, tuple[dict, dict]]:
+    """`--cpu-ms` as `all_in`'s results: preset name -> (source, copy) CPU s per clip all-in."""
+    ms = args.cpu_ms
+    return {name: ({"cpu": ms[2 * i] / 1e3}, {"cpu": ms[2 * i + 1] / 1e3}) for i, name in enumerate(PRESETS)}
 
 
 def gpu_half(args, results: dict[str, tuple[dict, dict]], files: dict[str, str]) -> int:

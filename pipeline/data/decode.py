@@ -336,7 +336,7 @@ class Video:
         try:
             seek_start(self._container, stream, tl)
             skip = make_skip(stream, tl, set(), False, self._truncated, self._file_size)
-            for frame in decoded_frames(self._container, stream, skip, self._truncated):
+            for frame in decoded_frames(self._container, stream, skip, self._truncated, stats=self.stats):
                 self.stats.decoded += 1
                 if frame.pts is None:
                     raise DecodeError("decode", "decoded frame has no timestamp")

@@ -19,9 +19,7 @@ def test_steps_only_hands_each_preset_its_config_and_cpu_figures_to_the_gpu_repo
     got = {}
     monkeypatch.setattr(feed, "step_report", lambda rows, batches, peak, load: got.update(rows=rows, batches=batches))
     args = feed.parse_args(["--device", "cuda", "--steps-only", "--cpu-ms", "200", "50", "400", "160", "550", "310"])
-    results = {name: ({"cpu": args.cpu_ms[2 * i] / 1e3}, {"cpu": args.cpu_ms[2 * i + 1] / 1e3})
-               for i, name in enumerate(feed.PRESETS)}
-    assert feed.gpu_half(args, results, {}) == 0
+    assert feed.gpu_half(args, feed.given_cpu(args), {}) == 0
     by_name = {row[0]: row for row in got["rows"]}
     assert list(by_name) == list(feed.PRESETS)
     name, preset, gmac, rate, cpu_s, cpu_c, ckpt, classes = by_name["base 8x32@224"]
