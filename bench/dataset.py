@@ -4,7 +4,7 @@
 
 Builds `build_clip_dataset(rows, mode="train", epochs=E)` on a local Ray (no decoding: the
 dataset is only planned, as `fit` does before training starts) and, as the peer, the list of
-rows x epochs items the builder used to hand to `ray.data.from_items`. Prints wall time and the
+rows x epochs items, one per row per epoch, handed to `ray.data.from_items`. Prints wall time and the
 driver's peak RSS growth of each, and their ratios. Rows are HowTo100M-like (s3 paths, task ids).
 """
 

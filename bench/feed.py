@@ -22,7 +22,7 @@ kept, summed from the rows' counters. Cores per H200 for a preset = clips/s one 
 costs 3 forwards = 6 x MACs, counted on meta tensors) x CPU s per clip (all-in, and per clip).
 The pure row function's line also gives the part inside FFmpeg's decoder: this file's floor.
 
-`--device cuda` (`bench.feed_cuda`; written, not run here: no GPU lent) then times each preset's
+`--device cuda` (`bench.feed_cuda`; GPU figures not measured yet: `bash bench/gpu.sh`) then times each preset's
 training step on the GPU (bf16 autocast, activation checkpointing for HR and L as their train
 configs) and prints clips/s, MFU and the cores per GPU that rate needs (x CPU s per clip all-in
 from this run) next to the 40 % MFU estimate; `--nvdec` adds a plain decode loop over the same
@@ -306,7 +306,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--peak-tflops", type=float, default=H200_TFLOPS, help="cuda: dense bf16 peak of the GPU")
     p.add_argument("--nvdec", action="store_true", help="cuda: also decode 8x32 clips with NVDEC vs the CPU")
     p.add_argument("--steps-only", action="store_true",
-                   help="cuda: only the GPU half (no Ray: a lent GPU machine has none), CPU per clip from --cpu-ms")
+                   help="cuda: only the GPU half (needs no Ray), CPU per clip from --cpu-ms")
     p.add_argument("--cpu-ms", type=float, nargs=6, default=list(CPU_MS), metavar="MS",
                    help="--steps-only: all-in CPU ms per clip, source and copy, of base, HR and L (a CPU run's)")
     p.add_argument("--cache", default=os.path.expanduser("~/.cache/pipeline-bench/feed"))

@@ -1,7 +1,7 @@
 """GPU side of `bench.feed --device cuda`: measured training steps, the cores per GPU they need, NVDEC.
 
-Written for a lent GPU node (H200); this machine has no GPU, so only the pure parts and the CPU
-peer of the decode loop run here (tests/bench/test_feed_cuda.py).
+Runs on a CUDA machine (`bash bench/gpu.sh`); the pure parts and the CPU peer of the decode loop
+also run without a GPU (tests/bench/test_feed_cuda.py).
 
 Step times: each preset's model (`pipeline.model.create`, SGD Nesterov momentum as the train
 configs) trains on a fixed random batch in bf16 autocast, activation checkpointing where its train

@@ -1,5 +1,5 @@
 """Training-dataset iteration when a node is lost, on a simulated cluster (`ray.cluster_utils.Cluster`:
-a head with 0 CPUs and three 1-CPU worker nodes, as issue 13 measured it).
+a head with 0 CPUs and three 1-CPU worker nodes).
 
     python -m bench.node_loss [--videos 48] [--epochs 2] [--health-check-ms 3000] [--failures 5]
 

@@ -11,7 +11,7 @@
    --num-frames 96 --sampling-rate 32 --short-side 224`): every video must come back as an error
    row; wall time and the driver's peak RSS growth (sampled every 50 ms).
 
-Each figure is printed with the machine load and its ratio to the target of issue 13 (<= 20 min
+Each figure is printed with the machine load and its ratio to its target (<= 20 min
 for the preprocess, <= 60 s and <= 2 GB for the dataset): a ratio <= 1 meets it.
 """
 

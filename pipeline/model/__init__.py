@@ -19,23 +19,18 @@ import torch
 from torch import nn
 
 from pipeline.config import ConfigError, from_dict
-from pipeline.model import timesformer
+from pipeline.model import timesformer, vivit
 from pipeline.model.timesformer import TimeSformer, TimeSformerConfig
 
 FORMAT = "pipeline.model/1"
 
 
 def _families() -> dict[str, tuple[type, type, dict[str, dict]]]:
-    """family -> (config class, model class, presets). ViViT joins when its module is present."""
-    families: dict[str, tuple[type, type, dict[str, dict]]] = {
+    """family -> (config class, model class, presets)."""
+    return {
         "timesformer": (TimeSformerConfig, TimeSformer, timesformer.PRESETS),
+        "vivit": (vivit.ViViTConfig, vivit.ViViT, vivit.PRESETS),
     }
-    try:
-        from pipeline.model import vivit
-    except ImportError:  # pragma: no cover - only while ViViT is not written yet
-        return families
-    families["vivit"] = (vivit.ViViTConfig, vivit.ViViT, getattr(vivit, "PRESETS", {}))
-    return families
 
 
 def presets() -> dict[str, str]:

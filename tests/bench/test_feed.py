@@ -15,7 +15,7 @@ def test_pure_cpu_reports_the_decoders_share_and_packets(index_video):
 
 def test_steps_only_hands_each_preset_its_config_and_cpu_figures_to_the_gpu_report(monkeypatch):
     """The GPU half without Ray (--steps-only): the step report itself needs CUDA, so it is replaced
-    by a recorder here; what it is given is what a lent GPU would measure."""
+    by a recorder here; what it is given is what a GPU run would measure."""
     got = {}
     monkeypatch.setattr(feed, "step_report", lambda rows, batches, peak, load: got.update(rows=rows, batches=batches))
     args = feed.parse_args(["--device", "cuda", "--steps-only", "--cpu-ms", "200", "50", "400", "160", "550", "310"])

@@ -1,5 +1,5 @@
 """bench/feed.py --device cuda: the parts that run without a GPU (the refusal, the arithmetic, the
-CPU peer of the NVDEC loop); the GPU rows themselves only run on a lent GPU node."""
+CPU peer of the NVDEC loop); the GPU rows themselves only run on a CUDA machine."""
 
 from __future__ import annotations
 
