@@ -36,7 +36,10 @@ class InferJobConfig(InferConfig):
     videos: str = ""  # manifest file, or a folder/prefix of videos (required)
     output: str = ""  # output folder URI (required)
     howto100m_template: str = ""  # read --videos as a HowTo100M task CSV; paths like s3://b/howto100m/{video_id}.mp4
-    device: Literal["auto", "cpu", "cuda"] = "auto"  # model actors' device (auto: cuda when the cluster has GPUs)
+    # auto: GPU actors on CUDA whenever the cluster has or can add GPU nodes, else CPU actors; cpu: CPU
+    # actors (with --actor-gpus N they still take N GPU slots each but compute on the CPU: fake GPUs).
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # model actors' device (auto: cuda when the cluster has or can add GPUs)
+    ray_timeout_s: float = 60.0  # give up (exit 2) when the Ray to join does not answer within this
     overwrite: bool = False  # discard this job's earlier output in --output (another config's, or into a folder of other files)
 
     def infer_config(self) -> InferConfig:
@@ -81,12 +84,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for warning in plan.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    import ray
-
     from pipeline.infer import run_inference
 
-    if not ray.is_initialized():
-        ray.init()  # address from RAY_ADDRESS / a running cluster, else a local one
+    try:
+        connect_ray(job.ray_timeout_s)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     try:
         res = run_inference(job.checkpoint, job.videos, job.output, job.infer_config(), device=job.device,
                             howto100m_template=job.howto100m_template or None, plan=plan)
@@ -94,14 +98,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"videos: {res.total} (ok {res.ok}, errors {res.errors}, skipped as already done "
-          f"{res.skipped}); clips scored {res.clips} in {res.wall_s:.1f} s; "
-          f"actor idle {res.actor_idle:.0%}")
+          f"{res.skipped}); clips scored {res.clips} in {res.wall_s:.1f} s on {res.actors_seen} model "
+          f"actor(s) ({res.num_gpus:g} GPU each, pool up to {res.max_actors}); actor idle {res.actor_idle:.0%}")
     if res.top1 is not None:
         print(f"top-1 accuracy against the manifest's labels: {res.top1:.3f}")
     print(f"predictions: {res.predictions}")
     if res.errors:
         print(f"errors: {res.output.rstrip('/')}/errors.parquet")
     return 0
+
+
+def connect_ray(timeout_s: float) -> None:
+    """Join the Ray the user meant (RAY_ADDRESS, a running cluster) or start a local one, within
+    `timeout_s` (ConfigError past it)."""
+    try:
+        from pipeline.raystart import connect
+    except ImportError:  # pragma: no cover - older tree
+        import ray
+
+        if not ray.is_initialized():
+            ray.init()
+        return
+    connect(timeout_s, job="jobs.infer")
 
 
 if __name__ == "__main__":

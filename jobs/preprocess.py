@@ -23,24 +23,21 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, Sequence
 
-import numpy as np
 import pyarrow as pa
 
-from jobs.shards import (jsonable, load_markers, manifest_fingerprint, plan_shards, read_markers, run_shards,
-                         shard_name, write_error_table, write_marker)
+from jobs.shardjob import ShardJob, check_flags, print_error_kinds, run_shard_job, this_run_totals
+from jobs.shards import jsonable, load_markers, manifest_fingerprint, shard_name, write_error_table
 from pipeline import storage
 from pipeline.cli import parse_job
 from pipeline.config import ConfigError
 from pipeline.data.decode import MAX_PIXELS
 from pipeline.data.errors import error_text
-from pipeline.data.rows import (RETRYABLE_STAGE, WORK_COLUMNS, DataConfig, manifest_table, process_row,
-                                views_to_batch)
+from pipeline.data.rows import WORK_COLUMNS, DataConfig, manifest_table, process_row, views_to_batch
 from pipeline.data.manifest import load_manifest, write_labels
-from pipeline.guard import OutputConflict, claim_output
+from pipeline.guard import OutputConflict
 
 log = logging.getLogger("jobs.preprocess")
 
@@ -70,7 +67,9 @@ class PreprocessConfig:
     memory_mb: int = 1024  # memory reserved per shard task
     storage_attempts: int = 3  # tries per video while storage fails transiently (5xx, throttling, resets)
     storage_backoff_s: float = 2.0  # wait before the second try (doubling after)
+    storage_outage_s: float = 300.0  # while reads of several videos fail transiently, every reader waits up to this long for storage to answer
     seed: int = 0
+    ray_timeout_s: float = 60.0  # give up (exit 2) when the Ray to join does not answer within this
     overwrite: bool = False  # discard earlier output in --output
 
 
@@ -94,8 +93,7 @@ def data_config(cfg: PreprocessConfig) -> DataConfig:
 
 def validate(cfg: PreprocessConfig) -> DataConfig:
     """Checks the schema cannot express; returns the job's DataConfig (raises ConfigError)."""
-    if cfg.rows_per_shard < 1:
-        raise ConfigError(f"--rows-per-shard: must be >= 1, got {cfg.rows_per_shard}")
+    check_flags(("rows-per-shard", cfg.rows_per_shard), cfg.storage_attempts, cfg.storage_outage_s)
     if not cfg.shard_mb > 0:
         raise ConfigError(f"--shard-mb: must be > 0, got {cfg.shard_mb}")
     try:
@@ -149,18 +147,17 @@ def _remove_shard_files(clips_dir: str, index: int) -> None:
         fs.rm(old)
 
 
-def process_shard(spec: dict[str, Any], cfg: DataConfig, seed: int, shard_bytes: int) -> dict[str, Any]:
-    """Decode one shard's rows, write its Parquet file(s) and then its marker; return the marker.
-
-    The marker is `shard-N.json` when the shard is complete, `shard-N.partial.json` when some rows
-    failed only because storage was unavailable: a re-run redoes partial shards.
-    """
-    index, progress = spec["index"], spec["progress_dir"]
-    _remove_shard_files(spec["clips_dir"], index)
-    writer = _ShardWriter(index, spec["clips_dir"], shard_bytes)
+def process_shard(spec: dict[str, Any], context: tuple[DataConfig, int, int]) -> dict[str, Any]:
+    """Decode one shard's rows and write its Parquet file(s); returns its marker (written by the
+    skeleton: `shard-N.json`, or `shard-N.partial.json` when rows failed only because storage was
+    unavailable, which a re-run redoes)."""
+    cfg, seed, shard_bytes = context
+    index, clips_dir = spec["index"], storage.join(spec["output"], "clips")
+    _remove_shard_files(clips_dir, index)
+    writer = _ShardWriter(index, clips_dir, shard_bytes)
     errors: list[dict[str, str]] = []
     ok = clips = 0
-    for row in spec["rows"]:
+    for row in spec["items"]:
         views, err = process_row(row, cfg, mode="test", seed=seed)
         if err is not None:
             errors.append(err)
@@ -169,22 +166,23 @@ def process_shard(spec: dict[str, Any], cfg: DataConfig, seed: int, shard_bytes:
         clips += len(views)
         writer.add(views, row["path"])
     writer.flush()
-    retryable = sum(e["stage"] == RETRYABLE_STAGE for e in errors)
-    marker = {"shard": index, "rows": [spec["lo"], spec["hi"]], "files": writer.files, "videos_ok": ok,
-              "videos_failed": len(errors), "retryable": retryable, "clips": clips, "errors": errors}
-    write_marker(progress, index, marker, retryable=bool(retryable))
-    return marker
+    return {"rows": [spec["lo"], spec["hi"]], "files": writer.files, "videos_ok": ok,
+            "videos_failed": len(errors), "clips": clips, "errors": errors}
 
 
-def _shard_task(plan: dict[str, Any], pos: int, cfg: DataConfig, seed: int, shard_bytes: int) -> dict[str, int]:
-    """Ray task: the pending shard at `pos` of the plan (read in place from the object store:
-    Arrow and numpy buffers) -> its small stats."""
-    index, lo, hi = (int(v) for v in plan["pending"][pos])
-    spec = {"index": index, "lo": lo, "hi": hi, "rows": plan["rows"].slice(lo, hi - lo).to_pylist(),
-            "clips_dir": plan["clips_dir"], "progress_dir": plan["progress_dir"]}
-    m = process_shard(spec, cfg, seed, shard_bytes)
-    return {"shard": index, "videos_ok": m["videos_ok"], "videos_failed": m["videos_failed"], "clips": m["clips"],
+def _shard_stats(m: dict[str, Any]) -> dict[str, int]:
+    return {"videos_ok": m["videos_ok"], "videos_failed": m["videos_failed"], "clips": m["clips"],
             "files": len(m["files"])}
+
+
+def _shard_line(r: dict[str, Any]) -> str:
+    return f"{r['videos_ok']} ok, {r['videos_failed']} failed, {r['clips']} clips in {r['files']} file(s)"
+
+
+def _connect(timeout_s: float) -> None:
+    from pipeline.raystart import connect
+
+    connect(timeout_s, job="jobs.preprocess")  # ConfigError (exit 2) when the Ray to join does not answer
 
 
 def read_job_manifest(job: PreprocessConfig) -> Any:
@@ -200,54 +198,33 @@ def read_job_manifest(job: PreprocessConfig) -> Any:
     return manifest
 
 
-def _check_config(job_config: dict[str, Any], overwrite: bool, output: str) -> None:
-    """Refuse to mix output of another config/manifest, or of another job, into a folder (unless overwrite)."""
-    claim_output(output, "_progress/config.json", job_config, overwrite=overwrite, job="jobs.preprocess",
-                 owned=("clips", "_progress", "errors.parquet", "summary.json"))
-
-
 def run(job: PreprocessConfig) -> dict[str, Any]:
     """Run the job; returns the summary dict (also written to summary.json)."""
-    import ray
-
-    t0 = time.time()
     cfg = validate(job)
     manifest = read_job_manifest(job)
     out = job.output.rstrip("/")
-    clips_dir, progress_dir = storage.join(out, "clips"), storage.join(out, "_progress")
-    shard_bytes = max(1, int(job.shard_mb * MB))
-    rows_per_shard = job.rows_per_shard
     job_config = jsonable({"manifest": job.manifest, "data": asdict(cfg), "seed": job.seed,
-                  "rows_per_shard": rows_per_shard, "shard_mb": job.shard_mb,
-                  "labels": list(manifest.labels.names),
-                  "manifest_rows": len(manifest.rows), "manifest_sha1": manifest_fingerprint(manifest.rows)})
-    _check_config(job_config, job.overwrite, out)
-    write_labels(storage.join(out, "labels.json"), manifest.labels)
-
-    shards = plan_shards(len(manifest.rows), rows_per_shard)
-    done = read_markers(progress_dir)[0]
-    pending = [s for s in shards if s[0] not in done]
-    print(f"[preprocess] {len(manifest.rows)} videos ({len(manifest.errors)} bad manifest rows) in "
-          f"{len(shards)} shards of {rows_per_shard} rows; {len(shards) - len(pending)} already "
-          f"complete, {len(pending)} to do", flush=True)
-    if pending:
-        if not ray.is_initialized():
-            ray.init()
-        # the manifest and the shard plan go to the object store once; each task reads its rows
-        # from it, so the driver does O(shards) small work
-        plan = {"rows": manifest_table(manifest.rows), "pending": np.asarray(pending, np.int64).reshape(-1, 3),
-                "clips_dir": clips_dir, "progress_dir": progress_dir}
-        results = run_shards(_shard_task, plan, len(pending), cfg, job.seed, shard_bytes,
-                             num_cpus=cfg.num_cpus, memory=cfg.memory)
-        for n, r in enumerate(results, start=1):
-            print(f"[preprocess] shard {r['shard']:05d} done ({n}/{len(pending)}): {r['videos_ok']} ok, "
-                  f"{r['videos_failed']} failed, {r['clips']} clips in {r['files']} file(s)", flush=True)
-    return _summarise(out, progress_dir, manifest, shards, job_config, time.time() - t0)
+                           "rows_per_shard": job.rows_per_shard, "shard_mb": job.shard_mb,
+                           "labels": list(manifest.labels.names), "manifest_rows": len(manifest.rows),
+                           "manifest_sha1": manifest_fingerprint(manifest.rows)})
+    shard_job = ShardJob(
+        name="preprocess", output=out, config=job_config, overwrite=job.overwrite,
+        owned=("clips", "_progress", "errors.parquet", "summary.json"),
+        # the manifest goes to the object store once; each task reads its rows from it
+        items=manifest_table(manifest.rows), per_shard=job.rows_per_shard, work=process_shard,
+        context=(cfg, job.seed, max(1, int(job.shard_mb * MB))), stats=_shard_stats, line=_shard_line,
+        connect=lambda: _connect(job.ray_timeout_s), num_cpus=cfg.num_cpus, memory=cfg.memory, storage_outage_s=job.storage_outage_s,
+        storage_backoff_s=job.storage_backoff_s,
+        header=f"{len(manifest.rows)} videos ({len(manifest.errors)} bad manifest rows)",
+        before=lambda: write_labels(storage.join(out, "labels.json"), manifest.labels))
+    run_ = run_shard_job(shard_job)
+    return _summarise(out, run_, manifest, job_config)
 
 
-def _summarise(out: str, progress_dir: str, manifest, shards, job_config, seconds: float) -> dict[str, Any]:
-    """Merge shard markers into summary.json and errors.parquet."""
-    markers = load_markers(progress_dir, [i for i, _, _ in shards])
+def _summarise(out: str, run_, manifest, job_config) -> dict[str, Any]:
+    """Merge every shard's marker (this run's and earlier runs') into summary.json, which
+    describes the whole folder, with this run's share under `this_run`; and errors.parquet."""
+    markers = load_markers(run_.progress_dir, [i for i, _, _ in run_.shards])
     errors = list(manifest.errors) + [e for m in markers for e in m["errors"]]
     write_error_table(out, errors)
     summary = {
@@ -260,10 +237,11 @@ def _summarise(out: str, progress_dir: str, manifest, shards, job_config, second
         "shards": len(markers),
         "files": [storage.join("clips", f) for m in markers for f in m["files"]],
         "errors": len(errors),
-        "seconds": round(seconds, 3),
+        "this_run": this_run_totals(run_, ("videos_ok", "videos_failed", "retryable", "clips", "files")),
         "config": job_config,
     }
     storage.write_json(storage.join(out, "summary.json"), summary)
+    print_error_kinds("preprocess", errors)
     return summary
 
 

@@ -38,21 +38,18 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
-import numpy as np
 import pyarrow as pa
 
 from jobs.preprocess import read_job_manifest
-from jobs.shards import (jsonable, load_markers, manifest_fingerprint, plan_shards, read_markers, run_shards,
-                         write_error_table, write_marker)
+from jobs.shardjob import ShardJob, check_flags, print_error_kinds, run_shard_job, this_run_totals
+from jobs.shards import jsonable, load_markers, manifest_fingerprint, write_error_table
 from pipeline import storage
 from pipeline.cli import parse_job
 from pipeline.config import ConfigError
-from pipeline.data.decode import DecodeError
-from pipeline.data.errors import error_row
+from pipeline.data.errors import ENCODE, read_or_error
 from pipeline.data.manifest import write_labels
-from pipeline.data.rows import RETRYABLE_STAGE
 from pipeline.data.transcode import Encoding, encoder_available, transcode
-from pipeline.guard import OutputConflict, claim_output
+from pipeline.guard import OutputConflict
 
 MB = 1024 * 1024
 
@@ -71,6 +68,8 @@ class TranscodeConfig(Encoding):
     read_block_size_mb: float = 8.0  # bytes per ranged read of a remote source
     storage_attempts: int = 3  # tries per video while storage fails transiently (5xx, throttling, resets)
     storage_backoff_s: float = 2.0  # wait before the second try (doubling after)
+    storage_outage_s: float = 300.0  # while reads of several videos fail transiently, every reader waits up to this long for storage to answer
+    ray_timeout_s: float = 60.0  # give up (exit 2) when the Ray to join does not answer within this
     overwrite: bool = False  # discard earlier output in --output
 
     def encoding(self) -> Encoding:
@@ -86,10 +85,7 @@ EXAMPLES = """examples:
 
 def validate(job: TranscodeConfig) -> Encoding:
     """Checks the schema cannot express; returns the encoding (raises ConfigError)."""
-    if job.videos_per_shard < 1:
-        raise ConfigError(f"--videos-per-shard: must be >= 1, got {job.videos_per_shard}")
-    if job.storage_attempts < 1:
-        raise ConfigError(f"--storage-attempts: must be >= 1, got {job.storage_attempts}")
+    check_flags(("videos-per-shard", job.videos_per_shard), job.storage_attempts, job.storage_outage_s)
     try:
         enc = job.encoding()
     except ValueError as e:
@@ -143,29 +139,19 @@ def _copy_one(src: str, dst: str, enc: Encoding, block_size: int) -> dict[str, A
 def transcode_video(src: str, dst: str, enc: Encoding, *, attempts: int, backoff_s: float,
                     block_size: int) -> tuple[dict[str, Any] | None, dict[str, str] | None]:
     """One video -> (stats, None) or (None, error row); never raises. Transient storage failures
-    are retried, and reported with the retryable stage when they persist."""
-    def attempt() -> dict[str, Any]:
-        try:
-            return _copy_one(src, dst, enc, block_size)
-        except FileNotFoundError as e:
-            raise DecodeError("open", "file not found") from e
-
-    try:
-        return storage.with_retries(attempt, attempts=attempts, backoff_s=backoff_s), None
-    except Exception as e:  # noqa: BLE001 - one video never fails the job
-        if storage.is_transient(e):
-            return None, error_row(src, RETRYABLE_STAGE, f"storage unavailable after {attempts} tries: "
-                                                         f"{type(e).__name__}: {e}")
-        if isinstance(e, DecodeError):
-            return None, error_row(src, e.stage, e.message)
-        return None, error_row(src, "transcode", f"{type(e).__name__}: {e}")
+    are retried, and reported with the retryable stage when they persist (`read_or_error`)."""
+    return read_or_error(src, lambda: _copy_one(src, dst, enc, block_size), attempts=attempts,
+                         backoff_s=backoff_s, default=ENCODE)
 
 
-def process_shard(spec: dict[str, Any], job: TranscodeConfig, enc: Encoding) -> dict[str, Any]:
-    """Transcode one shard's videos (skipping those whose copy exists), then write its marker."""
+def process_shard(spec: dict[str, Any], context: tuple[TranscodeConfig, Encoding]) -> dict[str, Any]:
+    """Transcode one shard's videos (skipping those whose copy exists); returns its marker."""
+    job, enc = context
+    videos_dir = storage.join(spec["output"], "videos")
     videos, errors = [], []
-    for src, name in spec["videos"]:
-        dst = storage.join_inside(spec["videos_dir"], name)
+    for item in spec["items"]:
+        src, name = item["path"], item["name"]
+        dst = storage.join_inside(videos_dir, name)
         if storage.exists(dst):  # done by an earlier, interrupted attempt
             videos.append({"path": src, "name": name, "ok": True, "resumed": True})
             continue
@@ -174,55 +160,41 @@ def process_shard(spec: dict[str, Any], job: TranscodeConfig, enc: Encoding) -> 
         videos.append({"path": src, "name": name, "ok": err is None, **(stats or {})})
         if err is not None:
             errors.append(err)
-    retryable = sum(e["stage"] == RETRYABLE_STAGE for e in errors)
-    index, progress = spec["index"], spec["progress_dir"]
-    marker = {"shard": index, "videos": videos, "errors": errors, "retryable": retryable}
-    write_marker(progress, index, marker, retryable=bool(retryable))
-    return marker
+    return {"videos": videos, "errors": errors}
 
 
-def _shard_task(plan: dict[str, Any], pos: int, job: TranscodeConfig, enc: Encoding) -> dict[str, int]:
-    """Ray task: the pending shard at `pos` of the plan (its videos read in place from the
-    object store: an Arrow table) -> its small stats."""
-    index, lo, hi = (int(v) for v in plan["pending"][pos])
-    videos = [(v["path"], v["name"]) for v in plan["videos"].slice(lo, hi - lo).to_pylist()]
-    spec = {"index": index, "videos": videos, "videos_dir": plan["videos_dir"], "progress_dir": plan["progress_dir"]}
-    m = process_shard(spec, job, enc)
-    return {"shard": index, "ok": sum(v["ok"] for v in m["videos"]), "failed": len(m["errors"])}
+def _shard_stats(m: dict[str, Any]) -> dict[str, int]:
+    return {"videos_ok": sum(v["ok"] for v in m["videos"]), "videos_failed": len(m["errors"])}
+
+
+def _shard_line(r: dict[str, Any]) -> str:
+    return f"{r['videos_ok']} ok, {r['videos_failed']} failed"
+
+
+def _connect(timeout_s: float) -> None:
+    from pipeline.raystart import connect
+
+    connect(timeout_s, job="jobs.transcode")  # ConfigError (exit 2) when the Ray to join does not answer
 
 
 def run(job: TranscodeConfig) -> dict[str, Any]:
     """Run the job; returns the summary dict (also written to summary.json)."""
-    import ray
-
-    t0 = time.time()
     enc = validate(job)
     manifest = read_job_manifest(job)
     out = job.output.rstrip("/")
-    videos_dir, progress_dir = storage.join(out, "videos"), storage.join(out, "_progress")
     videos = plan_videos(manifest.rows)
     job_config = jsonable({"manifest": job.manifest, "encoding": asdict(enc), "videos_per_shard": job.videos_per_shard,
                             "labels": list(manifest.labels.names), "manifest_rows": len(manifest.rows),
                             "manifest_sha1": manifest_fingerprint(manifest.rows)})
-    claim_output(out, "_progress/config.json", job_config, overwrite=job.overwrite, job="jobs.transcode",
-                 owned=("videos", "_progress", "manifest.csv", "labels.json", "errors.parquet", "summary.json"))
-    shards = plan_shards(len(videos), job.videos_per_shard)
-    pending = [s for s in shards if s[0] not in read_markers(progress_dir)[0]]
-    print(f"[transcode] {len(videos)} videos ({len(manifest.rows)} rows, {len(manifest.errors)} bad manifest rows) "
-          f"in {len(shards)} shards of {job.videos_per_shard}; {len(shards) - len(pending)} already complete, "
-          f"{len(pending)} to do", flush=True)
-    if pending:
-        if not ray.is_initialized():
-            ray.init()
-        plan = {"videos": pa.table({"path": [p for p, _ in videos], "name": [n for _, n in videos]}),
-                "pending": np.asarray(pending, np.int64).reshape(-1, 3), "videos_dir": videos_dir,
-                "progress_dir": progress_dir}
-        results = run_shards(_shard_task, plan, len(pending), job, enc, num_cpus=job.num_cpus,
-                             memory=job.memory_mb * MB)
-        for n, r in enumerate(results, start=1):
-            print(f"[transcode] shard {r['shard']:05d} done ({n}/{len(pending)}): {r['ok']} ok, "
-                  f"{r['failed']} failed", flush=True)
-    return summarise(out, progress_dir, manifest, shards, job_config, time.time() - t0)
+    run_ = run_shard_job(ShardJob(
+        name="transcode", output=out, config=job_config, overwrite=job.overwrite,
+        owned=("videos", "_progress", "manifest.csv", "labels.json", "errors.parquet", "summary.json"),
+        items=pa.table({"path": [p for p, _ in videos], "name": [n for _, n in videos]}),
+        per_shard=job.videos_per_shard, work=process_shard, context=(job, enc), stats=_shard_stats,
+        line=_shard_line, connect=lambda: _connect(job.ray_timeout_s), num_cpus=job.num_cpus, memory=job.memory_mb * MB,
+        storage_outage_s=job.storage_outage_s, storage_backoff_s=job.storage_backoff_s,
+        header=f"{len(videos)} videos ({len(manifest.rows)} rows, {len(manifest.errors)} bad manifest rows)"))
+    return summarise(out, run_, manifest, job_config)
 
 
 def manifest_csv(rows: Sequence[dict[str, Any]], copies: dict[str, str]) -> str:
@@ -241,25 +213,28 @@ def manifest_csv(rows: Sequence[dict[str, Any]], copies: dict[str, str]) -> str:
     return buf.getvalue()
 
 
-def summarise(out: str, progress_dir: str, manifest, shards, job_config, seconds: float) -> dict[str, Any]:
-    """Merge shard markers into manifest.csv, labels.json, errors.parquet and summary.json."""
-    markers = load_markers(progress_dir, [i for i, _, _ in shards], skip_missing=True)
+def summarise(out: str, run_, manifest, job_config) -> dict[str, Any]:
+    """Merge every shard's marker (this run's and earlier runs') into manifest.csv, labels.json,
+    errors.parquet and summary.json, which describes the whole folder, with this run's share
+    under `this_run`."""
+    markers = load_markers(run_.progress_dir, [i for i, _, _ in run_.shards], skip_missing=True)
     videos = [v for m in markers for v in m["videos"]]
     copies = {v["path"]: v["name"] for v in videos if v["ok"]}
     storage.write_bytes_atomic(storage.join(out, "manifest.csv"), manifest_csv(manifest.rows, copies).encode())
     write_labels(storage.join(out, "labels.json"), manifest.labels)
     errors = list(manifest.errors) + [e for m in markers for e in m["errors"]]
     write_error_table(out, errors)
-    fresh = [v for v in videos if v["ok"] and not v.get("resumed")]
-    src_bytes, out_bytes = sum(v["source_bytes"] for v in fresh), sum(v["bytes"] for v in fresh)
+    measured = [v for v in videos if v["ok"] and "bytes" in v]  # a copy resumed inside a redone shard has no stats
+    src_bytes, out_bytes = sum(v["source_bytes"] for v in measured), sum(v["bytes"] for v in measured)
     summary = {
-        "videos": shards[-1][2] if shards else 0, "videos_ok": len(copies),
+        "videos": run_.shards[-1][2] if run_.shards else 0, "videos_ok": len(copies),
         "videos_failed": sum(not v["ok"] for v in videos), "retryable": sum(m.get("retryable", 0) for m in markers),
         "manifest_rows": sum(r["path"] in copies for r in manifest.rows), "manifest_errors": len(manifest.errors),
         "errors": len(errors), "bytes_ratio": round(out_bytes / src_bytes, 4) if src_bytes else None,
-        "seconds": round(seconds, 3), "config": job_config,
+        "this_run": this_run_totals(run_, ("videos_ok", "videos_failed", "retryable")), "config": job_config,
     }
     storage.write_json(storage.join(out, "summary.json"), summary)
+    print_error_kinds("transcode", errors)
     return summary
 
 

@@ -42,7 +42,7 @@ __all__ = [
     "safe_relpath", "join_inside",
     "open_uri", "exists", "list_files", "makedirs", "remove", "read_bytes",
     "write_bytes_atomic", "read_json", "write_json", "read_parquet", "write_parquet_atomic",
-    "is_transient", "with_retries",
+    "is_transient", "with_retries", "StorageOutage", "ReadGate", "set_read_gate", "read_gate",
 ]
 
 
@@ -310,14 +310,82 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
-def with_retries(fn: Callable[[], T], *, attempts: int = 3, backoff_s: float = 2.0) -> T:
-    """`fn()`, tried up to `attempts` times while it fails transiently (`is_transient`), waiting
-    `backoff_s`, then twice that, ... between tries; the last failure propagates."""
-    for attempt in range(attempts):
+class StorageOutage(ConnectionError):
+    """The whole store has been down for longer than the job's outage bound: the read gives up
+    (transient: its video becomes a retryable error row)."""
+
+
+RETRY, WAIT, GIVE_UP = "retry", "wait", "give_up"  # a gate's verdicts on a transient failure
+_OUTAGE_TEXT = "storage unavailable: down across videos for longer than the job's bound (--storage-outage-s)"
+
+
+class ReadGate:
+    """What the reads of one process share about the store's health (`with_retries` asks it).
+
+    This base gate knows nothing, so every read keeps only its own retries. A job that runs
+    readers on many processes installs one that is shared by them all (`pipeline.outage`): when
+    reads fail transiently across videos, the store is down, and every reader pauses on one
+    shared backoff instead of spending its own tries. Methods:
+
+        wait(source)          before each try: block while the store is down (bounded); False
+                              once the outage outlasted the job's bound (give up)
+        failed(source, exc)   after a transient failure: RETRY (an isolated failure: the read's
+                              own retries), WAIT (the store is down: wait, then try again without
+                              spending a try) or GIVE_UP (down past the bound)
+        answered(source)      the store answered (a success, or a failure that is the file's)
+    """
+
+    def wait(self, source: str) -> bool:
+        return True
+
+    def failed(self, source: str, exc: BaseException) -> str:
+        return RETRY
+
+    def answered(self, source: str) -> None:
+        return None
+
+
+_GATE: list[ReadGate] = [ReadGate()]
+
+
+def set_read_gate(gate: ReadGate | None) -> ReadGate:
+    """Make `gate` (None: the base gate) the one every `with_retries` of this process asks;
+    returns the one it replaces."""
+    old, _GATE[0] = _GATE[0], gate or ReadGate()
+    return old
+
+
+def read_gate() -> ReadGate:
+    """The gate `with_retries` asks in this process."""
+    return _GATE[0]
+
+
+def with_retries(fn: Callable[[], T], *, attempts: int = 3, backoff_s: float = 2.0, source: str = "") -> T:
+    """`fn()` (one whole read of `source`), tried up to `attempts` times while it fails
+    transiently (`is_transient`), waiting `backoff_s`, then twice that, ... between tries; the
+    last failure propagates. The process's `read_gate()` is told of every outcome: while it
+    says the whole store is down, the read waits on it and its tries are not spent; past the
+    gate's bound it raises `StorageOutage`, or the last transient failure."""
+    gate = read_gate()
+    tries = 0
+    while True:
+        if not gate.wait(source):
+            raise StorageOutage(_OUTAGE_TEXT)
         try:
-            return fn()
+            result = fn()
         except Exception as e:  # noqa: BLE001 - re-raised unless transient and tries remain
-            if attempt == attempts - 1 or not is_transient(e):
+            if not is_transient(e):
+                gate.answered(source)  # the store answered: the failure is the file's
                 raise
-            time.sleep(backoff_s * 2 ** attempt)
-    raise AssertionError("unreachable")
+            verdict = gate.failed(source, e)
+            if verdict == WAIT:
+                continue  # the shared backoff decides when to try again
+            if verdict == GIVE_UP:
+                raise StorageOutage(_OUTAGE_TEXT) from e
+            tries += 1
+            if tries >= attempts:
+                raise
+            time.sleep(backoff_s * 2 ** (tries - 1))
+        else:
+            gate.answered(source)
+            return result

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 import numpy as np
 from einops import rearrange
@@ -140,6 +140,20 @@ def read_clips(video: Video, row: dict[str, Any], cfg: ClipConfig, *, mode: Mode
     `rng` drives train mode's random choices (required there). Raises `DecodeError` (with a
     stage) for bad input.
     """
+    chunks = list(iter_clips(video, row, cfg, mode=mode, rng=rng))
+    return Clips(
+        frames=_stack([f for c in chunks for f in c.frames]),  # [K, V, T, H, W, 3]
+        starts=[t for c in chunks for t in c.starts],
+        ends=[t for c in chunks for t in c.ends],
+        num_padded=[p for c in chunks for p in c.num_padded],
+        info=video.info,
+    )
+
+
+def clip_spans(video: Video, row: dict[str, Any], cfg: ClipConfig, *, mode: Mode,
+               rng: np.random.Generator | None = None) -> tuple[int, int, list[tuple[int, int]], list[int]]:
+    """(first frame, frames in the segment, clip spans [start, end) in segment frames, short side
+    per clip): the clips a row gets, before any frame is decoded."""
     if mode == "train" and (rng is None or cfg.crop_size is None):
         raise ValueError("train mode needs an rng and a crop_size")
     first, last = segment_frames(video, row)
@@ -151,28 +165,38 @@ def read_clips(video: Video, row: dict[str, Any], cfg: ClipConfig, *, mode: Mode
         for _ in range(cfg.clips_per_video):  # each clip: its own span and scale (then crop, flip)
             spans.append(sampling.random_clip(total, span, rng))
             sizes.append(int(rng.integers(lo, hi + 1)))
-    elif cfg.sampling == "cover":
-        spans = sampling.cover_clips(total, span)
-        sizes = [cfg.eval_short_side()] * len(spans)
-    else:
-        spans = sampling.uniform_clips(total, span, cfg.clips)
-        sizes = [cfg.eval_short_side()] * len(spans)
-    frames, padded = [], []
+        return first, total, spans, sizes
+    spans = sampling.cover_clips(total, span) if cfg.sampling == "cover" else sampling.uniform_clips(
+        total, span, cfg.clips)
+    return first, total, spans, [cfg.eval_short_side()] * len(spans)
+
+
+def iter_clips(video: Video, row: dict[str, Any], cfg: ClipConfig, *, mode: Mode,
+               rng: np.random.Generator | None = None, skip: int = 0) -> Iterator[Clips]:
+    """`read_clips`, `cfg.clips_per_decode` clips at a time: one `Clips` per seek pass, so that a
+    long video's clips can be consumed (and freed) while the rest decode. `skip` leaves out the
+    first clips without decoding them (a val/test reader resuming after a failure; train mode's
+    random draws would differ). Every chunk's `info` is the video's; `clip_spans` tells the clip
+    count before any decode."""
+    first, total, spans, sizes = clip_spans(video, row, cfg, mode=mode, rng=rng)
     for c0 in range(0, len(spans), cfg.clips_per_decode):
         chunk, chunk_sizes = spans[c0:c0 + cfg.clips_per_decode], sizes[c0:c0 + cfg.clips_per_decode]
+        if c0 + len(chunk) <= skip:
+            continue
         clips, pads = _decode_chunk(video, chunk, first, total, cfg.num_frames, max(chunk_sizes))
+        frames = []
         for clip, size in zip(clips, chunk_sizes):
             if size != max(chunk_sizes):  # several train scales from one pass: down from the largest
                 clip = transforms.short_side_resize(clip, size)
             frames.append(_stack(_views(clip, cfg, mode, rng)))  # [V, T, H, W, 3]
-        padded.extend(pads)
-    return Clips(
-        frames=_stack(frames),  # [K, V, T, H, W, 3]
-        starts=[video.time_of(first + s) for s, _ in spans],
-        ends=[video.time_of(first + min(e, total)) for _, e in spans],
-        num_padded=padded,
-        info=video.info,
-    )
+        keep = max(0, skip - c0)  # clips of this pass already delivered before a resume
+        yield Clips(
+            frames=_stack(frames[keep:]),  # [k, V, T, H, W, 3]
+            starts=[video.time_of(first + s) for s, _ in chunk[keep:]],
+            ends=[video.time_of(first + min(e, total)) for _, e in chunk[keep:]],
+            num_padded=pads[keep:],
+            info=video.info,
+        )
 
 
 def _decode_chunk(video: Video, spans: list[tuple[int, int]], first: int, total: int, num_frames: int,

@@ -31,6 +31,8 @@ from typing import BinaryIO, Iterator, Sequence, Union
 import av
 import numpy as np
 
+from pipeline.data.errors import DECODE, INDEX, OPEN, PROBE, STREAM
+from pipeline.data.mp4 import mp4_without_index
 from pipeline.data.seek import (DecodeError, ReadStats, StartPass, decoded_frames, make_skip, norm_rotation,
                                 read_start, seek_decode, seek_start)
 from pipeline.data.timeline import Timeline, index_is_regular
@@ -101,42 +103,46 @@ def _open(src: Source, max_pixels: int | None = None) -> tuple[av.container.Inpu
     if isinstance(src, (str, os.PathLike)):
         path = os.fspath(src)
         if not os.path.exists(path):
-            raise DecodeError("open", f"file not found: {path}")
+            raise DecodeError(OPEN, f"file not found: {path}")
         size = os.path.getsize(path)
         if size == 0:
-            raise DecodeError("open", f"empty file (0 bytes): {path}")
+            raise DecodeError(OPEN, f"empty file (0 bytes): {path}")
         target: object = path
     else:
         if not hasattr(src, "read") or not hasattr(src, "seek"):
-            raise DecodeError("open", f"source must be a path or a seekable binary file, got {type(src)!r}")
+            raise DecodeError(OPEN, f"source must be a path or a seekable binary file, got {type(src)!r}")
         try:
             src.seek(0, io.SEEK_END)
             size = src.tell()
             src.seek(0)
         except (OSError, ValueError) as e:
-            raise DecodeError("open", f"file object is not seekable: {e}") from e
+            raise DecodeError(OPEN, f"file object is not seekable: {e}") from e
         if size == 0:
-            raise DecodeError("open", "empty file (0 bytes)")
+            raise DecodeError(OPEN, "empty file (0 bytes)")
         target = src
     try:
         options = {"max_pixels": str(int(max_pixels))} if max_pixels is not None else None
         return av.open(target, mode="r", metadata_errors="ignore", options=options), size
     except av.FFmpegError as e:
-        raise DecodeError("open", f"not a readable video container: {e}") from e
+        reason = e.strerror or str(e)
+        if mp4_without_index(target, size):
+            raise DecodeError(OPEN, "truncated or missing its index (an MP4/QuickTime file without its moov "
+                                    f"box: a cut download or an unfinished recording): {reason}") from e
+        raise DecodeError(OPEN, f"not a video file (PyAV could not read a container): {reason}") from e
     except (OSError, ValueError) as e:
-        raise DecodeError("open", f"cannot open: {e}") from e
+        raise DecodeError(OPEN, f"cannot open: {e}") from e
 
 
 def _video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
     if not container.streams.video:
         kinds = sorted({s.type for s in container.streams}) or ["none"]
-        raise DecodeError("stream", f"no video stream (streams: {', '.join(kinds)})")
+        raise DecodeError(STREAM, f"no video stream (streams: {', '.join(kinds)})")
     return container.streams.video[0]
 
 
 def _check_pixels(width: int, height: int, max_pixels: int | None) -> None:
     if max_pixels is not None and width * height > max_pixels:
-        raise DecodeError("probe", f"frame size {width}x{height} = {width * height} pixels exceeds "
+        raise DecodeError(PROBE, f"frame size {width}x{height} = {width * height} pixels exceeds "
                                    f"the cap of {max_pixels} (max_pixels)")
 
 
@@ -144,15 +150,15 @@ def _check_stream(container, stream, max_pixels: int | None) -> Fraction:
     """Reject what is not a decodable video before decoding anything; returns the stream rate."""
     fmt = container.format.name or ""
     if fmt == "image2" or fmt.endswith("_pipe"):
-        raise DecodeError("probe", f"a still image ({fmt}), not a video")
+        raise DecodeError(PROBE, f"a still image ({fmt}), not a video")
     ctx = stream.codec_context
     _check_pixels(int(ctx.width or 0), int(ctx.height or 0), max_pixels)
     tb = stream.time_base
     if tb is None or tb <= 0:
-        raise DecodeError("probe", f"invalid time base {tb}")
+        raise DecodeError(PROBE, f"invalid time base {tb}")
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     if not rate:
-        raise DecodeError("probe", "video stream has no frame rate")
+        raise DecodeError(PROBE, "video stream has no frame rate")
     return Fraction(rate)  # nominal: checked against the timestamps by the timeline
 
 
@@ -181,7 +187,7 @@ def _build_timeline(container, stream, rate: Fraction, file_size: int) -> tuple[
     start = read_start(container, stream, file_size, scan=True)
     first = _first_pts(start)
     if not any(p >= first for p in start.pts):
-        raise DecodeError("probe", "no complete packets")
+        raise DecodeError(PROBE, "no complete packets")
     tl = Timeline.from_table(start.pts, start.keys, tb, rate, first, start.last_duration)
     declared = _declared_seconds(container, stream)  # a length, or an end time (Matroska)
     end = max(tl.duration, float(tl.first_pts * tb) + tl.duration)
@@ -209,7 +215,7 @@ def _declared_seconds(container, stream) -> float:
 
 def _first_pts(start: StartPass) -> int:
     if start.first.pts is None:
-        raise DecodeError("decode", "decoded frame has no timestamp")
+        raise DecodeError(DECODE, "decoded frame has no timestamp")
     return start.first.pts
 
 
@@ -254,12 +260,12 @@ class Video:
         _check_pixels(width, height, max_pixels)
         codec = stream.codec_context.name
         if codec in IMAGE_CODECS and tl.num_frames < 2:
-            raise DecodeError("probe", f"a single {codec} image, not a video")
+            raise DecodeError(PROBE, f"a single {codec} image, not a video")
         if not MIN_FPS <= tl.fps <= MAX_FPS:
-            raise DecodeError("probe", f"frame rate {tl.fps:.4g} fps outside [{MIN_FPS:g}, {MAX_FPS:g}] "
+            raise DecodeError(PROBE, f"frame rate {tl.fps:.4g} fps outside [{MIN_FPS:g}, {MAX_FPS:g}] "
                                        f"(time base {tl.time_base}: broken timescale or header)")
         if first.is_corrupt:
-            raise DecodeError("decode", "first frame is corrupt (the decoder concealed errors)")
+            raise DecodeError(DECODE, "first frame is corrupt (the decoder concealed errors)")
         return VideoInfo(
             num_frames=tl.num_frames, fps=tl.fps, duration=tl.duration, width=width, height=height,
             rotation=norm_rotation(first.rotation), start_time=float(tl.first_pts * tl.time_base),
@@ -308,17 +314,17 @@ class Video:
         indices = [int(i) for i in frame_indices]
         n = self._tl.num_frames
         if not indices:
-            raise DecodeError("index", "no frame indices requested")
+            raise DecodeError(INDEX, "no frame indices requested")
         if min(indices) < 0:
-            raise DecodeError("index", f"negative frame index {min(indices)}")
+            raise DecodeError(INDEX, f"negative frame index {min(indices)}")
         if max(indices) >= n:
-            raise DecodeError("index", f"frame index {max(indices)} beyond the video's {n} frames")
+            raise DecodeError(INDEX, f"frame index {max(indices)} beyond the video's {n} frames")
         got, tail = seek_decode(self._container, self._stream, self._tl, sorted(set(indices)), size,
                                 skip_nonref, self._truncated, self._file_size, self.stats)
         missing = {i for i in set(indices) if i not in got}
         if missing:
             if tail is None:
-                raise DecodeError("decode", "no decodable frames (truncated or corrupt)")
+                raise DecodeError(DECODE, "no decodable frames (truncated or corrupt)")
             for i in missing:
                 got[i] = tail
             log.warning("%d requested frame(s) past the real end of the stream; repeated the last frame",
@@ -339,7 +345,7 @@ class Video:
             for frame in decoded_frames(self._container, stream, skip, self._truncated, stats=self.stats):
                 self.stats.decoded += 1
                 if frame.pts is None:
-                    raise DecodeError("decode", "decoded frame has no timestamp")
+                    raise DecodeError(DECODE, "decoded frame has no timestamp")
                 k = tl.index_of(frame.pts)
                 if k >= tl.num_frames:
                     return
@@ -347,7 +353,7 @@ class Video:
                     self.stats.kept += 1
                     yield k, frame
         except av.FFmpegError as e:
-            raise DecodeError("decode", f"undecodable frames: {e}") from e
+            raise DecodeError(DECODE, f"undecodable frames: {e}") from e
 
 
 def probe(src: Source, *, max_pixels: int | None = MAX_PIXELS) -> VideoInfo:

@@ -34,9 +34,9 @@ import pyarrow as pa
 from pipeline import storage
 from pipeline.data import decode as vdecode
 from pipeline.data.clips import ClipConfig, Clips, read_clips, row_rng
-from pipeline.data.errors import error_row
+from pipeline.data.errors import STORAGE, read_or_error
 
-RETRYABLE_STAGE = "storage"  # error rows of this stage are transient: a re-run tries them again
+RETRYABLE_STAGE = STORAGE  # error rows of this stage are transient: a re-run tries them again
 OUTPUT_COLUMNS = ("frames", "label", "video_id", "clip_index", "crop_index", "start_sec",
                   "end_sec", "num_padded", "epoch", "truncated", "decoded_frames", "kept_frames")
 WORK_COLUMNS = ("decoded_frames", "kept_frames")  # decode work: a training metric, not clip data
@@ -110,22 +110,11 @@ def process_row(row: dict[str, Any], cfg: DataConfig, *, mode: str, seed: int,
     uri = str(row.get("path"))
 
     def attempt() -> list[dict[str, Any]]:
-        try:
-            with storage.open_for_reading(uri, block_size=cfg.read_block_size) as src:
-                return video_clips(src, row, cfg, mode=mode, seed=seed, epoch=epoch)
-        except FileNotFoundError as e:
-            raise vdecode.DecodeError("open", "file not found") from e
+        with storage.open_for_reading(uri, block_size=cfg.read_block_size) as src:
+            return video_clips(src, row, cfg, mode=mode, seed=seed, epoch=epoch)
 
-    try:
-        return storage.with_retries(attempt, attempts=cfg.storage_attempts, backoff_s=cfg.storage_backoff_s), None
-    except Exception as e:  # noqa: BLE001 - never fail the job for one video
-        if storage.is_transient(e):  # the store's failure, not the video's: a re-run retries it
-            return [], error_row(uri, RETRYABLE_STAGE, f"storage unavailable after {cfg.storage_attempts} "
-                                                       f"tries: {type(e).__name__}: {e}")
-        if isinstance(e, vdecode.DecodeError):
-            return [], error_row(uri, e.stage, e.message)
-        stage = "open" if isinstance(e, OSError) else "decode"
-        return [], error_row(uri, stage, f"{type(e).__name__}: {e}")
+    views, error = read_or_error(uri, attempt, attempts=cfg.storage_attempts, backoff_s=cfg.storage_backoff_s)
+    return views or [], error
 
 
 def _stack_frames(views: list[np.ndarray]) -> np.ndarray:

@@ -1,15 +1,20 @@
-"""The model actor: loads one model once and scores batches of clips straight from the object store."""
+"""The model actor of Ray Data's pool: loads one model once and scores batches of clip rows.
+
+`ClipScorer` is the callable class `Dataset.map_batches` runs in an actor pool
+(`concurrency=(min, max)`, `num_gpus` per actor): each call gets `batch_size` clip rows of any
+videos (the decode columns of `pipeline.infer.decode`) and returns them with `logits` float32
+[B, C] (crop logits averaged) in place of `frames`, plus the call's model seconds (`busy_s`, on its
+first row) and which actor ran it (`actor`). Error rows pass through unscored.
+"""
 
 from __future__ import annotations
 
 import os
 import time
+import uuid
 from typing import Any
 
 import numpy as np
-import ray
-
-from pipeline.infer.config import InferConfig
 
 
 def load_model(checkpoint: str, device: str, threads: int) -> tuple[Any, Any]:
@@ -26,31 +31,23 @@ def load_model(checkpoint: str, device: str, threads: int) -> tuple[Any, Any]:
     return load(checkpoint).to(torch.device(device)), torch.device(device)
 
 
-@ray.remote
 class ClipScorer:
-    """Holds one model (loaded once) and scores batches of clips from the object store."""
+    """Holds one model (loaded once, in the actor) and scores batches of clip rows."""
 
-    def __init__(self, checkpoint: str, device: str = "auto", threads: int = 1,
-                 precision: str = "fp32", fail_after_calls: int | None = None, fault_marker: str = "",
-                 compile: bool = False):
+    def __init__(self, checkpoint: str, device: str = "auto", threads: int = 1, precision: str = "auto",
+                 compile: bool = False, num_classes: int = 0, fail_after_calls: int | None = None,
+                 fault_marker: str = ""):
         from pipeline.model.compile import compile_blocks
 
         self.model, self.device = load_model(checkpoint, device, threads)
         if compile:
             compile_blocks(self.model, self.device)  # eager (one warning) where the compiler cannot run
-        self.precision = precision  # "fp32": no autocast; "bf16" / "fp16": autocast on CUDA
+        self.precision = precision  # "auto": bf16 autocast on CUDA, fp32 on CPU
+        self.num_classes = num_classes or int(self.model.config.num_classes)
+        self.id = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.calls, self.fail_after_calls, self.fault_marker = 0, fail_after_calls, fault_marker
 
-    def info(self) -> dict[str, Any]:
-        """The model facts the driver needs (classes, frames, image size, device)."""
-        cfg = self.model.config
-        return {"num_classes": int(cfg.num_classes), "num_frames": int(getattr(cfg, "num_frames", 8)),
-                "image_size": int(getattr(cfg, "image_size", 224)), "family": self.model.family,
-                "device": str(self.device)}
-
-    def score(self, parts: list[tuple[Any, list[int]]]) -> tuple[np.ndarray, float]:
-        """Clip logits `[B, C]` (float32, crop logits averaged) for `[(clips_ref, clip_indices), ...]`;
-        busy seconds."""
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
         from einops import rearrange
 
@@ -58,16 +55,22 @@ class ClipScorer:
 
         self._maybe_fail()
         t0 = time.perf_counter()
-        arrays = ray.get([ref for ref, _ in parts])
-        clips = np.concatenate([a[idx] for a, (_, idx) in zip(arrays, parts)])  # [B, V, T, S, S, 3]
-        views = clips.shape[1]
-        x = torch.from_numpy(rearrange(clips, "b v t h w c -> (b v) t h w c"))
-        with torch.inference_mode():
-            logits = clip_logits(self.model, x, precision=self.precision)  # [(B V), C]
-        logits = rearrange(logits.float(), "(b v) c -> b v c", v=views).mean(dim=1)  # [B, C]
-        out = logits.cpu().numpy().astype(np.float32)
-        return out, time.perf_counter() - t0
-
+        frames = batch.pop("frames")
+        ok = np.flatnonzero(np.asarray([not e for e in batch["error"]], bool))
+        logits = np.zeros((len(batch["video_id"]), self.num_classes), np.float32)  # [B, C]
+        if len(ok):
+            clips = np.stack([frames[i] for i in ok])  # [b, V, T, S, S, 3]
+            views = clips.shape[1]
+            x = torch.from_numpy(rearrange(clips, "b v t h w c -> (b v) t h w c"))
+            with torch.inference_mode():
+                out = clip_logits(self.model, x, precision=self.precision)  # [(b V), C]
+            out = rearrange(out.float(), "(b v) c -> b v c", v=views).mean(dim=1)  # [b, C]
+            logits[ok] = out.cpu().numpy()
+        batch["logits"] = logits
+        batch["busy_s"] = np.zeros(len(logits), np.float64)
+        batch["busy_s"][:1] = time.perf_counter() - t0
+        batch["actor"] = np.array([self.id] * len(logits), dtype=object)
+        return batch
 
     def _maybe_fail(self) -> None:
         """Testing hook: exit the process once, at call `fail_after_calls` (a marker file records it)."""
@@ -79,17 +82,3 @@ class ClipScorer:
         if not storage.exists(self.fault_marker):
             storage.write_bytes_atomic(self.fault_marker, b"model actor exited once\n")
             os._exit(1)
-
-
-def make_actors(checkpoint: str, cfg: InferConfig, device: str = "auto", fault_marker: str = "") -> list[Any]:
-    """Start the model actors (one per GPU by default, else one CPU actor)."""
-    gpus = float(ray.cluster_resources().get("GPU", 0))
-    per_actor = cfg.actor_gpus if cfg.actor_gpus is not None else (1.0 if gpus and device != "cpu" else 0.0)
-    n = cfg.actors or (max(1, int(gpus // per_actor)) if per_actor else 1)
-    threads = cfg.torch_threads or max(1, int(cfg.actor_cpus))
-    dev = device if device != "auto" else ("cuda" if per_actor else "cpu")
-    return [ClipScorer.options(num_cpus=cfg.actor_cpus, num_gpus=per_actor, max_restarts=cfg.actor_restarts,
-                               max_task_retries=0).remote(  # the scheduler re-sends failed calls itself
-        checkpoint, dev, threads, cfg.precision, cfg.fail_actor_after_calls if i == 0 else None, fault_marker,
-        cfg.compile)
-        for i in range(n)]

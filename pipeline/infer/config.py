@@ -25,7 +25,7 @@ class InferConfig:
 
     num_frames: int | None = None  # frames per clip (None: the checkpoint's recipe)
     sampling_rate: int | None = None  # source frames between sampled frames at 30 fps (None: the checkpoint's recipe)
-    sampling: Literal["uniform", "cover"] | None = None  # cover: non-overlapping clips over the whole video (HowTo100M); uniform: `clips` evenly spaced (None: the recipe's)
+    sampling: Literal["uniform", "cover"] | None = "cover"  # cover: non-overlapping clips over the whole video (HowTo100M); uniform: `clips` evenly spaced (None: the recipe's eval protocol)
     clips: int | None = None  # with sampling=uniform: clips per video (None: the recipe's)
     crops: Literal[1, 3] | None = None  # 1 centre crop, or 3 crops along the long side, scores averaged (None: the recipe's)
     short_side: int | None = None  # resize short side to this (None: the recipe's; follows --crop-size when the recipe resizes to its crop)
@@ -33,30 +33,27 @@ class InferConfig:
     allow_resample: bool = False  # accept a frame count other than the model's (its time / position embedding is resampled)
     aggregate: Literal["mean_logits", "mean_probs", "max"] = "mean_logits"
     top_k: int = 5
-    batch_size: int = 8  # clips per actor call (each clip is `crops` model inputs)
-    actors: int = 0  # model actors; 0: one per GPU in the cluster, else 1
-    actor_gpus: float | None = None  # GPUs per actor; None: 1 when the cluster has GPUs
+    batch_size: int = 8  # clips per model call, across videos (each clip is `crops` model inputs)
+    actors: int = 0  # most model actors; 0: one per `actor_gpus` of the GPUs the cluster has or its autoscaler can add (else 1)
+    min_actors: int = 1  # model actors kept while the run lasts (Ray Data grows the pool from here and lets idle ones go)
+    actor_gpus: float | None = None  # GPUs per actor (fractions share a GPU); None: 1 when the cluster has or can add GPUs
     actor_cpus: float = 1.0
     torch_threads: int = 0  # torch threads in a CPU actor; 0: actor_cpus
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast dtype on CUDA
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 autocast on CUDA (as training), fp32 on CPU
     # Off by default: each actor pays the compile (~1 min on CPU) and the CPU machine measured no gain
     # (docs/BENCHMARKS.md, "Compiled step").
     compile: bool = False  # torch.compile the model's transformer blocks in each actor (eager fallback with one warning)
-    decode_num_cpus: float = 1.0
+    decode_num_cpus: float = 1.0  # CPUs per decode task (the autoscaler adds CPU nodes for them)
+    decode_memory_mb: int = 512  # memory reserved per decode task (Ray's `memory` resource)
+    videos_per_task: int = 1  # videos per decode task (a retried task decodes these again)
     max_pixels: int | None = MAX_PIXELS  # width x height above which a video is an error row (admits 4K); None: no cap
     storage_attempts: int = 3  # tries per video while storage fails transiently (5xx, throttling, resets, timeouts)
     storage_backoff_s: float = 2.0  # wait before the second try (doubling after)
-    clips_per_decode: int = 8  # clips decoded per decode() call (bounds native-size frames held)
-    max_videos_in_flight: int = 0  # decoding + waiting for scores; 0: 2 x decode slots + 2
-    # Decoded clips (uint8, in the object store) held by videos waiting for scores, in MiB: no new
-    # decode starts while held + (decoding videos x the mean video so far) would pass it; one
-    # video at a time always goes (a single longer video is never refused). 0: no byte bound.
-    # 2 GiB holds ~1,700 views of 8 x 224 x 224 (1.2 MB each): ~4 h of video in rate-32 cover clips.
-    max_mb_in_flight: int = 2048
-    max_batches_per_actor: int = 2  # queued actor calls per actor (>= 2 keeps actors fed)
+    clips_per_decode: int = 8  # clips per seek pass and per decoded block (bounds the frames a reader holds)
     part_size: int = 16  # finished videos per part file
-    actor_restarts: int = 4  # restarts of a model actor whose process or node died
-    clip_retries: int = 3  # times a clip whose actor call failed is sent again before its video is an error row
+    # The autoscaler config a `ray up` head runs (read for its GPU node types when Ray reports no
+    # cluster config of its own, as KubeRay does).
+    autoscaler_config: str = "~/ray_bootstrap_config.yaml"
     # Testing hook: the first actor exits once after this many calls (marker `_fault_injected` in the output).
     fail_actor_after_calls: int | None = None
     labels: str | None = None  # labels.json URI; None: labels.json beside the checkpoint
@@ -70,14 +67,15 @@ class InferConfig:
             raise ValueError(f"crops must be 1 or 3, got {self.crops}")
         if self.aggregate not in agg.AGGREGATES:
             raise ValueError(f"aggregate must be one of {agg.AGGREGATES}, got {self.aggregate!r}")
-        for name in ("top_k", "batch_size", "clips_per_decode", "max_batches_per_actor", "part_size"):
+        for name in ("top_k", "batch_size", "clips_per_decode", "part_size", "min_actors", "videos_per_task",
+                     "decode_memory_mb"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("num_frames", "sampling_rate", "clips", "short_side", "crop_size"):
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ValueError(f"{name} must be >= 1, got {v}")
-        for name in ("max_videos_in_flight", "max_mb_in_flight", "actors", "torch_threads"):
+        for name in ("actors", "torch_threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("decode_num_cpus", "actor_cpus"):
@@ -116,10 +114,21 @@ class InferPlan:
         return self.resolved.as_dict(self.recipe, self.notes)
 
 
+PROTOCOL_FIELDS = ("sampling", "clips")  # how a video is covered: the job's choice, not the model's recipe
+
+
 def resolve_infer(cfg: InferConfig, family: str, model_config: dict[str, Any], recipe: dict[str, Any]) -> Resolved:
-    """`cfg`'s clip fields over `recipe` (pure; raises RecipeError for a frame count the model cannot take)."""
-    return resolve_clip_settings(recipe, {k: getattr(cfg, k) for k in CLIP_FIELDS},
-                                 model_frames=fixed_frames(family, model_config), allow_resample=cfg.allow_resample)
+    """`cfg`'s clip fields over `recipe` (pure; raises RecipeError for a frame count the model cannot take).
+
+    What the model sees (frames, rate, short side, crop, crops) comes from the recipe, and a given
+    value that differs is warned about; how a video is covered (`sampling`, `clips`) is the job's:
+    cover by default, the recipe's eval protocol with `sampling=None`, never a warning."""
+    given = {k: getattr(cfg, k) for k in CLIP_FIELDS if k not in PROTOCOL_FIELDS}
+    resolved = resolve_clip_settings(recipe, given, model_frames=fixed_frames(family, model_config),
+                                     allow_resample=cfg.allow_resample)
+    resolved.values["sampling"] = cfg.sampling or recipe["sampling"]
+    resolved.values["clips"] = cfg.clips or (recipe["clips"] if cfg.sampling is None else 1)
+    return resolved
 
 
 def plan_inference(checkpoint: str, cfg: InferConfig, ckpt: dict[str, Any] | None = None) -> InferPlan:
@@ -155,7 +164,8 @@ class InferResult:
     actor_idle: float = 0.0  # mean over actors of 1 - busy / (time since the actor was ready)
     parts_written: int = 0
     top1: float | None = None  # accuracy over videos whose manifest gives a label
-    peak_videos_in_flight: int = 0  # most videos decoding or holding clips at once
-    peak_mb_in_flight: float = 0.0  # most MiB of decoded clips held by videos waiting for scores
-    peak_batches_per_actor: int = 0  # most calls queued on one actor at once
-    clips_resent: int = 0  # clips sent again after their actor call failed
+    actors_seen: int = 0  # model actors that scored clips (the pool grows and shrinks)
+    gpus_now: float = 0.0  # GPUs in the cluster when the run started
+    gpus_max: float = 0.0  # the most GPUs its node types can bring (0: unknown)
+    num_gpus: float = 0.0  # per actor
+    max_actors: int = 0

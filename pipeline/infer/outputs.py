@@ -189,5 +189,5 @@ def write_summary(checkpoint: str, cfg: InferConfig, spec: ClipConfig, info: dic
         "model": info, "counts": {"videos": result.total, "ok": result.ok, "errors": result.errors,
                                   "skipped": result.skipped, "processed": result.processed},
         "top1": result.top1, "clips": result.clips, "wall_s": result.wall_s, "decode_s": result.decode_s,
-        "model_busy_s": result.model_busy_s, "actor_idle": result.actor_idle, "clips_resent": result.clips_resent,
+        "model_busy_s": result.model_busy_s, "actor_idle": result.actor_idle, "actors_seen": result.actors_seen,
     })

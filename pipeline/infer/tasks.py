@@ -1,4 +1,4 @@
-"""The two Ray tasks of inference: decode one video's clips, and plot one video's timeline."""
+"""Two Ray tasks beside the inference dataset: one video's clips at once (explanations), and a plot."""
 
 from __future__ import annotations
 
@@ -8,46 +8,27 @@ from typing import Any, Sequence
 import numpy as np
 import ray
 
-from pipeline.infer.clips import video_clips
-from pipeline import storage
 from pipeline.data.clips import ClipConfig
-from pipeline.data.rows import RETRYABLE_STAGE
+from pipeline.data.decode import DecodeError
+from pipeline.infer.decode import read_video
 from pipeline.plots import plot_timeline
 
 
 @ray.remote(num_returns=2)
 def decode_video_task(item: dict[str, Any], spec: ClipConfig) -> tuple[dict[str, Any], np.ndarray | None]:
-    """Ray task around `video_clips`: never raises; a failure is `meta["error"]`, clips None.
-
-    Returns two objects (metadata, uint8 clips `[K, V, T, S, S, 3]`) so that the driver reads
-    only the small metadata and the clips go from the object store straight to a model actor.
-    """
-    _one_thread()
-    t0 = time.perf_counter()
-    try:
-        meta, clips = storage.with_retries(lambda: video_clips(item, spec), attempts=spec.storage_attempts,
-                                           backoff_s=spec.storage_backoff_s)
-        meta["error"], meta["nbytes"] = None, int(clips.nbytes)
-    except Exception as e:  # noqa: BLE001 - any failure of one video becomes its error row
-        if storage.is_transient(e):  # the store's failure: an error row that a re-run retries
-            stage = RETRYABLE_STAGE
-        else:
-            stage = getattr(e, "stage", None) or ("open" if isinstance(e, OSError) else "decode")
-        meta, clips = {"error": f"{type(e).__name__}: {e}", "stage": f"decode.{stage}"}, None
-    meta["decode_s"] = time.perf_counter() - t0
-    return meta, clips
-
-
-def _one_thread() -> None:
+    """Ray task around `read_video`: never raises; a failure is `meta["error"]` (and `stage`),
+    clips None. Two objects, so that a driver reads only the small metadata."""
     import cv2
 
     cv2.setNumThreads(1)
+    t0 = time.perf_counter()
     try:
-        import torch
-
-        torch.set_num_threads(1)
-    except ImportError:  # pragma: no cover
-        pass
+        meta, clips = read_video(item, spec)
+        meta["error"], meta["nbytes"] = None, int(clips.nbytes)
+    except DecodeError as e:
+        meta, clips = {"error": e.message, "stage": e.stage}, None
+    meta["decode_s"] = time.perf_counter() - t0
+    return meta, clips
 
 
 @ray.remote(num_cpus=0.25)

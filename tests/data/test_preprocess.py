@@ -157,7 +157,7 @@ def test_storage_outage_is_retryable_and_a_rerun_delivers_every_video(ray_local,
     src = f"s3://{s3_bucket}/corpus"
     _upload_corpus(corpus, src)
     out = f"s3://{s3_bucket}/clips"
-    argv = _s3_argv(src, out)
+    argv = [*_s3_argv(src, out), "--storage-outage-s", "2"]  # readers wait 2 s for storage, then give up
     s3_proxy.fail(503, path_contains="/corpus/videos/")  # every video read answers 503: a full outage
     try:
         assert main(argv) == 0

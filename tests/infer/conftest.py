@@ -11,7 +11,7 @@ from infer_cases import CLIP, FPS, LONG_PLANS, SEGMENT_SECONDS, SIZE
 from pipeline.data import synthetic
 from pipeline.data.manifest import LabelMap, write_labels
 from pipeline.data.clips import ClipConfig
-from pipeline.infer import video_clips
+from pipeline.infer import read_video
 
 
 def _save_with_labels(model, folder: Path) -> str:
@@ -74,7 +74,7 @@ def trained_ckpt(tmp_path_factory) -> str:
     for i in range(96):
         path = str(d / f"train{i}.mp4")
         synthetic.write_motion_video(path, i % 4, seconds=3, fps=FPS, size=SIZE, seed=1000 + i)
-        _, clips = video_clips({"uri": path}, ClipConfig(sampling="uniform", clips=6, crops=1, **CLIP))
+        _, clips = read_video({"uri": path}, ClipConfig(sampling="uniform", clips=6, crops=1, **CLIP))
         xs += list(clips[:, 0])
         ys += [i % 4] * len(clips)
     x_all, y_all = torch.from_numpy(np.stack(xs)), torch.tensor(ys)

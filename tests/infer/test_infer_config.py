@@ -25,15 +25,15 @@ def test_config_rejects_bad_values():
 def test_no_clip_flags_give_the_recipe_and_a_differing_flag_is_used_with_a_warning():
     recipe = make_recipe(ClipConfig(num_frames=8, sampling_rate=4, crop_size=32, short_side=36, clips=2),
                          MODEL, labels=["a", "b"])
-    res = resolve_infer(InferConfig(), "timesformer", MODEL, recipe)
+    res = resolve_infer(InferConfig(sampling=None), "timesformer", MODEL, recipe)  # the recipe's protocol
     assert clip_config(InferConfig(clips_per_decode=3), res.values) == ClipConfig(
         num_frames=8, sampling_rate=4, crop_size=32, short_side=36, sampling="uniform", clips=2, crops=1,
         clips_per_decode=3)
     assert not res.warnings and not res.overrides
-    res = resolve_infer(InferConfig(sampling_rate=32, sampling="cover", crops=3), "timesformer", MODEL, recipe)
+    res = resolve_infer(InferConfig(sampling_rate=32, crops=3), "timesformer", MODEL, recipe)
     assert res.values["sampling_rate"] == 32 and res.values["sampling"] == "cover" and res.values["crops"] == 3
     assert res.overrides["sampling_rate"] == {"recipe": 4, "used": 32}
-    assert sorted(res.overrides) == ["crops", "sampling", "sampling_rate"]
+    assert sorted(res.overrides) == ["crops", "sampling_rate"]  # how a video is covered is the job's choice
     assert any(w.startswith("--sampling-rate 32 (given) differs from the checkpoint's recipe (4)") for w in res.warnings)
 
 
@@ -58,6 +58,14 @@ def test_a_frame_count_the_model_cannot_take_needs_allow_resample(tmp_path):
     assert resolve_infer(InferConfig(num_frames=16), "timesformer", space, recipe).values["num_frames"] == 16
     with pytest.raises(RecipeError):
         resolve_infer(InferConfig(num_frames=4), "vivit", {**MODEL, "num_frames": 8}, recipe)
+
+
+def test_long_videos_are_covered_by_default_and_uniform_k_clips_is_the_opt_in():
+    recipe = make_recipe(ClipConfig(num_frames=8, sampling_rate=4, crop_size=32, clips=1), MODEL)  # uniform, 1 clip
+    res = resolve_infer(InferConfig(), "timesformer", MODEL, recipe)
+    assert (res.values["sampling"], res.values["clips"]) == ("cover", 1) and not res.warnings
+    res = resolve_infer(InferConfig(sampling="uniform", clips=4), "timesformer", MODEL, recipe)
+    assert (res.values["sampling"], res.values["clips"]) == ("uniform", 4) and not res.warnings
 
 
 def test_a_crop_flag_moves_the_short_side_when_the_recipe_resizes_to_its_crop():

@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-PURE = ["pipeline.infer", "pipeline.infer.config", "pipeline.infer.inputs", "pipeline.infer.clips",
-        "pipeline.infer.outputs"]
+PURE = ["pipeline.infer", "pipeline.infer.config", "pipeline.infer.inputs", "pipeline.infer.decode",
+        "pipeline.infer.collect", "pipeline.infer.outputs", "pipeline.infer.progress", "pipeline.infer.pool",
+        "pipeline.infer.actor"]
 
 
 def _run(code: str) -> str:
@@ -23,9 +24,9 @@ def test_pure_modules_do_not_import_ray():
 
 def test_the_ray_names_resolve_from_the_package():
     code = ("import pipeline.infer as p\n"
-            "from pipeline.infer import run_inference, make_actors, ClipScorer, decode_video_task, plot_task, Scheduler\n"
-            "from pipeline.infer import driver, actor, tasks, scheduler\n"
-            "assert (run_inference, make_actors, ClipScorer) == (driver.run_inference, actor.make_actors, actor.ClipScorer)\n"
-            "assert (decode_video_task, plot_task, Scheduler) == (tasks.decode_video_task, tasks.plot_task, scheduler.Scheduler)\n"
+            "from pipeline.infer import run_inference, decode_video_task, plot_task, gpu_capacity\n"
+            "from pipeline.infer import driver, tasks, pool\n"
+            "assert (run_inference, gpu_capacity) == (driver.run_inference, pool.gpu_capacity)\n"
+            "assert (decode_video_task, plot_task) == (tasks.decode_video_task, tasks.plot_task)\n"
             "try:\n    p.no_such_name\nexcept AttributeError as e:\n    print(e)")
     assert _run(code) == "module 'pipeline.infer' has no attribute 'no_such_name'"
