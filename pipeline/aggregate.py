@@ -81,11 +81,6 @@ def timeline(starts: Sequence[float], ends: Sequence[float], clip_logits: np.nda
     ]
 
 
-def clip_labels(clip_logits: np.ndarray) -> np.ndarray:
-    """Argmax class per clip `[K]` (int64)."""
-    return _check_clip_logits(clip_logits).argmax(axis=1)
-
-
 def label_at(segments: Sequence[Sequence], t: float):
     """The label of the `[start_sec, end_sec, label]` segment containing time `t`, else None."""
     for start, end, label in segments:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.aggregate import AGGREGATES, aggregate, clip_labels, label_at, softmax, timeline, top_k
+from pipeline.aggregate import AGGREGATES, aggregate, label_at, softmax, timeline, top_k
 
 
 def test_softmax_known_values_and_stability():
@@ -99,8 +99,7 @@ def test_timeline_sorted_by_time_whatever_the_clip_order():
         timeline(starts[:3], ends, logits)
 
 
-def test_clip_labels_and_label_at():
-    assert clip_labels(np.array([[0.0, 1.0], [2.0, 1.0]])).tolist() == [1, 0]
+def test_label_at():
     segs = [[0.0, 20.0, "left"], [20.0, 40.0, "up"]]
     assert label_at(segs, 0.0) == "left"
     assert label_at(segs, 19.99) == "left"

@@ -38,13 +38,6 @@ def short_side_resize(clip: np.ndarray, size: int) -> np.ndarray:
     return np.stack([short_side_resize_frame(f, size) for f in clip])
 
 
-def random_short_side_resize(clip: np.ndarray, size_range: tuple[int, int],
-                             rng: np.random.Generator) -> np.ndarray:
-    """Short side to a random size in [min, max] inclusive (train scale jitter, e.g. 256-320)."""
-    lo, hi = size_range
-    return short_side_resize(clip, int(rng.integers(lo, hi + 1)))
-
-
 def _crop(clip: np.ndarray, size: int, top: int, left: int) -> np.ndarray:
     return clip[:, top:top + size, left:left + size]
 

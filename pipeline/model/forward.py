@@ -76,12 +76,3 @@ def clip_logits(net: nn.Module, frames: torch.Tensor, *, precision: str = "auto"
     The frames move to the model's device; normalisation uses the model config's mean/std.
     """
     return forward_logits(net, model_input(net, frames), precision=precision)
-
-
-def clip_features(net: nn.Module, frames: torch.Tensor, *, precision: str = "auto") -> torch.Tensor:
-    """The pre-head embedding [B, D] of uint8 clips [B, T, H, W, 3] (the feature the classifier
-    head takes: `forward_features`, the final-normed cls token or pooled tokens), in float32."""
-    model = unwrap(net)
-    x = model_input(model, frames)
-    with autocast(x.device, precision):
-        return model.forward_features(x).float()

@@ -13,7 +13,8 @@ that order the divided scheme's temporal groups are free views and its spatial s
 copy; the other factorised schemes view the patches as a grid `[B, T, h, w, D]`. `joint` and
 `space_only` run plain ViT blocks on one token sequence. Every attention step is "group the grid,
 attend inside each group": only the grouping differs between schemes. Attention goes through
-`F.scaled_dot_product_attention` (fused flash kernels on CPU and GPU, no mask needed).
+`pipeline.model.layers.attention` (`attn_impl`, as in ViViT: SDPA's fused kernels, no mask needed,
+written out on CPU for at most 16 tokens).
 
 Schemes (`attention`):
 - `space_only` (S): per-frame ViT; each frame keeps its own cls token; cls outputs averaged over T.
@@ -40,6 +41,8 @@ import torch.nn.functional as F
 from einops import rearrange, reduce, repeat
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+from pipeline.model.layers import attention, check_attn_impl, drop_path, drop_path_mask
 
 Attention = Literal["divided", "space_only", "joint", "local_global", "axial"]
 ATTENTIONS: tuple[str, ...] = ("divided", "space_only", "joint", "local_global", "axial")
@@ -70,6 +73,7 @@ class TimeSformerConfig:
     # cls output included); the MLP still drops per video. Divided attention only.
     drop_path_per_frame: bool = False
     layer_norm_eps: float = 1e-6
+    attn_impl: Literal["auto", "sdpa", "math"] = "auto"  # as ViViT's: pipeline.model.layers.attention
     grad_checkpointing: bool = False  # recompute each block in backward (TimeSformer-L: 96 frames)
     # Init. The official values: trunc-normal(0.02) Linear weights (sized for width 768), zero
     # `time_embed` and `temporal_fc`, so a model built from an image ViT starts equal to it, blind
@@ -88,6 +92,7 @@ class TimeSformerConfig:
     def __post_init__(self) -> None:
         if self.attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {list(ATTENTIONS)}, got {self.attention!r}")
+        check_attn_impl(self.attn_impl)
         if self.drop_path_per_frame and self.attention != "divided":
             raise ValueError(f"drop_path_per_frame needs divided attention, got {self.attention!r}")
         if self.linear_init_std <= 0:
@@ -114,32 +119,15 @@ class TimeSformerConfig:
 # ----------------------------------------------------------------------------------- layers
 
 
-def drop_path_mask(x: torch.Tensor, p: float, training: bool) -> torch.Tensor | None:
-    """Stochastic depth keep-mask for the samples of `x` [B, ...]: [B] of 0 or 1/(1-p); None when off.
-
-    One mask per residual branch, shared by the cls token and the patches of a sample.
-    """
-    if not training or p == 0.0:
-        return None
-    # a comparison, not bernoulli_(1 - p): torch.compile then keeps p symbolic (one graph for all rates)
-    return (torch.rand(x.shape[0], device=x.device) >= p).to(x.dtype) / (1.0 - p)
-
-
-def drop_path(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Apply a `drop_path_mask` [B] to `x` [B, ...] (identity for None)."""
-    return x if mask is None else x * mask.view(-1, *([1] * (x.ndim - 1)))
-
-
-SHORT_SEQUENCE = 16  # on CPU, attention over at most this many tokens is written out (faster than SDPA there)
-
-
 class SelfAttention(nn.Module):
     """Multi-head self-attention with a fused qkv projection (official / timm layout)."""
 
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool, attn_drop: float, proj_drop: float):
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool, attn_drop: float, proj_drop: float,
+                 impl: str = "auto"):
         super().__init__()
         self.num_heads = num_heads
         self.attn_drop = attn_drop
+        self.impl = impl  # `attn_impl`: "auto" | "sdpa" | "math" (pipeline.model.layers)
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
@@ -148,14 +136,7 @@ class SelfAttention(nn.Module):
         """[B, L, D] -> [B, L, D]."""
         # [B, L, 3*D] -> 3 x [B, heads, L, head_dim]
         q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.num_heads)
-        p = self.attn_drop if self.training else 0.0
-        if x.device.type == "cpu" and q.shape[-2] <= SHORT_SEQUENCE:
-            # written out: for many tiny sequences (divided's temporal step: (B h w) groups of T
-            # frames) batched matmuls beat SDPA's CPU kernel ~2.7x forward + backward (docs/BENCHMARKS.md)
-            weights = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5  # [B, heads, L, L]
-            out = F.dropout(weights.softmax(dim=-1), p=p, training=self.training) @ v
-        else:
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+        out = attention(q, k, v, dropout=self.attn_drop if self.training else 0.0, impl=self.impl)
         return self.proj_drop(self.proj(rearrange(out, "b h l d -> b l (h d)")))
 
 
@@ -241,7 +222,7 @@ class Block(nn.Module):
             return nn.LayerNorm(dim, eps=cfg.layer_norm_eps)
 
         def attn() -> SelfAttention:
-            return SelfAttention(dim, cfg.num_heads, cfg.qkv_bias, cfg.attn_drop_rate, cfg.drop_rate)
+            return SelfAttention(dim, cfg.num_heads, cfg.qkv_bias, cfg.attn_drop_rate, cfg.drop_rate, cfg.attn_impl)
 
         if cfg.attention in ("divided", "axial"):
             self.temporal_norm1, self.temporal_attn = norm(), attn()

@@ -36,6 +36,8 @@ from einops import rearrange, repeat
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from pipeline.model.layers import attention, check_attn_impl, drop_path, drop_path_mask
+
 MODEL_NAMES: dict[str, int] = {
     "spatio_temporal": 1,
     "factorised_encoder": 2,
@@ -77,7 +79,7 @@ class ViViTConfig:
     attn_drop_rate: float = 0.0  # dropout on attention weights
     drop_path_rate: float = 0.1  # stochastic depth, rising linearly from 0 over the blocks
     layer_norm_eps: float = 1e-6  # as ViT / Scenic / HF ViViT
-    attn_impl: Literal["sdpa", "math"] = "sdpa"  # "math" spells attention out; kept for tests
+    attn_impl: Literal["auto", "sdpa", "math"] = "auto"  # as TimeSformer's: pipeline.model.layers.attention
     grad_checkpointing: bool = False  # recompute each block in backward (saves activation memory)
     # Input normalisation the weights expect, on [0, 1] pixels: the original (Scenic) pipeline
     # zero-centres pixels to [-1, 1]. (HF's VivitImageProcessor rescales to [-1, 1] and then also
@@ -91,8 +93,7 @@ class ViViTConfig:
             raise ValueError(f"tokenizer must be 'uniform' or 'tubelet', got {self.tokenizer!r}")
         if self.gelu not in ("tanh", "exact"):
             raise ValueError(f"gelu must be 'tanh' or 'exact', got {self.gelu!r}")
-        if self.attn_impl not in ("sdpa", "math"):
-            raise ValueError(f"attn_impl must be 'sdpa' or 'math', got {self.attn_impl!r}")
+        check_attn_impl(self.attn_impl)
         for name in ("num_classes", "num_frames", "image_size", "in_chans", "tubelet_size", "patch_size",
                      "embed_dim", "depth", "num_heads"):
             if getattr(self, name) < 1:
@@ -165,24 +166,6 @@ def resize_pos_grid(pos: torch.Tensor, size: tuple[int, int, int]) -> torch.Tens
         series = F.interpolate(series, size=nt, mode="linear", align_corners=False)
         pos = rearrange(series, "(h w) d t -> 1 t h w d", h=gh)  # [1, nt', gh', gw', D]
     return pos
-
-
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, dropout: float, impl: str) -> torch.Tensor:
-    """Softmax attention on [..., L, head_dim] tensors: SDPA, or the same math written out."""
-    if impl == "sdpa":
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
-    weights = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5  # [..., Lq, Lk]
-    weights = F.dropout(weights.softmax(dim=-1), p=dropout)
-    return weights @ v
-
-
-def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Stochastic depth: zero whole samples with probability `p`, rescale the rest."""
-    if not training or p == 0.0:
-        return x
-    # a comparison, not bernoulli_(1 - p): torch.compile then keeps p symbolic (one graph for all rates)
-    keep = torch.rand((x.shape[0],) + (1,) * (x.ndim - 1), device=x.device) >= p
-    return x * keep.to(x.dtype) / (1.0 - p)
 
 
 # ----------------------------------------------------------------------------------- layers
@@ -272,8 +255,10 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, nt: int = 1) -> torch.Tensor:
         """[B, L, D] -> [B, L, D]."""
         h = self.norm1(x)
-        x = x + drop_path(self.attn(h, nt) if self.factorised_heads else self.attn(h), self.drop_path_rate, self.training)
-        return x + drop_path(self.mlp(self.norm2(x)), self.drop_path_rate, self.training)
+        y = self.attn(h, nt) if self.factorised_heads else self.attn(h)
+        x = x + drop_path(y, drop_path_mask(y, self.drop_path_rate, self.training))
+        y = self.mlp(self.norm2(x))
+        return x + drop_path(y, drop_path_mask(y, self.drop_path_rate, self.training))
 
 
 class FactorisedSelfAttentionBlock(nn.Module):
@@ -298,7 +283,7 @@ class FactorisedSelfAttentionBlock(nn.Module):
         b = x.shape[0]
 
         def dp(y: torch.Tensor) -> torch.Tensor:
-            return drop_path(y, self.drop_path_rate, self.training)
+            return drop_path(y, drop_path_mask(y, self.drop_path_rate, self.training))
 
         frames = rearrange(x, "b (t n) d -> (b t) n d", t=nt)  # [B nt, n, D]
         frames = frames + dp(self.attn(self.norm1(frames)))

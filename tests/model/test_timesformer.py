@@ -184,8 +184,7 @@ def test_drop_path_rises_over_depth_and_is_off_in_eval():
 
 
 def test_drop_path_keeps_samples_at_rate_one_minus_p_scaled_up():
-    from pipeline.model.timesformer import drop_path_mask
-    from pipeline.model.vivit import drop_path
+    from pipeline.model.layers import drop_path, drop_path_mask  # both families' stochastic depth
 
     torch.manual_seed(0)
     x = torch.ones(20000, 3)
@@ -193,7 +192,7 @@ def test_drop_path_keeps_samples_at_rate_one_minus_p_scaled_up():
     assert mask.unique().tolist() == pytest.approx([0.0, 1 / 0.75])
     assert (mask > 0).float().mean().item() == pytest.approx(0.75, abs=0.02)
     assert drop_path_mask(x, 0.25, training=False) is None and drop_path_mask(x, 0.0, training=True) is None
-    out = drop_path(x, 0.25, training=True)  # ViViT's: whole samples
+    out = drop_path(x, drop_path_mask(x, 0.25, training=True))  # whole samples
     assert out.unique().tolist() == pytest.approx([0.0, 1 / 0.75]) and (out[:, 0:1] == out).all()
     assert out.mean().item() == pytest.approx(1.0, abs=0.03)
 
