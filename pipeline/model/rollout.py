@@ -11,7 +11,7 @@ not explaining.
 
 The composition (docs/EXPLAIN.md has the full derivation). Every attention step of every scheme
 is "attend inside groups of tokens": a step is a list of `(groups [G, L] token ids, A [B, G, L, L])`
-over one token index space per model (`Plan`). A token in k groups of a step (the cls token of
+over one token index space per model (`TokenLayout`). A token in k groups of a step (the cls token of
 divided attention is in all T frame groups) gets the mean of its k rows. With the residual, the
 step's rollout matrix is `M = 0.5 I + 0.5 mean_g A_g` for tokens in some group and `I` for the
 others (the temporal step leaves cls alone). MLPs and norms are per token (identity). The rollout
@@ -36,7 +36,7 @@ Group = tuple[torch.Tensor, torch.Tensor]  # (token ids [G, L], attention [B, G,
 
 
 @dataclass
-class Plan:
+class TokenLayout:
     """One model's token index space at one input size: which tokens each hooked module attends.
 
     `roles` maps a module role (its name with block numbers as `*`, e.g. `blocks.*.temporal_attn`)
@@ -62,7 +62,7 @@ def _with(head: torch.Tensor, body: torch.Tensor) -> torch.Tensor:
     return torch.cat([head.view(-1, 1).expand(body.shape[0], 1), body], dim=1)
 
 
-def timesformer_plan(attention: str, t: int, h: int, w: int) -> Plan:
+def timesformer_layout(attention: str, t: int, h: int, w: int) -> TokenLayout:
     """Token ids of a TimeSformer on a t x h x w patch grid.
 
     divided / joint / local_global / axial: 0 = cls, patch (t, y, x) = 1 + (y w + x) t + t (the
@@ -79,30 +79,30 @@ def timesformer_plan(attention: str, t: int, h: int, w: int) -> Plan:
         return rearrange(grid[None, ..., None], pattern, **axes)[..., 0]
 
     if attention == "space_only":  # each frame its own image, its own cls; the cls outputs averaged
-        return Plan(n, grid, _onehot(n, *range(t)), {"blocks.*.attn": _with(torch.arange(t), cut(tsf.SPATIAL))})
-    plan = Plan(n, grid, _onehot(n, 0))
+        return TokenLayout(n, grid, _onehot(n, *range(t)), {"blocks.*.attn": _with(torch.arange(t), cut(tsf.SPATIAL))})
+    layout = TokenLayout(n, grid, _onehot(n, 0))
     if attention == "joint":  # one sequence [cls, patches in (h w t) order]
-        plan.roles["blocks.*.attn"] = _with(cls0, rearrange(grid, "t h w -> 1 (h w t)"))
+        layout.roles["blocks.*.attn"] = _with(cls0, rearrange(grid, "t h w -> 1 (h w t)"))
     elif attention == "divided":
-        plan.roles["blocks.*.temporal_attn"] = cut(tsf.TEMPORAL)  # cls takes no part
-        plan.roles["blocks.*.attn"] = _with(cls0.expand(t), cut(tsf.SPATIAL))  # cls in every frame
+        layout.roles["blocks.*.temporal_attn"] = cut(tsf.TEMPORAL)  # cls takes no part
+        layout.roles["blocks.*.attn"] = _with(cls0.expand(t), cut(tsf.SPATIAL))  # cls in every frame
     elif attention == "local_global":
         st = 2 if t % 2 == 0 else 1
         local = cut(tsf.LOCAL, wy=2, wx=2, y=h // 2, x=w // 2)
         glob = cut(tsf.GLOBAL, t=t // st, st=st, sy=2, sx=2, y=h // 2, x=w // 2)
-        plan.roles["blocks.*.local_attn"] = _with(cls0.expand(len(local)), local)
-        plan.roles["blocks.*.attn"] = _with(cls0.expand(len(glob)), glob)
+        layout.roles["blocks.*.local_attn"] = _with(cls0.expand(len(local)), local)
+        layout.roles["blocks.*.attn"] = _with(cls0.expand(len(glob)), glob)
     elif attention == "axial":
-        plan.roles["blocks.*.temporal_attn"] = cut(tsf.TEMPORAL)
+        layout.roles["blocks.*.temporal_attn"] = cut(tsf.TEMPORAL)
         for role, pattern in (("blocks.*.width_attn", tsf.WIDTH), ("blocks.*.attn", tsf.HEIGHT)):
             groups = cut(pattern)
-            plan.roles[role] = _with(cls0.expand(len(groups)), groups)
+            layout.roles[role] = _with(cls0.expand(len(groups)), groups)
     else:
         raise ValueError(f"no rollout for attention {attention!r}")
-    return plan
+    return layout
 
 
-def vivit_plan(model: int, nt: int, gh: int, gw: int) -> Plan:
+def vivit_layout(model: int, nt: int, gh: int, gw: int) -> TokenLayout:
     """Token ids of a ViViT on an nt x gh x gw token grid (tokens in (t h w) order).
 
     1: 0 = cls, tokens 1 + i. 2: 0 = the temporal cls, 1 + t = frame t's spatial cls (also the
@@ -112,34 +112,34 @@ def vivit_plan(model: int, nt: int, gh: int, gw: int) -> Plan:
     count = nt * gh * gw
     if model == 1:
         grid = 1 + torch.arange(count).view(nt, gh, gw)
-        return Plan(1 + count, grid, _onehot(1 + count, 0),
+        return TokenLayout(1 + count, grid, _onehot(1 + count, 0),
                     {"blocks.*.attn": _with(torch.zeros(1, dtype=torch.long), grid.view(1, -1))})
     if model == 2:
         grid = 1 + nt + torch.arange(count).view(nt, gh, gw)
         n = 1 + nt + count
-        return Plan(n, grid, _onehot(n, 0), {
+        return TokenLayout(n, grid, _onehot(n, 0), {
             "blocks.*.attn": _with(1 + torch.arange(nt), rearrange(grid, "t h w -> t (h w)")),
             "temporal_blocks.*.attn": torch.arange(1 + nt).view(1, -1)})
     grid = torch.arange(count).view(nt, gh, gw)
-    plan = Plan(count, grid, torch.full((count,), 1.0 / count))
+    layout = TokenLayout(count, grid, torch.full((count,), 1.0 / count))
     spatial, temporal = rearrange(grid, "t h w -> t (h w)"), rearrange(grid, "t h w -> (h w) t")
     if model == 3:
-        plan.roles.update({"blocks.*.attn": spatial, "blocks.*.temporal_attn": temporal})
+        layout.roles.update({"blocks.*.attn": spatial, "blocks.*.temporal_attn": temporal})
     elif model == 4:  # one module, two kinds of groups: its spatial heads' and its temporal heads'
-        plan.roles.update({"blocks.*.attn": spatial, "blocks.*.attn#time": temporal})
+        layout.roles.update({"blocks.*.attn": spatial, "blocks.*.attn#time": temporal})
     else:
         raise ValueError(f"no rollout for ViViT model {model!r}")
-    return plan
+    return layout
 
 
-def model_plan(model: nn.Module, x_shape: tuple[int, ...]) -> Plan:
-    """The `Plan` of `model` for an input of shape [B, 3, T, H, W]."""
+def model_layout(model: nn.Module, x_shape: tuple[int, ...]) -> TokenLayout:
+    """The `TokenLayout` of `model` for an input of shape [B, 3, T, H, W]."""
     cfg = model.config
     t, hh, ww = x_shape[2:]
     if model.family == "timesformer":
-        return timesformer_plan(cfg.attention, t, hh // cfg.patch_size, ww // cfg.patch_size)
+        return timesformer_layout(cfg.attention, t, hh // cfg.patch_size, ww // cfg.patch_size)
     if model.family == "vivit":
-        return vivit_plan(cfg.model, t // cfg.t, hh // cfg.patch_size, ww // cfg.patch_size)
+        return vivit_layout(cfg.model, t // cfg.t, hh // cfg.patch_size, ww // cfg.patch_size)
     raise ValueError(f"no rollout for model family {model.family!r}")
 
 
@@ -171,7 +171,7 @@ def _role(name: str) -> str:
 
 
 @contextlib.contextmanager
-def capture(model: nn.Module, plan: Plan, batch: int) -> Iterator[list[list[Group]]]:
+def capture(model: nn.Module, layout: TokenLayout, batch: int) -> Iterator[list[list[Group]]]:
     """Hook the attention modules of `model` for the forward passes inside the block; yields the
     list of steps (in the order they run), each a list of `(ids [G, L], A [batch, G, L, L])`."""
     steps: list[list[Group]] = []
@@ -180,16 +180,16 @@ def capture(model: nn.Module, plan: Plan, batch: int) -> Iterator[list[list[Grou
     def hook(role: str):
         def fn(module: nn.Module, args: tuple) -> None:
             with torch.no_grad():
-                if role + "#time" in plan.roles:  # ViViT Model 4: both halves in one step
+                if role + "#time" in layout.roles:  # ViViT Model 4: both halves in one step
                     spatial, temporal = factorised_probs(module, args[0], args[1])
-                    steps.append([(plan.roles[role], spatial.cpu()), (plan.roles[role + "#time"], temporal.cpu())])
+                    steps.append([(layout.roles[role], spatial.cpu()), (layout.roles[role + "#time"], temporal.cpu())])
                     return
                 probs = attention_probs(module, args[0]).cpu()  # [(B G), L, L]; the rollout runs on the CPU
-                steps.append([(plan.roles[role], rearrange(probs, "(b g) l m -> b g l m", b=batch))])
+                steps.append([(layout.roles[role], rearrange(probs, "(b g) l m -> b g l m", b=batch))])
         return fn
 
     for name, module in model.named_modules():
-        if _role(name) in plan.roles:
+        if _role(name) in layout.roles:
             handles.append(module.register_forward_pre_hook(hook(_role(name))))
     try:
         yield steps
@@ -201,13 +201,13 @@ def capture(model: nn.Module, plan: Plan, batch: int) -> Iterator[list[list[Grou
 # --------------------------------------------------------------------------- rollout
 
 
-def rollout(plan: Plan, steps: list[list[Group]]) -> torch.Tensor:
+def rollout(layout: TokenLayout, steps: list[list[Group]]) -> torch.Tensor:
     """Carry the start row back through `steps` (each `r <- r M`): maps [B, T', h, w], >= 0,
     each summing to 1 over the patch tokens."""
     batch = steps[0][0][1].shape[0] if steps else 1
-    r = plan.start.to(torch.float64).expand(batch, -1).clone()  # [B, n_tokens]
+    r = layout.start.to(torch.float64).expand(batch, -1).clone()  # [B, n_tokens]
     for step in reversed(steps):
-        count = torch.zeros(plan.n_tokens, dtype=torch.float64)
+        count = torch.zeros(layout.n_tokens, dtype=torch.float64)
         for ids, _ in step:
             count.index_add_(0, ids.reshape(-1), torch.ones(ids.numel(), dtype=torch.float64))
         keep = torch.where(count > 0, 0.5, 1.0)  # identity for tokens the step leaves alone
@@ -218,14 +218,14 @@ def rollout(plan: Plan, steps: list[list[Group]]) -> torch.Tensor:
             v = torch.einsum("bgl,bglm->bgm", u, attn.to(torch.float64))  # [B, G, L]
             out.index_add_(1, ids.reshape(-1), 0.5 * v.reshape(batch, -1))
         r = out
-    maps = r[:, plan.patches].clamp(min=0)  # [B, T', h, w]
+    maps = r[:, layout.patches].clamp(min=0)  # [B, T', h, w]
     return (maps / maps.sum(dim=(1, 2, 3), keepdim=True).clamp(min=1e-30)).float()
 
 
 def explain(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Pre-head features [B, D] and rollout maps [B, T', h, w] of a normalised input [B, 3, T, H, W]
     (one forward pass; call under `torch.no_grad()` / `inference_mode()` and `model.eval()`)."""
-    plan = model_plan(model, tuple(x.shape))
-    with capture(model, plan, x.shape[0]) as steps:
+    layout = model_layout(model, tuple(x.shape))
+    with capture(model, layout, x.shape[0]) as steps:
         feats = model.forward_features(x)
-    return feats, rollout(plan, steps)
+    return feats, rollout(layout, steps)

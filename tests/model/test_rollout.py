@@ -7,7 +7,7 @@ import torch
 
 from pipeline.model import create
 from pipeline.model.rollout import (
-    attention_probs, capture, explain, model_plan, rollout, timesformer_plan, vivit_plan,
+    attention_probs, capture, explain, model_layout, rollout, timesformer_layout, vivit_layout,
 )
 from pipeline.model.timesformer import ATTENTIONS
 
@@ -26,11 +26,11 @@ def test_divided_rollout_equals_a_hand_computation():
       r = (0.85, 0.125, 0.025) M_t: p0 = 0.125 * 0.9 + 0.025 * 0.2 = 0.1175, p1 = 0.125 * 0.1 + 0.025 * 0.8 = 0.0325
     Map = (0.1175, 0.0325) / 0.15.
     """
-    plan = timesformer_plan("divided", t=2, h=1, w=1)
+    layout = timesformer_layout("divided", t=2, h=1, w=1)
     a_t = torch.tensor([[[[0.8, 0.2], [0.4, 0.6]]]])  # [B, G = 1 position, T, T]
     a_s = torch.tensor([[[[0.5, 0.5], [0.3, 0.7]], [[0.9, 0.1], [0.2, 0.8]]]])  # [B, G = 2 frames, 1+1, 1+1]
-    steps = [[(plan.roles["blocks.*.temporal_attn"], a_t)], [(plan.roles["blocks.*.attn"], a_s)]]
-    maps = rollout(plan, steps)
+    steps = [[(layout.roles["blocks.*.temporal_attn"], a_t)], [(layout.roles["blocks.*.attn"], a_s)]]
+    maps = rollout(layout, steps)
     assert maps.shape == (1, 2, 1, 1)
     assert torch.allclose(maps.flatten(), torch.tensor([0.1175, 0.0325]) / 0.15, atol=1e-6)
 
@@ -39,10 +39,10 @@ def test_factorised_dot_product_mixes_the_two_head_halves_equally():
     """ViViT Model 4, nt = 2 frames of 2 tokens (ids (t, n) -> 2t + n); start = the token mean.
     Spatial heads attend within a frame, temporal heads within a position; a token is in one group
     of each, so its row is 0.5 * spatial + 0.5 * temporal, then 0.5 I + 0.5 that."""
-    plan = vivit_plan(4, nt=2, gh=1, gw=2)
+    layout = vivit_layout(4, nt=2, gh=1, gw=2)
     a_s = torch.tensor([[[[1.0, 0.0], [1.0, 0.0]], [[0.0, 1.0], [0.0, 1.0]]]])  # frame 0 -> token 0; frame 1 -> token 3
     a_t = torch.tensor([[[[0.0, 1.0], [0.0, 1.0]], [[0.0, 1.0], [0.0, 1.0]]]])  # every position -> frame 1
-    maps = rollout(plan, [[(plan.roles["blocks.*.attn"], a_s), (plan.roles["blocks.*.attn#time"], a_t)]])
+    maps = rollout(layout, [[(layout.roles["blocks.*.attn"], a_s), (layout.roles["blocks.*.attn#time"], a_t)]])
     # dense rows (ids 0..3 = (t0 n0), (t0 n1), (t1 n0), (t1 n1)): M = 0.5 I + 0.25 S + 0.25 T
     s = torch.tensor([[1.0, 0, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1], [0, 0, 0, 1]])
     t = torch.tensor([[0, 0, 1.0, 0], [0, 0, 0, 1], [0, 0, 1, 0], [0, 0, 0, 1]])
@@ -77,8 +77,8 @@ def test_uniform_attention_gives_a_uniform_map(attention):
 def test_hooks_record_each_step_and_go_away():
     model = create("debug", attention="divided").eval()
     x = clip(b=2)
-    plan = model_plan(model, tuple(x.shape))
-    with torch.no_grad(), capture(model, plan, batch=2) as steps:
+    layout = model_layout(model, tuple(x.shape))
+    with torch.no_grad(), capture(model, layout, batch=2) as steps:
         logits = model(x)
     # 2 blocks x (temporal, spatial); temporal groups: 16 positions x 4 frames
     assert [s[0][1].shape for s in steps] == [(2, 16, 4, 4), (2, 4, 17, 17)] * 2
@@ -101,9 +101,9 @@ def test_every_scheme_maps_sum_to_one_and_features_are_pre_head(family, kw):
     assert (maps >= 0).all() and torch.allclose(maps.sum(dim=(1, 2, 3)), torch.ones(2), atol=1e-5)
 
 
-def _dense_rollout(plan, steps) -> torch.Tensor:
+def _dense_rollout(layout, steps) -> torch.Tensor:
     """The same composition with explicit [n, n] matrices per step and clip, multiplied out."""
-    n, b = plan.n_tokens, steps[0][0][1].shape[0]
+    n, b = layout.n_tokens, steps[0][0][1].shape[0]
     total = torch.eye(n, dtype=torch.float64).expand(b, n, n)
     for step in steps:  # R = M_K ... M_1
         m = torch.zeros(b, n, n, dtype=torch.float64)
@@ -115,8 +115,8 @@ def _dense_rollout(plan, steps) -> torch.Tensor:
         m = 0.5 * m / count.clamp(min=1)[None, :, None]
         m += torch.diag(torch.where(count > 0, 0.5, 1.0))
         total = m @ total
-    r = plan.start.double() @ total  # [B, n]
-    maps = r[:, plan.patches]
+    r = layout.start.double() @ total  # [B, n]
+    maps = r[:, layout.patches]
     return (maps / maps.sum(dim=(1, 2, 3), keepdim=True)).float()
 
 
@@ -125,7 +125,7 @@ def _dense_rollout(plan, steps) -> torch.Tensor:
 def test_row_vector_rollout_equals_the_product_of_dense_matrices(family, kw):
     model = create(family, **kw).eval()
     x = clip(b=2, size=16)
-    plan = model_plan(model, tuple(x.shape))
-    with torch.no_grad(), capture(model, plan, batch=2) as steps:
+    layout = model_layout(model, tuple(x.shape))
+    with torch.no_grad(), capture(model, layout, batch=2) as steps:
         model(x)
-    assert torch.allclose(rollout(plan, steps), _dense_rollout(plan, steps), atol=1e-6)
+    assert torch.allclose(rollout(layout, steps), _dense_rollout(layout, steps), atol=1e-6)
