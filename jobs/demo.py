@@ -6,19 +6,20 @@
 4. `jobs.infer`:          cover each long video with clips, model actor, one prediction + timeline
 Then prints validation accuracy, video-level accuracy on the long videos and where the plots are.
 Every step is the same entrypoint a cluster user submits with `ray job submit`; here they share
-one local Ray.
+one local Ray (or the cluster RAY_ADDRESS names).
+
+--output holds what the demo wrote, listed in its _demo.json: a re-run removes exactly those files
+and starts afresh. A folder that holds other files is refused (they are named) unless --overwrite,
+which leaves them where they are. Sizes that training would refuse are refused before step 1.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import ray
 
 from jobs import infer as infer_job
 from jobs import make_synthetic, preprocess
@@ -26,10 +27,15 @@ from jobs import train as train_job
 from pipeline import storage
 from pipeline.cli import parse_job
 from pipeline.config import ConfigError
+from pipeline.guard import OwnFiles
 
 EXAMPLES = """examples:
   python -m jobs.demo
-  python -m jobs.demo --output /tmp/demo --videos 80 --epochs 40"""
+  python -m jobs.demo --output /tmp/demo --videos 80 --epochs 40
+  python -m jobs.demo --output my_folder --overwrite   # a folder that holds other files too (they stay)"""
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "debug.yaml"
+MARKER = "_demo.json"  # lists every file the demo wrote in --output: a fresh run removes exactly those
 
 
 @dataclass
@@ -40,15 +46,118 @@ class DemoConfig:
     segment_seconds: float = 15.0  # seconds per long-video segment
     epochs: int = 80  # 80 x 7 steps reach >= 90 % validation accuracy
     seed: int = 0
+    ray_timeout_s: float = 60.0  # give up (exit 2) when the Ray to join does not answer within this
+    overwrite: bool = False  # run in a folder that holds other files too: they stay; the demo's earlier files go
 
 
-def _step(title: str, fn, argv: list[str]) -> None:
+def _step(title: str, fn, argv: list[str], own: OwnFiles) -> None:
     print(f"\n=== {title}\n$ python -m {fn.__module__} {' '.join(argv)}", flush=True)
     t0 = time.time()
-    rc = fn(argv)
+    try:
+        rc = fn(argv)
+    finally:
+        own.record()  # what the step wrote is the demo's, even when it failed
     if rc != 0:
         raise SystemExit(f"demo: step '{title}' failed with exit code {rc}")
     print(f"--- {title}: done in {time.time() - t0:.0f}s", flush=True)
+
+
+def step_argvs(args: DemoConfig, out: Path) -> dict[str, list[str]]:
+    """The command line of each step (what a cluster user would submit)."""
+    data, shards, runs, preds = out / "data", out / "shards", out / "runs", out / "predictions"
+    return {
+        "generate": ["--output", str(data), "--videos", str(args.videos), "--long-videos", str(args.long_videos),
+                     "--segment-seconds", str(args.segment_seconds), "--seed", str(args.seed)],
+        "preprocess": ["--manifest", str(data / "val.csv"), "--output", str(shards), "--num-frames", "8",
+                       "--sampling-rate", "4", "--short-side", "32", "--crop-size", "32", "--overwrite"],
+        "train": ["--config", str(CONFIG), "--set", f"train_manifest={data / 'train.csv'}",
+                  "--set", f"val_manifest={data / 'val.csv'}", "--set", f"run.storage_path={runs}",
+                  "--set", "run.name=demo", "--set", f"loop.epochs={args.epochs}", "--set", f"loop.seed={args.seed}"],
+        "infer": ["--checkpoint", str(runs / "demo" / "model.pt"), "--videos", str(data / "long.csv"),
+                  "--output", str(preds), "--sampling", "cover", "--plot", "--actors", "1"]  # frames, rate, crop: model.pt's recipe
+                 + (["--overwrite"] if args.overwrite else []),
+    }
+
+
+def check_sizes(args: DemoConfig, train_argv: list[str]) -> None:
+    """What the steps would refuse late, refused before step 1 (ConfigError naming the demo's flag):
+    the split `make_synthetic` writes, and the training plan `jobs.train` makes of it."""
+    from pipeline.data.synthetic import CLASSES, split_sizes
+    from pipeline.train import TrainJobConfig, make_plan, validate
+
+    for flag, value in (("--videos", args.videos), ("--long-videos", args.long_videos), ("--epochs", args.epochs)):
+        if value < 1:
+            raise ConfigError(f"{flag}: must be >= 1, got {value}")
+    if not args.segment_seconds > 0:
+        raise ConfigError(f"--segment-seconds: must be > 0, got {args.segment_seconds}")
+    cfg, _ = parse_job(TrainJobConfig, train_argv, prog="python -m jobs.train", doc=train_job.__doc__)
+    validate(cfg)
+
+    def train_clips(videos: int) -> tuple[int, int]:
+        per_class, n_val = split_sizes(videos)
+        return (sum(per_class) - sum(n_val)) * cfg.data.clips_per_video, sum(n_val)
+
+    def fits(videos: int) -> bool:
+        clips, val = train_clips(videos)
+        try:
+            make_plan(cfg, clips, list(CLASSES))
+        except ConfigError:
+            return False
+        return val > 0
+
+    if not fits(args.videos):
+        least = next(v for v in range(args.videos + 1, args.videos + 10_000) if fits(v))
+        clips, val = train_clips(args.videos)
+        raise ConfigError(f"--videos {args.videos}: {clips} training and {val} validation clips give no full "
+                          f"training step ({cfg.loop.batch_size} clips x {cfg.scale.num_workers} workers); "
+                          f"use --videos {least} or more")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipeline.raystart import connect
+
+    try:
+        args, _ = parse_job(DemoConfig, argv, prog="python -m jobs.demo", doc=__doc__, examples=EXAMPLES)
+        out = Path(args.output).resolve()
+        argvs = step_argvs(args, out)
+        check_sizes(args, argvs["train"])
+        own = OwnFiles(out, MARKER, job="jobs.demo", overwrite=args.overwrite)  # refuses the user's files
+        t0 = time.time()
+        connect(args.ray_timeout_s, job="jobs.demo")
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    own.claim()  # a fresh run: the files of the demo's earlier run go, nothing else
+    _step("1/4 generate videos", make_synthetic.main, argvs["generate"], own)
+    _step("2/4 preprocess val split to Parquet", preprocess.main, argvs["preprocess"], own)
+    _step("3/4 train (debug TimeSformer, 2 CPU workers)", train_job.main, argvs["train"], own)
+    _step("4/4 infer on long videos", infer_job.main, argvs["infer"], own)
+    import ray
+
+    ray.shutdown()  # the workers' last output is printed now, not after the summary
+    print_summary(out, time.time() - t0)
+    return 0
+
+
+def print_summary(out: Path, seconds: float) -> None:
+    """The accuracies and where everything is, from the files the steps wrote."""
+    shards, run_dir, preds = out / "shards", out / "runs" / "demo", out / "predictions"
+    summary = json.loads((shards / "summary.json").read_text())
+    val_acc = _final_val_accuracy(run_dir / "metrics.jsonl")
+    rows = scored_rows(str(preds / "predictions.parquet"))  # read once for both accuracies
+    acc, n = video_accuracy(rows)
+    names = json.loads((run_dir / "labels.json").read_text())["names"]
+    clip_acc, clips = timeline_accuracy(rows, out / "data" / "long.csv", names)
+    plots = sorted((preds / "plots").glob("*.png"))
+    print("\n=== demo summary")
+    print(f"parquet shards:          {shards} ({summary.get('clips', '?')} clips)")
+    print(f"validation clip accuracy: {val_acc:.3f}")
+    print(f"video-level accuracy:     {acc:.3f} on {n} long videos (majority segment label; a tie goes to the earliest)")
+    print(f"timeline clip accuracy:   {clip_acc:.3f} on {clips} clips inside one segment")
+    print(f"training curves:          {run_dir / 'metrics.png'}")
+    print(f"timelines:                {plots[0].parent if plots else '(none)'} ({len(plots)} PNGs)")
+    print(f"predictions:              {preds / 'predictions.parquet'}")
+    print(f"total:                    {seconds:.0f}s", flush=True)
 
 
 def scored_rows(predictions_uri: str) -> list[dict]:
@@ -86,56 +195,6 @@ def timeline_accuracy(rows: list[dict], long_manifest: Path, labels: list[str]) 
             total += 1
             hits += labels[max(range(len(scores)), key=scores.__getitem__)] == truth
     return (hits / total if total else 0.0), total
-
-
-def main(argv: list[str] | None = None) -> int:
-    try:
-        args, _ = parse_job(DemoConfig, argv, prog="python -m jobs.demo", doc=__doc__, examples=EXAMPLES)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-    out = Path(args.output).resolve()
-    data, shards, runs, preds = out / "data", out / "shards", out / "runs", out / "predictions"
-    for folder in (data, shards, runs, preds):  # a fresh run each time (only what the demo writes)
-        shutil.rmtree(folder, ignore_errors=True)
-    t0 = time.time()
-    if not ray.is_initialized():
-        ray.init(configure_logging=False)  # with the dashboard: Ray Train queries the state API
-
-    _step("1/4 generate videos", make_synthetic.main,
-          ["--output", str(data), "--videos", str(args.videos), "--long-videos", str(args.long_videos),
-           "--segment-seconds", str(args.segment_seconds), "--seed", str(args.seed)])
-    _step("2/4 preprocess val split to Parquet", preprocess.main,
-          ["--manifest", str(data / "val.csv"), "--output", str(shards), "--num-frames", "8",
-           "--sampling-rate", "4", "--short-side", "32", "--crop-size", "32", "--overwrite"])
-    _step("3/4 train (debug TimeSformer, 2 CPU workers)", train_job.main,
-          ["--config", str(Path(__file__).resolve().parents[1] / "configs" / "debug.yaml"),
-           "--set", f"train_manifest={data / 'train.csv'}", "--set", f"val_manifest={data / 'val.csv'}",
-           "--set", f"run.storage_path={runs}", "--set", "run.name=demo",
-           "--set", f"loop.epochs={args.epochs}", "--set", f"loop.seed={args.seed}"])
-    run_dir = runs / "demo"
-    _step("4/4 infer on long videos", infer_job.main,
-          ["--checkpoint", str(run_dir / "model.pt"), "--videos", str(data / "long.csv"),
-           "--output", str(preds), "--sampling", "cover", "--plot", "--actors", "1"])  # frames, rate, crop: model.pt's recipe
-
-    summary = json.loads((shards / "summary.json").read_text())
-    val_acc = _final_val_accuracy(run_dir / "metrics.jsonl")
-    rows = scored_rows(str(preds / "predictions.parquet"))  # read once for both accuracies
-    acc, n = video_accuracy(rows)
-    names = json.loads((run_dir / "labels.json").read_text())["names"]
-    clip_acc, clips = timeline_accuracy(rows, data / "long.csv", names)
-    plots = sorted((preds / "plots").glob("*.png"))
-    print("\n=== demo summary")
-    print(f"parquet shards:          {shards} ({summary.get('clips', '?')} clips)")
-    print(f"validation clip accuracy: {val_acc:.3f}")
-    print(f"video-level accuracy:     {acc:.3f} on {n} long videos (majority segment label; a tie goes to the earliest)")
-    print(f"timeline clip accuracy:   {clip_acc:.3f} on {clips} clips inside one segment")
-    print(f"training curves:          {run_dir / 'metrics.png'}")
-    print(f"timelines:                {plots[0].parent if plots else '(none)'} ({len(plots)} PNGs)")
-    print(f"predictions:              {preds / 'predictions.parquet'}")
-    print(f"total:                    {time.time() - t0:.0f}s")
-    return 0
 
 
 def _final_val_accuracy(metrics_path: Path) -> float:

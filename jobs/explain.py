@@ -41,6 +41,7 @@ class ExplainJobConfig:
     max_videos_in_flight: int = 8  # videos decoding or waiting for the model (bounds memory)
     perplexity: float = 30.0  # t-SNE perplexity (capped at (videos - 1) / 3)
     seed: int = 0  # t-SNE seed
+    ray_timeout_s: float = 60.0  # give up (exit 2) when the Ray to join does not answer within this
     overwrite: bool = False  # discard this job's earlier output in --output
 
     def __post_init__(self) -> None:
@@ -71,7 +72,8 @@ def check_inputs(job: ExplainJobConfig):
     except (FileNotFoundError, ValueError) as e:
         raise ConfigError(f"--checkpoint: {e}") from e
     check_videos(job.videos)
-    settings = {k: v for k, v in dataclasses.asdict(job).items() if k not in ("overwrite", "device", "actor_cpus")}
+    settings = {k: v for k, v in dataclasses.asdict(job).items()
+                if k not in ("overwrite", "device", "actor_cpus", "ray_timeout_s")}
     claim_output(job.output, settings, overwrite=job.overwrite)
     return clip_config(infer, plan.resolved.values), plan
 
@@ -102,8 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if not ray.is_initialized():
-        ray.init()  # address from RAY_ADDRESS / a running cluster, else a local one
+    from pipeline.raystart import connect
+
+    try:
+        connect(job.ray_timeout_s, job="jobs.explain")  # RAY_ADDRESS / the `ray start` cluster, else a local one
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     gpus = float(ray.cluster_resources().get("GPU", 0)) if job.device != "cpu" else 0.0
     device = job.device if job.device != "auto" else ("cuda" if gpus else "cpu")
     res = run_explain(job.checkpoint, items, bad_rows, job.output, spec, device=device, actor_cpus=job.actor_cpus,

@@ -8,7 +8,6 @@ with exit code 2; a run that fails after its `run.max_failures` restarts exits 1
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 from pipeline.cli import explicit_keys, parse_job
@@ -26,16 +25,12 @@ def _extra(p) -> None:
                    help="video-level multi-view evaluation of the run's model.pt on val_manifest")
 
 
-def connect_ray() -> None:
-    """Reuse a running Ray in this process, join a cluster (RAY_ADDRESS / `ray start`), or start one."""
-    import ray
+def connect_ray(timeout_s: float) -> None:
+    """Reuse a running Ray in this process, join a cluster (RAY_ADDRESS / `ray start`), or start one
+    (ConfigError when the Ray to join does not answer within `timeout_s`)."""
+    from pipeline.raystart import connect
 
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"])
-    else:
-        ray.init()  # joins a local cluster started with `ray start` if there is one, else starts one
+    connect(timeout_s, job="jobs.train")
 
 
 def check_manifests(cfg: TrainJobConfig, *, need_train: bool) -> None:
@@ -70,7 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
-    connect_ray()
+    try:
+        connect_ray(cfg.ray_timeout_s)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     from pipeline.data.dataset import progress_bars_on_terminal
 
     progress_bars_on_terminal()
@@ -87,9 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a failed run (after max_failures restarts): report it, exit non-zero
         print(f"training failed: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
-    print(json.dumps({"metrics": result.metrics, "checkpoint": getattr(result.checkpoint, "path", None)},
-                     indent=2, default=str))
+    print(final_line(result.metrics, getattr(result.checkpoint, "path", None)), flush=True)
     return 0
+
+
+def final_line(metrics: dict, checkpoint: str | None) -> str:
+    """The run's last figures on one line (all of them are in the run's metrics.jsonl)."""
+    shown = [f"{key} {metrics[key]:.4g}" if isinstance(metrics[key], float) else f"{key} {metrics[key]}"
+             for key in ("step", "epoch", "loss", "acc", "val_acc", "val_loss") if key in metrics]
+    return f"[train] finished: {', '.join(shown) or 'no metrics'}; last checkpoint {checkpoint}"
 
 
 if __name__ == "__main__":

@@ -6,11 +6,17 @@ A job's output folder carries the job's marker file (its config). A re-run with 
 resumes; a folder that holds a run of another config, or files the job did not write (another
 job's output, anything else), is refused with one line unless `--overwrite`, which removes only
 what this job writes (`owned`) and re-claims the folder.
+
+`OwnFiles` does the same for a local folder several jobs write into (the demo's): its marker
+lists every file the job wrote, so a fresh run removes exactly those.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import posixpath
+from pathlib import Path
 from typing import Any, Sequence
 
 from pipeline import storage
@@ -54,3 +60,70 @@ def claim_output(output: str, marker: str, config: dict[str, Any], *, overwrite:
             storage.remove(storage.join(output, sub), recursive=True)
     storage.write_json(uri, config)
 
+
+
+class OwnFiles:
+    """The files a job wrote into a local folder, listed in the folder's marker file: a fresh run
+    removes exactly those, and never a file of the user's.
+
+        own = OwnFiles(folder, "_demo.json", job="jobs.demo", overwrite=False)  # OutputConflict?
+        own.claim()    # the previous run's files go; the marker is written
+        ...            # the job writes
+        own.record()   # the marker lists every file written since claim (after each step, at the end)
+
+    Files in the folder that no marker lists (the user's, another job's) are refused with one line
+    naming them unless `overwrite`; with it they stay where they are, untouched, and unlisted.
+    """
+
+    def __init__(self, folder: str | Path, marker: str, *, job: str, overwrite: bool) -> None:
+        self.folder, self.marker, self.job = Path(folder), marker, job
+        if self.folder.exists() and not self.folder.is_dir():
+            raise OutputConflict(f"{self.folder} is a file, not a folder; use a new --output")
+        self.previous = self._listed()
+        present = _local_files(self.folder)
+        self.foreign = present - self.previous - {marker}
+        if self.foreign and not overwrite:
+            names = sorted(self.foreign)
+            shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+            raise OutputConflict(f"{self.folder} holds files {job} did not write ({shown}); use --overwrite "
+                                 f"(removes only the files {job} wrote, keeps these) or a new --output")
+
+    def _listed(self) -> set[str]:
+        path = self.folder / self.marker
+        if not path.is_file():
+            return set()
+        try:
+            data = json.loads(path.read_text())
+            files = data["files"] if data.get("job") == self.job else []
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise OutputConflict(f"{path}: not a marker of {self.job}; use a new --output") from None
+        return {f for f in files if isinstance(f, str) and not Path(f).is_absolute() and ".." not in Path(f).parts}
+
+    def claim(self) -> None:
+        """Remove the files the previous run listed (then their folders, once empty); write the marker."""
+        parents: set[Path] = set()
+        for rel in sorted(self.previous):
+            path = self.folder / rel
+            if path.is_file() or path.is_symlink():
+                path.unlink()
+            parents.update(p for p in path.parents if self.folder in p.parents)
+        for folder in sorted(parents, key=lambda p: len(p.parts), reverse=True):  # deepest first
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        self.previous = set()
+        self.record()
+
+    def record(self) -> None:
+        """The marker lists every file under the folder but the foreign ones found at the start."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        files = sorted(_local_files(self.folder) - self.foreign - {self.marker})
+        tmp = self.folder / f".{self.marker}.tmp"
+        tmp.write_text(json.dumps({"job": self.job, "files": files}, indent=1))
+        os.replace(tmp, self.folder / self.marker)
+
+
+def _local_files(folder: Path) -> set[str]:
+    """Paths (relative, '/'-separated) of every file and link under `folder`."""
+    if not folder.is_dir():
+        return set()
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() or p.is_symlink()}

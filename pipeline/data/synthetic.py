@@ -202,6 +202,14 @@ def _write_csv(uri: str, header: list[str], rows: list[list]) -> None:
     storage.write_bytes_atomic(uri, text.getvalue().encode("utf-8"))
 
 
+def split_sizes(videos: int, val_fraction: float = 0.25) -> tuple[list[int], list[int]]:
+    """(videos per class, of which in val.csv) of `make_corpus(videos=..., val_fraction=...)`."""
+    per_class = [len(range(c, videos, len(CLASSES))) for c in range(len(CLASSES))]
+    n_val = [min(n - 1, max(1, round(n * val_fraction))) if val_fraction > 0 and n > 1 else 0
+             for n in per_class]
+    return per_class, n_val
+
+
 def make_corpus(output_uri: str, *, videos: int, long_videos: int = 0, seconds: float = 2.0,
                 size: tuple[int, int] = (64, 48), seed: int = 0, fps: float = 30,
                 val_fraction: float = 0.25, long_segments: int = 4, segment_seconds: float = 15.0,
@@ -222,9 +230,7 @@ def make_corpus(output_uri: str, *, videos: int, long_videos: int = 0, seconds: 
 
     rng = np.random.default_rng(seed)
     train, val, long_rows, boxes = [], [], [], {}
-    per_class = [len(range(c, videos, len(CLASSES))) for c in range(len(CLASSES))]
-    n_val = [min(n - 1, max(1, round(n * val_fraction))) if val_fraction > 0 and n > 1 else 0
-             for n in per_class]
+    per_class, n_val = split_sizes(videos, val_fraction)
     for i in range(videos):
         label = i % len(CLASSES)
         vid = f"clip_{i:05d}"

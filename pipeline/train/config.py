@@ -121,6 +121,7 @@ class TrainJobConfig:
     # Read both manifests as HowTo100M task CSVs (video_id, task_id) with paths from this template,
     # e.g. "s3://bucket/howto100m/{video_id}.mp4"; empty = ordinary path,label manifests.
     howto100m_template: str = ""
+    ray_timeout_s: float = 60.0  # give up (exit 2) when the Ray to join does not answer within this
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelSection = field(default_factory=ModelSection)
     optim: OptimSection = field(default_factory=OptimSection)
