@@ -74,6 +74,14 @@ def validate(cfg: ConvertConfig) -> None:
     for name in ("sampling_rate", "short_side", "clips"):
         if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(cfg, name)}")
+    from pipeline import storage
+
+    try:
+        found = storage.exists(cfg.input)
+    except Exception as e:  # noqa: BLE001 - credentials, endpoint, permissions: the user's to fix
+        raise ConfigError(f"--input {cfg.input}: cannot read ({type(e).__name__}: {e})") from None
+    if not found:
+        raise ConfigError(f"--input {cfg.input}: not found")
 
 
 def build_target(cfg: ConvertConfig) -> tuple[Any, dict[str, Any] | None, list[str] | None]:

@@ -114,8 +114,11 @@ def check_sizes(args: DemoConfig, train_argv: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import ray
+
     from pipeline.raystart import connect
 
+    ours = not ray.is_initialized()  # a Ray this run starts (or joins) is shut down before the summary
     try:
         args, _ = parse_job(DemoConfig, argv, prog="python -m jobs.demo", doc=__doc__, examples=EXAMPLES)
         out = Path(args.output).resolve()
@@ -132,9 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     _step("2/4 preprocess val split to Parquet", preprocess.main, argvs["preprocess"], own)
     _step("3/4 train (debug TimeSformer, 2 CPU workers)", train_job.main, argvs["train"], own)
     _step("4/4 infer on long videos", infer_job.main, argvs["infer"], own)
-    import ray
-
-    ray.shutdown()  # the workers' last output is printed now, not after the summary
+    if ours:
+        ray.shutdown()  # the workers' last output is printed now, not after the summary
     print_summary(out, time.time() - t0)
     return 0
 

@@ -31,7 +31,7 @@ import pyarrow as pa
 from jobs.shardjob import ShardJob, check_flags, print_error_kinds, run_shard_job, this_run_totals
 from jobs.shards import jsonable, load_markers, manifest_fingerprint, shard_name, write_error_table
 from pipeline import storage
-from pipeline.cli import parse_job
+from pipeline.cli import flag_error, parse_job
 from pipeline.config import ConfigError
 from pipeline.data.decode import MAX_PIXELS
 from pipeline.data.errors import error_text
@@ -99,7 +99,7 @@ def validate(cfg: PreprocessConfig) -> DataConfig:
     try:
         return data_config(cfg)
     except ValueError as e:
-        raise ConfigError(str(e)) from e
+        raise flag_error(PreprocessConfig, e, {"train_short_side": "short_side"}) from e
 
 
 def _clip_table(views: list[dict[str, Any]], paths: list[str]) -> pa.Table:

@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence, TypeVar
 
 import yaml
 
-from pipeline.config import ConfigError, apply_overrides, from_dict, load_yaml
+from pipeline.config import ConfigError, FieldError, apply_overrides, from_dict, load_yaml
 
 T = TypeVar("T")
 
@@ -173,10 +173,21 @@ def parse_config(cls: type[T], parser: argparse.ArgumentParser, argv: Sequence[s
     args = parser.parse_args(argv)
     try:
         return config_from_args(cls, args), args
+    except FieldError as e:  # a dataclass's own check: name the flags the user typed
+        raise ConfigError(e.render(_flag)) from None
     except OSError as e:
         raise ConfigError(f"--config: {e}") from e
     except yaml.YAMLError as e:
         raise ConfigError(f"--config {args.config}: not valid YAML ({' '.join(str(e).split())})") from e
+
+
+def flag_error(cls: type, error: ValueError, aliases: dict[str, str] | None = None) -> ConfigError:
+    """A job's own check of values its flags gave (`cls`'s fields), e.g. a config it builds from
+    them, as one line that names the flags: `crops must be 1 or 3` -> `--crops must be 1 or 3`.
+    `aliases` maps names the message may use to the field they come from."""
+    aliases = aliases or {}
+    names = [key for key, _, _, _ in _leaves(cls) if "." not in key] + list(aliases)
+    return ConfigError(FieldError("", "", str(error), names).render(lambda key: _flag(aliases.get(key, key))))
 
 
 def explicit_keys(cls: type, args: argparse.Namespace) -> set[str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -26,6 +27,31 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A config file or override that does not match the dataclass schema."""
+
+
+class FieldError(ConfigError):
+    """A dataclass's own check (`__post_init__`) refused its values; `text` speaks of its fields
+    by their names (`clips must be >= 1, got 0`). `render(name_of)` names each field as the
+    caller's user knows it: the dotted config key (`str()`), or a flag (`pipeline.cli`)."""
+
+    def __init__(self, owner: str, prefix: str, text: str, names: list[str]) -> None:
+        self.owner, self.prefix, self.text, self.names = owner, prefix, text, names
+        super().__init__(self.render(lambda key: key))
+
+    def render(self, name_of: Any) -> str:
+        """`text` with each field's name, wherever it stands as a word, as `name_of(dotted key)`;
+        prefixed with the section (or class) when it names none."""
+        found = False
+
+        def sub(m: re.Match) -> str:
+            nonlocal found
+            found = True
+            return name_of(self.prefix + m.group(0))
+
+        words = "|".join(re.escape(n) for n in sorted(self.names, key=len, reverse=True))
+        text = re.sub(rf"(?<![\w.-])(?:{words})(?![\w-])", sub, self.text) if words else self.text
+        where = self.prefix.rstrip(".") or self.owner
+        return text if found or not where else f"{where}: {self.text}"
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -110,8 +136,10 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, prefix: str = "") -> T:
     kwargs = {name: _coerce(value, hints[name], prefix + name) for name, value in data.items()}
     try:
         obj = cls(**kwargs)
-    except (TypeError, ValueError) as e:
+    except TypeError as e:
         raise ConfigError(f"{prefix or cls.__name__}: {e}") from e
+    except ValueError as e:
+        raise FieldError(cls.__name__, prefix, str(e), list(fields)) from e
     return obj
 
 

@@ -39,6 +39,35 @@ def _top_names(output: str, limit: int = 3) -> list[str]:
     return sorted(posixpath.basename(str(e).rstrip("/")) for e in entries)[:limit]
 
 
+_CONTENT = {"manifest_rows": "the manifest's rows", "manifest_sha1": "the manifest's rows",
+            "labels": "the labels"}  # what the user changed when these derived keys differ
+_FLAG_OF = {"train_short_side": "short_side", "memory": "memory_mb"}  # DataConfig names jobs spell otherwise
+
+
+def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What differs between two marker configs, as the user set it: a flag per differing leaf
+    (`{"data": {"num_frames": 8}}` -> `--num-frames (8 there, 16 now)`; sections are the job's
+    grouping, its flags are the leaves' names), or the manifest's content."""
+    out: list[str] = []
+
+    def walk(a: Any, b: Any, key: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                walk(a.get(k), b.get(k), k)
+        elif a != b:
+            if key in _CONTENT:
+                text = _CONTENT[key]
+            else:
+                text = "--" + _FLAG_OF.get(key, key).replace("_", "-")
+                if all(isinstance(v, (int, float, str, type(None))) and len(repr(v)) <= 40 for v in (a, b)):
+                    text += f" ({a!r} there, {b!r} now)"
+            if not any(t.split(" (")[0] == text.split(" (")[0] for t in out):
+                out.append(text)
+
+    walk(old, new, "")
+    return out
+
+
 def claim_output(output: str, marker: str, config: dict[str, Any], *, overwrite: bool,
                  owned: Sequence[str], job: str) -> None:
     """Refuse (OutputConflict) to write into `output` when it holds another config's run or
@@ -49,9 +78,8 @@ def claim_output(output: str, marker: str, config: dict[str, Any], *, overwrite:
         if old == config:
             return
         if not overwrite:
-            changed = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
             raise OutputConflict(f"{output} holds output of another {job} config (differs in "
-                                 f"{', '.join(changed)}); use --overwrite or a new --output")
+                                 f"{', '.join(differences(old, config))}); use --overwrite or a new --output")
     elif (names := _top_names(output)) and not overwrite:
         raise OutputConflict(f"{output} holds files {job} did not write ({', '.join(names)}, ...); "
                              "use --overwrite (removes only this job's outputs) or a new --output")

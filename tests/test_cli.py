@@ -96,3 +96,64 @@ def test_jobs_without_their_required_flags_exit_2_in_one_line(job, capsys):
     assert importlib.import_module(job).main([]) == 2
     err = capsys.readouterr().err.strip()
     assert "missing" in err and "\n" not in err and "Traceback" not in err
+
+
+@dataclass
+class Checked:
+    """A job whose own checks speak of its fields."""
+
+    clips: int = 1  # clips per video
+    crop_size: int = 32
+    short_side: int = 32
+    optim: Optim = field(default_factory=Optim)
+
+    def __post_init__(self) -> None:
+        if self.clips < 1:
+            raise ValueError(f"clips must be >= 1, got {self.clips}")
+        if self.short_side < self.crop_size:
+            raise ValueError(f"short_side {self.short_side} < crop_size {self.crop_size}")
+
+
+def test_a_dataclass_check_names_the_flags_the_user_typed():
+    from pipeline.cli import parse_job
+
+    with pytest.raises(ConfigError) as e:
+        parse_job(Checked, ["--clips", "0"], prog="job", doc="A job.")
+    assert str(e.value) == "--clips must be >= 1, got 0"  # was "Checked: clips must be >= 1, got 0"
+    with pytest.raises(ConfigError) as e:
+        parse_job(Checked, ["--set", "short_side=16"], prog="job", doc="A job.")
+    assert str(e.value) == "--short-side 16 < --crop-size 32"
+
+
+@pytest.mark.parametrize("job, argv, text", [
+    ("jobs.infer", ["--checkpoint", "c.pt", "--videos", "v.csv", "--output", "o", "--clips", "0"],
+     "--clips must be >= 1"),
+    ("jobs.explain", ["--checkpoint", "c.pt", "--videos", "v.csv", "--output", "o", "--clips", "0"],
+     "--clips must be >= 1"),
+    ("jobs.transcode", ["--manifest", "m.csv", "--output", "o", "--gop", "0"], "--gop must be >= 1"),
+    ("jobs.train", ["--set", "train_manifest=t.csv", "--set", "val_manifest=v.csv", "--data.crops", "2"],
+     "--data.crops must be 1 or 3"),
+    ("jobs.preprocess", ["--manifest", "m.csv", "--output", "o", "--crops", "2"], "--crops must be 1 or 3"),
+    ("jobs.preprocess", ["--manifest", "m.csv", "--output", "o", "--short-side", "16", "--crop-size", "32"],
+     "--crop-size <= min"),
+])
+def test_every_job_names_the_flag_a_check_refuses(user_error, job, argv, text, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative paths that do not exist: the check comes first
+    err = user_error(importlib.import_module(job).main, argv, text)
+    assert "Config:" not in err and "_" not in err.split(" must ")[0]
+
+
+def test_convert_exits_2_when_the_input_is_missing(user_error, tmp_path):
+    from jobs import convert
+
+    user_error(convert.main, ["--source", "official", "--input", tmp_path / "none.pyth",
+                              "--output", tmp_path / "m.pt"], f"--input {tmp_path / 'none.pyth'}: not found")
+
+
+def test_a_manifest_without_a_path_column_lists_the_columns_it_has(user_error, tmp_path):
+    from jobs import preprocess
+
+    man = tmp_path / "m.csv"
+    man.write_text("file,label\na.mp4,up\n")
+    user_error(preprocess.main, ["--manifest", man, "--output", tmp_path / "out"],
+               "missing path (no path column; columns found: file, label)")

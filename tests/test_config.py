@@ -77,3 +77,39 @@ def test_non_finite_numbers_are_config_errors_everywhere():
                       ({"resources": {"GPU": float("-inf")}}, "resources.GPU")):
         with pytest.raises(ConfigError, match=f"^{key}: must be a finite number"):
             from_dict(Cfg, data)
+
+
+@dataclass
+class Checked:
+    """A section whose own check names its fields."""
+
+    batch_size: int = 8
+    clips: int = 1
+
+    def __post_init__(self) -> None:
+        if self.clips < 1:
+            raise ValueError(f"clips must be >= 1, got {self.clips}")
+        if self.batch_size < self.clips:
+            raise ValueError(f"batch_size {self.batch_size} < clips {self.clips}")
+
+
+@dataclass
+class Outer:
+    loop: Checked = field(default_factory=Checked)
+    clips: int = 1
+
+    def __post_init__(self) -> None:
+        if self.clips < 1:
+            raise ValueError("must have a clip")
+
+
+def test_a_dataclass_check_speaks_of_config_keys_not_of_classes():
+    with pytest.raises(ConfigError) as e:
+        from_dict(Outer, {"loop": {"clips": 0}})
+    assert str(e.value) == "loop.clips must be >= 1, got 0"  # was "loop.: clips must be ..."
+    with pytest.raises(ConfigError) as e:
+        from_dict(Outer, {"loop": {"batch_size": 2, "clips": 4}})
+    assert str(e.value) == "loop.batch_size 2 < loop.clips 4"
+    with pytest.raises(ConfigError) as e:  # a message that names no field keeps its class
+        from_dict(Outer, {"clips": 0})
+    assert str(e.value) == "Outer: must have a clip"

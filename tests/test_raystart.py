@@ -25,8 +25,9 @@ def _closed_port() -> int:
         return s.getsockname()[1]  # closed again when the block ends: nothing listens there
 
 
-def _run(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+def _run(args: list[str], env: dict[str, str | None], timeout: float = 60) -> subprocess.CompletedProcess:
+    """`python args` with `env` over this process's (None: unset)."""
+    env = {k: v for k, v in {**os.environ, "PYTHONPATH": str(ROOT), **env}.items() if v is not None}
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -121,18 +122,38 @@ def test_joins_the_running_cluster_named_by_ray_address(ray_local):
     assert " INFO " not in proc.stdout + proc.stderr
 
 
+LOCAL_RAY = """
+import ray
+from pipeline.raystart import connect
+
+connect(30, job="jobs.x")
+
+@ray.remote
+def nodes():
+    from ray.util.state import list_nodes
+    return [n.node_id for n in list_nodes()]
+
+print("nodes", ray.get(nodes.remote()) == [ray.get_runtime_context().get_node_id()])
+
+@ray.remote
+def split():  # Ray Data in a worker, as in Ray Train's SplitCoordinator
+    import ray.data
+    print("[x] progress from a worker")
+    return ray.data.range(8).map_batches(lambda b: b).count()
+
+print("rows", ray.get(split.remote()), ray.data.range(4).map_batches(lambda b: b).count())
+"""
+
+
 @pytest.mark.timeout(180)
-def test_a_local_ray_s_workers_find_their_own_state_api_beside_other_rays(ray_local):
+def test_a_local_ray_keeps_ray_s_info_lines_off_and_its_state_api_its_own(ray_local):
     """Another Ray runs on this machine (the test session's): the state API inside a task of a new
-    local Ray (what Ray Train's controller queries) reaches that new Ray, not "multiple instances"."""
-    code = ("import ray; from pipeline.raystart import connect; a = connect(30, job='jobs.x')\n"
-            "@ray.remote\n"
-            "def nodes():\n"
-            "    from ray.util.state import list_nodes\n"
-            "    return [n.node_id for n in list_nodes()]\n"
-            "print('nodes', ray.get(nodes.remote()) == [ray.get_runtime_context().get_node_id()])")
-    proc = _run(["-c", code], {"RAY_ADDRESS": "local"}, timeout=150)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    local Ray (what Ray Train's controller queries) reaches that new Ray, not "multiple instances";
+    Ray Data's INFO lines (driver and workers) stay off the console, a worker's prints do not."""
+    proc = _run(["-c", LOCAL_RAY], {"RAY_ADDRESS": "local", "RAY_DATA_LOGGING_CONFIG": None}, timeout=150)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
     assert proc.stdout.splitlines()[0] == "[jobs.x] Ray: starting a local Ray (RAY_ADDRESS=local)"
-    assert "nodes True" in proc.stdout
-    assert " INFO " not in proc.stdout + proc.stderr
+    assert "nodes True" in proc.stdout and "rows 8 4" in proc.stdout
+    assert "[x] progress from a worker" in out  # the driver still prints its workers' output
+    assert " INFO " not in out and "Starting execution of Dataset" not in out, out[-3000:]
