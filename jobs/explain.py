@@ -57,13 +57,15 @@ class ExplainJobConfig:
 def check_inputs(job: ExplainJobConfig):
     """The checks of `jobs.infer` (checkpoint, clips, videos), then the output folder is claimed.
     Returns (clip spec, plan); raises ConfigError with one line."""
-    from pipeline.explain.outputs import claim_output
+    from pipeline.explain.outputs import MARKER, OWNED
+    from pipeline.guard import claim_output
     from pipeline.infer.config import InferConfig, clip_config, plan_inference
     from pipeline.infer.inputs import check_checkpoint, check_clips, check_videos
-    from pipeline.model.recipe import RecipeError
+    from pipeline.model.recipe import RecipeError, read_recipe
 
-    infer = InferConfig(sampling="uniform", clips=job.clips, crops=1)
     model_cfg, ckpt = check_checkpoint(job.checkpoint)
+    clips = job.clips or read_recipe(job.checkpoint, ckpt)[2]["clips"]  # uniform clips: --clips or the recipe's
+    infer = InferConfig(sampling="uniform", clips=clips, crops=1)
     check_clips(infer, model_cfg)
     try:
         plan = plan_inference(job.checkpoint, infer, ckpt=ckpt)
@@ -74,7 +76,7 @@ def check_inputs(job: ExplainJobConfig):
     check_videos(job.videos)
     settings = {k: v for k, v in dataclasses.asdict(job).items()
                 if k not in ("overwrite", "device", "actor_cpus", "ray_timeout_s")}
-    claim_output(job.output, settings, overwrite=job.overwrite)
+    claim_output(job.output, MARKER, settings, overwrite=job.overwrite, owned=OWNED, job="jobs.explain")
     return clip_config(infer, plan.resolved.values), plan
 
 

@@ -16,7 +16,6 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline import storage
-from pipeline.data.errors import error_text
 from pipeline.explain.tsne import silhouette, tsne
 from pipeline.plots import plot_tsne
 
@@ -53,10 +52,10 @@ def feature_row(item: dict[str, Any], embedding: np.ndarray, num_clips: int) -> 
             "embedding": [float(v) for v in np.asarray(embedding, dtype=np.float32)]}
 
 
-def error_row(video_id: str, uri: str, stage: str, error: Any, label: str | None = None) -> dict[str, Any]:
-    """The row of a video that could not be explained (the error as a short plain line)."""
-    return {"video_id": video_id, "uri": uri, "label": label, "status": "error", "stage": stage,
-            "error": error_text(error), "num_clips": 0, "embedding": None}
+def failed_row(video_id: str, error: dict[str, str], label: str | None = None) -> dict[str, Any]:
+    """The features-table row of a video that could not be explained: its error row
+    (`pipeline.data.errors.error_row`: uri, stage, error) with the video's id and label."""
+    return {"video_id": video_id, "label": label, "status": "error", "num_clips": 0, "embedding": None, **error}
 
 
 def write_features(output: str, rows: Sequence[dict[str, Any]]) -> None:
@@ -79,10 +78,3 @@ def embed_and_score(output: str, rows: Sequence[dict[str, Any]], *, perplexity: 
     plot_tsne(tsne(x, perplexity=perplexity, seed=seed), labels, storage.join(output, "tsne.png"), title)
     return score
 
-
-def claim_output(output: str, settings: dict[str, Any], *, overwrite: bool) -> None:
-    """Refuse (ConfigError) an output folder holding other files or another explain config,
-    unless `overwrite`; writes `_explain.json`."""
-    from pipeline.guard import claim_output as claim
-
-    claim(output, MARKER, settings, overwrite=overwrite, owned=OWNED, job="jobs.explain")

@@ -11,8 +11,8 @@ import numpy as np
 import ray
 
 from pipeline.data.clips import ClipConfig
-from pipeline.data.errors import error_text
-from pipeline.explain.outputs import embed_and_score, error_row, feature_row, map_uri, write_features, write_map
+from pipeline.data.errors import MODEL, WORKER, error_row, error_text
+from pipeline.explain.outputs import embed_and_score, failed_row, feature_row, map_uri, write_features, write_map
 from pipeline.infer.actor import load_model
 from pipeline.infer.tasks import decode_video_task
 
@@ -71,7 +71,7 @@ def run_explain(checkpoint: str, items: list[dict[str, Any]], bad_rows: list[dic
     t0 = time.perf_counter()
     actor = Explainer.options(num_cpus=actor_cpus, num_gpus=actor_gpus).remote(
         checkpoint, device, max(1, int(actor_cpus)), batch_size)
-    rows = [error_row(r["video_id"], r["uri"], r["stage"], r["error"]) for r in bad_rows]
+    rows = [failed_row(r["video_id"], error_row(r["uri"], r["stage"], r["error"])) for r in bad_rows]
     pending, decoding, calls, plots = deque(items), {}, {}, []
     result = ExplainResult(total=len(items) + len(bad_rows))
     while pending or decoding or calls:
@@ -85,9 +85,10 @@ def run_explain(checkpoint: str, items: list[dict[str, Any]], bad_rows: list[dic
             try:
                 meta = ray.get(ref)
             except ray.exceptions.RayError as e:  # the decode worker died (e.g. out of memory)
-                meta = {"error": error_text(e), "stage": "decode.worker"}
+                meta = {"error": error_text(e), "stage": WORKER}
             if meta.get("error"):
-                rows.append(error_row(item["video_id"], item["uri"], meta["stage"], meta["error"], item.get("target")))
+                error = error_row(item["uri"], meta["stage"], meta["error"])
+                rows.append(failed_row(item["video_id"], error, item.get("target")))
             else:
                 calls[actor.explain.remote(clips_ref)] = (item, clips_ref)
             continue
@@ -95,7 +96,7 @@ def run_explain(checkpoint: str, items: list[dict[str, Any]], bad_rows: list[dic
         try:
             feats, maps = ray.get(ref)
         except ray.exceptions.RayError as e:
-            rows.append(error_row(item["video_id"], item["uri"], "model", e, item.get("target")))
+            rows.append(failed_row(item["video_id"], error_row(item["uri"], MODEL, e), item.get("target")))
             continue
         write_map(output, item["video_id"], maps)
         title = f"{item['video_id']}" + (f" ({item['target']})" if item.get("target") else "")
