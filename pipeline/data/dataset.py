@@ -39,6 +39,7 @@ import ray
 
 from pipeline.data.clips import Mode
 from pipeline.data.errors import write_errors
+from pipeline.data.position import Layout, epoch_order, step_spans
 from pipeline.data.rows import DataConfig, manifest_table, process_row, views_to_batch
 
 log = logging.getLogger(__name__)
@@ -73,29 +74,24 @@ def unit_size(num_rows: int, batch_size: int) -> int:
 UNITS_PER_EPOCH = 1000
 
 
-@functools.lru_cache(maxsize=4)
-def _epoch_order(seed: int, epoch: int, num_rows: int, shuffle: bool) -> np.ndarray:
-    """Row order of one epoch: a seeded permutation for train, the manifest order otherwise.
-    Computed once per worker process and epoch."""
-    if not shuffle:
-        return np.arange(num_rows)
-    return np.random.default_rng([int(seed) & 0xFFFFFFFF, epoch, 0x5EED]).permutation(num_rows)
-
-
 _TABLES: dict[str, pa.Table] = {}  # object ref hex -> the manifest table, one fetch per process
+
+
+def _table(ref: Any) -> pa.Table:
+    key = ref.hex()
+    if key not in _TABLES:
+        _TABLES.clear()
+        _TABLES[key] = ray.get(ref)
+    return _TABLES[key]
 
 
 def _expand(unit: dict[str, Any], *, table_ref: list[Any], first_epoch: int, unit_size: int, mode: str,
             seed: int) -> list[dict[str, Any]]:
     """flat_map UDF: work unit `id` -> its manifest rows (positions [lo, hi) of its epoch's order),
     tagged with the epoch."""
-    key = table_ref[0].hex()
-    if key not in _TABLES:
-        _TABLES.clear()
-        _TABLES[key] = ray.get(table_ref[0])
-    table = _TABLES[key]
+    table = _table(table_ref[0])
     epoch, lo, hi = unit_span(int(unit["id"]), table.num_rows, unit_size, first_epoch)
-    order = _epoch_order(seed, epoch, table.num_rows, mode == "train")
+    order = epoch_order(seed, epoch, table.num_rows, mode == "train")
     rows = table.take(pa.array(order[lo:hi])).to_pylist()
     return [{**r, "epoch": epoch} for r in rows]
 
@@ -138,6 +134,74 @@ def build_clip_dataset(rows: Sequence[dict[str, Any]], cfg: DataConfig, *, mode:
         remote_args["memory"] = cfg.memory
     ds = ds.map_batches(fn, batch_size=cfg.batch_size, batch_format="pyarrow", **remote_args)
     return ds.materialize() if materialize else ds
+
+
+def _step_rows(unit: dict[str, Any], *, table_ref: list[Any], layout: Layout, first_step: int, rank: int,
+               world: int) -> list[dict[str, Any]]:
+    """flat_map UDF: optimizer step `id` -> the manifest rows worker `rank` of `world` decodes for
+    it, each with its span of clips (`pipeline.data.position.step_spans`)."""
+    table = _table(table_ref[0])
+    spans = step_spans(first_step + int(unit["id"]), rank, world, layout)
+    rows = table.take(pa.array([s["row"] for s in spans], pa.int64())).to_pylist()
+    return [{**r, **s} for r, s in zip(rows, spans)]
+
+
+def _decode_spans(batch: pa.Table, *, cfg: DataConfig, seed: int,
+                  error_uri: str | None) -> Iterator[dict[str, np.ndarray]]:
+    """map_batches UDF of a position stream: rows -> their clips inside [clip_lo, clip_hi), tagged
+    with the step; `views_decoded` (on the first kept view of each row) counts every clip the
+    row's decode made, kept or not, and the row's decode work goes on that view too."""
+    views: list[dict[str, Any]] = []
+    steps: list[int] = []
+    decoded: list[int] = []
+    errors: list[dict[str, str]] = []
+    for row in batch.to_pylist():
+        got, err = process_row(row, cfg, mode="train", seed=seed, epoch=row["epoch"])
+        if err is not None:
+            errors.append(err)
+            log.warning("skipping %s (%s): %s", err["uri"], err["stage"], err["error"])
+        kept = [v for v in got if row["clip_lo"] <= v["clip_index"] < row["clip_hi"]]
+        if kept:
+            kept = [dict(v) for v in kept]
+            work = (sum(v["decoded_frames"] for v in got), sum(v["kept_frames"] for v in got))
+            for i, v in enumerate(kept):
+                v["decoded_frames"], v["kept_frames"] = work if i == 0 else (0, 0)
+            views.extend(kept)
+            steps.extend([row["step"]] * len(kept))
+            decoded.extend([len(got)] + [0] * (len(kept) - 1))
+    if errors and error_uri:
+        write_errors(error_uri, errors)
+    if views:
+        out = views_to_batch(views)
+        out["step"] = np.array(steps, dtype=np.int64)
+        out["views_decoded"] = np.array(decoded, dtype=np.int64)
+        yield out
+
+
+def build_position_stream(table_ref: Any, cfg: DataConfig, *, layout: Layout, start_step: int, end_step: int,
+                          rank: int, world: int, error_uri: str | None = None) -> "ray.data.Dataset":
+    """The train clips worker `rank` of `world` consumes in steps [start_step, end_step), in order.
+
+    `table_ref`: the object ref of the train split's `manifest_table`. Only the rows of those
+    steps' slices are read and decoded (`pipeline.data.position`): a run resumed at a step decodes
+    nothing it consumed before. Columns: those of a train dataset plus `step` and `views_decoded`.
+    The order is kept (`preserve_order`), so the worker's clips come step by step.
+    """
+    if cfg.crop_size is None:
+        raise ValueError("train mode needs crop_size")
+    if end_step <= start_step:
+        raise ValueError("no steps left to stream")
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # this worker's steps in order
+    steps = end_step - start_step
+    ds = ray.data.range(steps, override_num_blocks=min(steps, 10_000))
+    ds = ds.flat_map(_step_rows, fn_kwargs={"table_ref": [table_ref], "layout": layout, "first_step": start_step,
+                                            "rank": rank, "world": world})
+    fn = functools.partial(_decode_spans, cfg=cfg, seed=layout.seed, error_uri=error_uri)
+    remote_args: dict[str, Any] = {"num_cpus": cfg.num_cpus}
+    if cfg.memory:
+        remote_args["memory"] = cfg.memory
+    return ds.map_batches(fn, batch_size=cfg.batch_size, batch_format="pyarrow", **remote_args)
 
 
 def progress_bars_on_terminal(stream=None) -> bool:

@@ -5,27 +5,35 @@
 
 Layout of a run (`<run.storage_path>/<run.name>/`, local or `s3://`):
     checkpoint_<step>/   Ray Train checkpoints: state.pt (model, optimizer, schedule position,
-                         step, epoch) and rng_<rank>.pt (each worker's RNG streams); keep K
+                         step, epoch, the data position, clips decoded / consumed) and
+                         rng_<rank>.pt (each worker's RNG streams); keep K
     metrics.jsonl        one JSON record per logged step / evaluation / (re)start
     metrics.png          loss, accuracy and lr curves, drawn at the end
     model.pt             the final model in `pipeline.model` format (for `jobs.infer`)
-    labels.json, summary.json, errors/ (bad videos, never fatal)
+    labels.json, summary.json (config, plan; at the end clips decoded and consumed), errors/
+    clips/               with loop.record_clips: the clips each step consumed (`audit`)
 
 Resume: running the same config again (same `run.name` + `run.storage_path`) continues from the
-latest checkpoint; `FailureConfig(max_failures)` restarts a failed worker group the same way.
-Either way the already-consumed micro-batches of the current epoch are skipped, so the step count
-and the schedule equal those of an uninterrupted run.
+latest checkpoint; `FailureConfig(max_failures)` restarts a failed worker group the same way, and
+an elastic group (`scale.num_workers: [min, max]`) restarts at the size the cluster holds. The
+data position belongs to the run (`pipeline.data.position`): each epoch's clip order is fixed by
+(seed, epoch), step t consumes its clips [t * global_batch, (t + 1) * global_batch), and each
+worker streams only its slice of the steps still to come, so a resumed run, at any world size,
+decodes nothing it consumed and each epoch uses each clip once.
 
-Modules (`loop` and `driver` import Ray Train; `from pipeline.train import fit` loads them on use):
+Modules (`loop`, `stream` and `driver` import Ray Train; `from pipeline.train import fit` loads them on use):
     config      the job's config sections and `validate`
-    schedule    batch arithmetic, lr_at, the Plan the driver fixes, resume skip, log/eval/checkpoint rules
+    batch       the global batch, its split over the workers, lr scaling (no config types)
+    schedule    lr_at, the Plan the driver fixes, the data layout, log/eval/checkpoint rules
     losses      soft targets (label smoothing), mixup
     build       model (fresh or from model.init weights) and optimizer
     checkpoint  RNG streams, training state, checkpoint folders, restore
     metrics     metrics.jsonl and the running Window between logged steps
     recipe      --eval-only: the data settings resolved against the checkpoint's recipe (eval_plan)
+    audit       which clips each step consumed (loop.record_clips)
+    stream      a worker's train stream from the data position (StepStream, TrainData)
     loop        the Ray Train worker: train_func, train_step, evaluate_clips, Reporter
-    driver      fit, make_trainer, build_datasets, load_splits, evaluate_run (--eval-only)
+    driver      fit, make_trainer, scaling_config, build_datasets, load_splits, evaluate_run (--eval-only)
 """
 
 from __future__ import annotations
@@ -51,7 +59,7 @@ from pipeline.train.schedule import (
 
 _RAY_MODULES = {
     "train_func": "loop", "train_step": "loop", "evaluate_clips": "loop", "Reporter": "loop",
-    "fit": "driver", "make_trainer": "driver", "build_datasets": "driver", "load_splits": "driver",
+    "fit": "driver", "make_trainer": "driver", "scaling_config": "driver", "build_datasets": "driver", "load_splits": "driver",
     "evaluate_run": "driver", "ray_storage": "driver",
 }
 

@@ -57,9 +57,14 @@ def _as_tuple(x: Any) -> Any:
 
 
 def training_state(model: nn.Module, optimizer: torch.optim.Optimizer, *, step: int, epoch: int,
-                   schedule: dict[str, Any]) -> dict[str, Any]:
-    """What `state.pt` of a checkpoint holds; `model` is the unwrapped (non-DDP) module."""
+                   schedule: dict[str, Any], data: dict[str, Any] | None = None,
+                   clips: dict[str, int] | None = None) -> dict[str, Any]:
+    """What `state.pt` of a checkpoint holds; `model` is the unwrapped (non-DDP) module. `data`:
+    the run's data position (`pipeline.data.position.position`: epoch, seed, clips and rows of
+    the epoch's order consumed); `clips`: clips decoded / consumed by the run so far."""
     return {
+        "data": data,
+        "clips": clips,
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer": optimizer.state_dict(),
         "scheduler": dict(schedule),  # lr_at() is a pure function of the step: its arguments
@@ -84,15 +89,17 @@ def load_checkpoint_dir(folder: str, rank: int) -> tuple[dict[str, Any], dict[st
 
 
 def restore(checkpoint: Any, rank: int, model: nn.Module, optimizer: torch.optim.Optimizer,
-            np_rng: np.random.Generator) -> int:
-    """Load a Ray Train checkpoint into model, optimizer and this worker's RNGs; returns its step."""
+            np_rng: np.random.Generator) -> tuple[int, dict[str, Any]]:
+    """Load a Ray Train checkpoint into model, optimizer and this worker's RNGs (a rank the
+    checkpoint's world did not have keeps its fresh seed); returns (its step, {"data": the data
+    position, "clips": the clip counts}, either None in older checkpoints)."""
     with checkpoint.as_directory() as folder:
         state, rngs = load_checkpoint_dir(folder, rank)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     if rngs is not None:
         set_rng_state(rngs, np_rng)
-    return int(state["step"])
+    return int(state["step"]), {"data": state.get("data"), "clips": state.get("clips")}
 
 
 def latest_checkpoint_step(run_dir: str) -> int | None:

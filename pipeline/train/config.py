@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pipeline import storage
 from pipeline.config import ConfigError
 from pipeline.data.rows import DataConfig
-from pipeline.train.schedule import accumulation_steps
+from pipeline.train.batch import accumulation_steps, global_batch, world_range
 
 
 @dataclass
@@ -59,8 +59,8 @@ class OptimSection:
     label_smoothing: float = 0.0  # share of the target spread uniformly over all classes
     mixup_alpha: float = 0.0  # 0 = off
     grad_clip: float | None = None  # max global grad norm; None = off
-    # Clips per optimizer step over all workers; micro-batches are accumulated to reach it.
-    # None = batch_size * num_workers (no accumulation).
+    # Clips per optimizer step over all workers, the same at every world size; micro-batches are
+    # accumulated to reach it. None = batch_size * num_workers (the largest, when elastic).
     effective_batch: int | None = None
 
 
@@ -82,11 +82,20 @@ class LoopSection:
     # this step, unless the run folder already holds the marker `fault_injected`.
     fail_once_at_step: int | None = None
     fail_delay_s: float = 3.0  # testing hook: seconds between that report and the exit
+    # Write which clips every step consumed (epoch, video_id, clip_index) to <run folder>/clips/
+    # at each checkpoint: an audit that each clip of each epoch is consumed once across restarts.
+    record_clips: bool = False
 
 
 @dataclass
 class ScaleSection:
-    num_workers: int = 2  # Ray Train workers (one per GPU with use_gpu)
+    # Ray Train workers (one per GPU with use_gpu): a number, or [min, max] for elastic training
+    # (Ray Train starts with as many as the cluster holds, at least min, and resizes the group
+    # when nodes go or come; the global batch stays optim.effective_batch at every size).
+    num_workers: int | list[int] = 2
+    # elastic: how often (seconds) Ray Train considers growing a running group. A resize restarts
+    # the group from the latest checkpoint, so steps since that checkpoint are trained again.
+    resize_interval_s: float = 60.0
     use_gpu: bool = False  # one GPU per worker; bf16 autocast
     resources_per_worker: dict[str, float] = field(default_factory=dict)  # e.g. {CPU: 8, GPU: 1}
 
@@ -144,8 +153,7 @@ def validate(cfg: TrainJobConfig, *, need_train: bool = True) -> None:
         "loop.epochs": cfg.loop.epochs, "loop.batch_size": cfg.loop.batch_size,
         "loop.checkpoint_every_steps": cfg.loop.checkpoint_every_steps,
         "loop.keep_checkpoints": cfg.loop.keep_checkpoints, "loop.log_every_steps": cfg.loop.log_every_steps,
-        "loop.eval_every_epochs": cfg.loop.eval_every_epochs, "scale.num_workers": cfg.scale.num_workers,
-        "optim.reference_batch": cfg.optim.reference_batch,
+        "loop.eval_every_epochs": cfg.loop.eval_every_epochs, "optim.reference_batch": cfg.optim.reference_batch,
     }
     for key, value in positive.items():
         if value < 1:
@@ -160,8 +168,25 @@ def validate(cfg: TrainJobConfig, *, need_train: bool = True) -> None:
         raise ConfigError("model.init.path: missing checkpoint path for model.init")
     if not cfg.run.name or "/" in cfg.run.name:
         raise ConfigError(f"run.name: must be a non-empty name without '/', got {cfg.run.name!r}")
-    accumulation_steps(cfg.optim.effective_batch, cfg.loop.batch_size, cfg.scale.num_workers)
+    _check_workers(cfg)
     _check_model(cfg)
+
+
+def _check_workers(cfg: TrainJobConfig) -> None:
+    """`scale.num_workers` and the global batch: a fixed size accumulates whole micro-batches; an
+    elastic one needs at least one clip per worker per step at its largest size."""
+    if isinstance(cfg.scale.num_workers, int) and cfg.scale.num_workers < 1:
+        raise ConfigError(f"scale.num_workers: must be >= 1, got {cfg.scale.num_workers}")
+    lo, hi = world_range(cfg.scale.num_workers)
+    if cfg.scale.resize_interval_s < 0:
+        raise ConfigError(f"scale.resize_interval_s: must be >= 0, got {cfg.scale.resize_interval_s}")
+    if lo == hi:
+        accumulation_steps(cfg.optim.effective_batch, cfg.loop.batch_size, hi)
+        return
+    batch = global_batch(cfg.optim.effective_batch, cfg.loop.batch_size, hi)
+    if batch < hi:
+        raise ConfigError(f"optim.effective_batch: {batch} clips per step cannot feed {hi} workers "
+                          f"(scale.num_workers max); raise it to >= {hi}")
 
 
 def _check_model(cfg: TrainJobConfig) -> None:

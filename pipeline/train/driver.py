@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import ray
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
@@ -17,15 +18,14 @@ from pipeline import model as models
 from pipeline import storage
 from pipeline.config import ConfigError, to_dict
 from pipeline.data.dataset import build_clip_dataset
-from pipeline.data.rows import WORK_COLUMNS
+from pipeline.data.rows import manifest_table
 from pipeline.data.errors import write_errors
 from pipeline.data.manifest import load_manifest
-from pipeline.evaluate import evaluate_views
-from pipeline.train.checkpoint import latest_checkpoint_step
+from pipeline.model.recipe import CLIP_FIELDS
 from pipeline.train.config import TrainJobConfig, validate
 from pipeline.train.loop import train_func
 from pipeline.train.recipe import EvalPlan, eval_plan
-from pipeline.train.schedule import Plan, make_plan, run_dir_of
+from pipeline.train.schedule import Plan, make_plan, run_dir_of, world_range
 
 
 def load_splits(cfg: TrainJobConfig) -> tuple[Any, Any]:
@@ -40,19 +40,14 @@ def load_splits(cfg: TrainJobConfig) -> tuple[Any, Any]:
     return train, val
 
 
-def build_datasets(cfg: TrainJobConfig, train_rows: list[dict], val_rows: list[dict], *,
-                   data_start_epoch: int = 0) -> dict[str, Any]:
-    """Ray Datasets for TorchTrainer: `train` streams epochs `data_start_epoch..epochs-1` (new
-    clips each), `val` the centre clips; only `frames` and `label` (and, for train, the decode-work
-    counters) travel to the workers."""
+def build_datasets(cfg: TrainJobConfig, val_rows: list[dict]) -> dict[str, Any]:
+    """Ray Datasets for TorchTrainer: `val`, the centre clips (`frames`, `label`). The train clips
+    do not go through Ray Train's split: each worker streams its own slice of every step from the
+    run's data position (`pipeline.train.stream`), which a shared split cannot seek to."""
     run_dir = run_dir_of(cfg.run)
-    train = build_clip_dataset(train_rows, cfg.data, mode="train", seed=cfg.loop.seed,
-                               error_uri=storage.join(run_dir, "errors"), epoch=data_start_epoch,
-                               epochs=max(1, cfg.loop.epochs - data_start_epoch))
     val = build_clip_dataset(val_rows, cfg.data, mode="val", seed=cfg.loop.seed,
                              error_uri=storage.join(run_dir, "errors"), materialize=cfg.loop.cache_val)
-    return {"train": train.select_columns(["frames", "label", *WORK_COLUMNS]),
-            "val": val.select_columns(["frames", "label"])}
+    return {"val": val.select_columns(["frames", "label"])}
 
 
 def ray_storage(storage_path: str) -> tuple[str, Any]:
@@ -64,14 +59,25 @@ def ray_storage(storage_path: str) -> tuple[str, Any]:
     return path, fs
 
 
-def make_trainer(cfg: TrainJobConfig, plan: Plan, datasets: dict[str, Any]):
-    """The TorchTrainer of this job."""
+def scaling_config(cfg: TrainJobConfig) -> ScalingConfig:
+    """Ray Train's ScalingConfig: a fixed group, or an elastic one for `scale.num_workers: [min, max]`."""
+    lo, hi = world_range(cfg.scale.num_workers)
+    return ScalingConfig(num_workers=hi if lo == hi else (lo, hi), use_gpu=cfg.scale.use_gpu,
+                         resources_per_worker=dict(cfg.scale.resources_per_worker) or None,
+                         elastic_resize_monitor_interval_s=cfg.scale.resize_interval_s)
+
+
+def make_trainer(cfg: TrainJobConfig, plan: Plan, datasets: dict[str, Any], train_table: Any = None):
+    """The TorchTrainer of this job; `train_table`: the object ref of the train split's manifest
+    table (the workers' streams read it), None when `datasets` holds the train clips."""
     path, fs = ray_storage(cfg.run.storage_path)
+    loop_config = {"job": to_dict(cfg), "plan": to_dict(plan)}
+    if train_table is not None:
+        loop_config["train_table"] = [train_table]  # in a list: handed over as a ref, not resolved
     return TorchTrainer(
         train_func,
-        train_loop_config={"job": to_dict(cfg), "plan": to_dict(plan)},
-        scaling_config=ScalingConfig(num_workers=cfg.scale.num_workers, use_gpu=cfg.scale.use_gpu,
-                                     resources_per_worker=dict(cfg.scale.resources_per_worker) or None),
+        train_loop_config=loop_config,
+        scaling_config=scaling_config(cfg),
         run_config=RunConfig(
             name=cfg.run.name, storage_path=path, storage_filesystem=fs,
             failure_config=FailureConfig(max_failures=cfg.run.max_failures),
@@ -88,58 +94,58 @@ def fit(cfg: TrainJobConfig, *, datasets: dict[str, Any] | None = None,
 
     `datasets` (with `num_train_clips` per epoch and `labels`) replaces the ones built from the
     manifests, e.g. a pre-decoded, materialized corpus; its train stream must hold every epoch.
+    Such a stream has no row order to seek in: a resume pulls the consumed micro-batches through
+    it again (`schedule.resume_skip`), and the world size must be fixed.
     """
     validate(cfg, need_train=datasets is None)
     run_dir = run_dir_of(cfg.run)
+    table = None
     if datasets is None:
         train, val = load_splits(cfg)
         labels = list(train.labels.names)
-        num_train_clips = len(train.rows) * cfg.data.clips_per_video
-        probe = make_plan(cfg, num_train_clips, labels)
-        last = latest_checkpoint_step(run_dir)
-        start_epoch = 0 if last is None else min(last // probe.steps_per_epoch, cfg.loop.epochs - 1)
-        datasets = build_datasets(cfg, train.rows, val.rows, data_start_epoch=start_epoch)
+        plan = make_plan(cfg, len(train.rows) * cfg.data.clips_per_video, labels, num_rows=len(train.rows))
+        datasets = build_datasets(cfg, val.rows)
+        table = ray.put(manifest_table(train.rows))  # once; every worker's stream reads its rows from it
         manifest_errors = train.errors + val.errors
         if manifest_errors:
             write_errors(storage.join(run_dir, "errors"), manifest_errors)
     else:
-        start_epoch = 0
         if num_train_clips is None or labels is None:
             raise ValueError("fit(datasets=...) needs num_train_clips and labels")
-    plan = make_plan(cfg, num_train_clips, labels, data_start_epoch=start_epoch)
+        if world_range(cfg.scale.num_workers)[0] != world_range(cfg.scale.num_workers)[1]:
+            raise ConfigError("scale.num_workers: a range needs the manifests (a given train dataset has no row "
+                              "order to resume from at another world size)")
+        plan = make_plan(cfg, num_train_clips, labels)
     storage.write_json(storage.join(run_dir, "labels.json"),
                        {"names": plan.labels, "name_to_id": {n: i for i, n in enumerate(plan.labels)}})
     storage.write_json(storage.join(run_dir, "summary.json"), {"config": to_dict(cfg), "plan": to_dict(plan)})
     print(f"[train] run {run_dir}: {plan.num_train_clips} clips/epoch, {plan.steps_per_epoch} steps/epoch, "
-          f"{plan.total_steps} steps, effective batch {plan.effective_batch}, lr {plan.base_lr:g}", flush=True)
-    return make_trainer(cfg, plan, datasets).fit()
+          f"{plan.total_steps} steps, global batch {plan.effective_batch}, lr {plan.base_lr:g}", flush=True)
+    return make_trainer(cfg, plan, datasets, table).fit()
 
 
 def evaluate_run(cfg: TrainJobConfig, plan: EvalPlan | None = None) -> dict[str, Any]:
     """`--eval-only`: video-level multi-view evaluation of a trained model on `val_manifest`.
 
-    Views: `data.clips` temporal clips x `data.crops` crops per video (set
-    `data.crops=3` for the official 1 x 3 protocol), decoded by Ray Data, scored on the
-    driver (`eval.device`). The clip settings are `plan`'s (`pipeline.train.recipe.eval_plan`:
-    the checkpoint's recipe under the data fields the user set; default: every data field set).
-    Writes `eval.json` to the run folder and returns it.
+    Views: `data.clips` temporal clips x `data.crops` crops per video (set `data.crops=3` for the
+    official 1 x 3 protocol), classified on the inference path (`pipeline.infer.evaluation`: decode
+    tasks and a model actor pool, on GPU nodes when the cluster has or can add them; `eval.device`
+    cpu keeps the model on CPUs). The clip settings are `plan`'s (`pipeline.train.recipe.eval_plan`:
+    the checkpoint's recipe under the data fields the user set). Writes `eval.json` (and the rows,
+    `eval/predictions.parquet`) to the run folder and returns it.
     """
+    from pipeline.infer.evaluation import evaluate_videos
+
     validate(cfg, need_train=False)
     plan = plan or eval_plan(cfg)
     run_dir = run_dir_of(cfg.run)
-    ckpt = plan.checkpoint
     labels_uri = storage.join(run_dir, "labels.json")
-    val = load_manifest(cfg.val_manifest, labels=labels_uri if storage.exists(labels_uri) else (cfg.labels or None),
-                        howto100m_template=cfg.howto100m_template or None)
-    model = models.load(ckpt)
-    ds = build_clip_dataset(val.rows, plan.data, mode="test", seed=cfg.loop.seed,
-                            error_uri=storage.join(run_dir, "eval_errors"))
-    ds = ds.select_columns(["frames", "label", "video_id"])
-    t0 = time.perf_counter()
-    result = evaluate_views(model, ds.iter_batches(batch_size=cfg.eval.batch_size, batch_format="numpy"),
-                            device=cfg.eval.device)
-    result.update({"checkpoint": ckpt, "manifest": cfg.val_manifest, "clips_per_video": plan.data.clips,
-                   "crops": plan.data.crops, "seconds": time.perf_counter() - t0,
-                   "manifest_errors": len(val.errors), "recipe": plan.record})
+    clip_values = {k: getattr(plan.data, k) for k in CLIP_FIELDS}
+    result = evaluate_videos(plan.checkpoint, cfg.val_manifest, storage.join(run_dir, "eval"), clip_values,
+                             batch_size=cfg.eval.batch_size, device=cfg.eval.device,
+                             labels=labels_uri if storage.exists(labels_uri) else (cfg.labels or None),
+                             howto100m_template=cfg.howto100m_template or None)
+    result.update({"checkpoint": plan.checkpoint, "manifest": cfg.val_manifest, "clips_per_video": plan.data.clips,
+                   "crops": plan.data.crops, "recipe": plan.record})
     storage.write_json(storage.join(run_dir, "eval.json"), result)
     return result

@@ -33,6 +33,7 @@ from pipeline.model.forward import clip_logits, forward_logits, model_input, unw
 from pipeline.model.recipe import make_recipe
 from pipeline.plots import plot_metrics
 from pipeline.train.build import build_model, build_optimizer, set_lr
+from pipeline.data.position import position
 from pipeline.train.checkpoint import restore, rng_state, save_checkpoint_dir, seed_worker, training_state
 from pipeline.train.config import TrainJobConfig
 from pipeline.train.losses import mixup, sample_mixup, soft_cross_entropy, soft_targets
@@ -40,15 +41,15 @@ from pipeline.progress import eta_seconds
 from pipeline.train.metrics import Window, progress_line, read_metrics, write_metrics
 from pipeline.train.trackers import Trackers
 from pipeline.train.schedule import (
-    Plan, lr_at, resume_skip, schedule_of, should_checkpoint, should_eval, should_log,
+    Plan, layout_of, lr_at, schedule_of, should_checkpoint, should_eval, should_log,
 )
+from pipeline.train.stream import BATCH_DTYPES, TrainData, all_reduce_sum
 
-# every column the loop reads (Ray's collate looks up each column it is given; absent ones are fine)
-BATCH_DTYPES = {"frames": torch.uint8, "label": torch.int64, "decoded_frames": torch.int64, "kept_frames": torch.int64}
 
 
 def train_func(config: dict) -> None:
-    """Ray Train worker loop. `config = {"job": to_dict(TrainJobConfig), "plan": asdict(Plan)}`."""
+    """Ray Train worker loop. `config = {"job": to_dict(TrainJobConfig), "plan": asdict(Plan),
+    "train_table": [ref of the train split's manifest table] (absent: a given "train" dataset)}`."""
     cfg = from_dict(TrainJobConfig, config["job"])
     plan = Plan(**config["plan"])
     quiet_worker_reports(cfg.run.ray_train_logs)
@@ -63,20 +64,25 @@ def train_func(config: dict) -> None:
     if cfg.model.compile:
         compile_blocks(model, device)  # in place, before DDP; eager (one warning) where it cannot run
     optimizer = build_optimizer(model, cfg.optim, plan.base_lr)
-    step = restore(checkpoint, rank, model, optimizer, np_rng) if checkpoint is not None else 0
+    step, saved = restore(checkpoint, rank, model, optimizer, np_rng) if checkpoint is not None else (0, {})
     net = ray.train.torch.prepare_model(model)  # DDP when world > 1
     schedule = schedule_of(cfg, plan)
     trackers = Trackers.open(cfg.run, plan.run_dir, config=to_dict(cfg), start_step=step) if rank == 0 else None
-    reporter = Reporter(net, optimizer, np_rng, schedule, plan, rank, trackers)
-    reporter.start(step, resumed=checkpoint is not None, world=world)
-    batches = train_batches(cfg, plan, step, rank)
+    reporter = Reporter(net, optimizer, np_rng, schedule, plan, rank, trackers, counts=saved.get("clips"))
+    data = TrainData(cfg, plan, config.get("train_table"), step=step, rank=rank, world=world, device=device)
+    here, warning = data.check(step, saved.get("data"))
+    if warning and rank == 0:
+        console(f"[train] warning: {warning}")
+    reporter.start(step, resumed=checkpoint is not None, world=world, data=here)
     val_shard = ray.train.get_dataset_shard("val")
     window = Window()
 
     while step < plan.total_steps:
         lr = lr_at(step, **schedule)
         t0 = time.perf_counter()
-        out = train_step(net, optimizer, batches, cfg=cfg, plan=plan, device=device, np_rng=np_rng, lr=lr)
+        batches, accum, weight = data.batches(step)
+        out = train_step(net, optimizer, batches, cfg=cfg, plan=plan, device=device, np_rng=np_rng, lr=lr,
+                         accum=accum, clip_weight=weight)
         if out is None:
             reporter.say(f"the train stream ran out at step {step} of {plan.total_steps} (rows dropped as errors?)")
             break
@@ -95,50 +101,37 @@ def train_func(config: dict) -> None:
             reporter.record_val(step, val, train_loss=metrics.get("loss", float("nan")))
         checkpoint_now = should_checkpoint(step, plan, cfg.loop)
         if metrics or checkpoint_now:
-            reporter.report(step, metrics, checkpoint=checkpoint_now)
+            reporter.report(step, metrics, checkpoint=checkpoint_now, data=data)
             maybe_inject_failure(cfg, plan, step, rank, world)
 
     if step != reporter.last_checkpoint:  # the stream ran out early
-        reporter.report(step, {}, checkpoint=True)
-    reporter.finish(step, cfg.data)
+        reporter.report(step, {}, checkpoint=True, data=data)
+    reporter.finish(step, cfg.data, data)
 
 
-def train_batches(cfg: TrainJobConfig, plan: Plan, step: int, rank: int) -> Iterator[dict[str, torch.Tensor]]:
-    """This worker's train stream, past the micro-batches a run resumed at `step` already consumed.
-
-    One stream over all epochs (the builder reshuffles and resamples clips per epoch); an
-    uninterrupted run consumes `step * accum` micro-batches by step `step`, so a resumed one skips
-    exactly that many (counted from the epoch the stream was built to start at).
-    """
-    shard = ray.train.get_dataset_shard("train")
-    batches = iter(shard.iter_torch_batches(
-        batch_size=cfg.loop.batch_size, dtypes=BATCH_DTYPES, drop_last=True,
-        prefetch_batches=cfg.loop.prefetch_batches))
-    skip = resume_skip(step, plan)
-    t0 = time.perf_counter()
-    for _ in range(skip):
-        next(batches, None)
-    if skip and rank == 0:
-        console(f"[train] skipped {skip} consumed micro-batches in {time.perf_counter() - t0:.1f}s")
-    return batches
-
-
-def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterator[dict[str, torch.Tensor]], *,
+def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterator[dict[str, Any]], *,
                cfg: TrainJobConfig, plan: Plan, device: torch.device, np_rng: np.random.Generator,
-               lr: float) -> dict[str, float] | None:
-    """One optimizer step over `plan.accum` micro-batches; None when the shard ran out first."""
+               lr: float, accum: int | None = None, clip_weight: float | None = None) -> dict[str, Any] | None:
+    """One optimizer step over `accum` (default `plan.accum`) micro-batches; None when the shard
+    ran out first. Each clip's loss counts `clip_weight` (default: 1 / (batch_size x accum), the
+    mean over full micro-batches) in the gradient; a micro-batch marked `dummy` counts 0.
+
+    `loss_sum` and `correct` stay on the device (no host sync in the step): read them at a log."""
+    accum = plan.accum if accum is None else accum
+    weight = 1.0 / (cfg.loop.batch_size * accum) if clip_weight is None else clip_weight
     net.train()
     wait = 0.0
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device)
     clips = decoded = kept = 0
-    for i in range(plan.accum):
+    for i in range(accum):
         t0 = time.perf_counter()
         batch = next(batches, None)
         wait += time.perf_counter() - t0
         if batch is None:
             optimizer.zero_grad(set_to_none=True)
             return None
+        dummy = bool(batch.get("dummy"))
         if "kept_frames" in batch:  # decode work of these clips (CPU tensors: no device sync)
             decoded += int(batch["decoded_frames"].sum())
             kept += int(batch["kept_frames"].sum())
@@ -148,12 +141,14 @@ def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterat
         if cfg.optim.mixup_alpha > 0:
             lam, perm = sample_mixup(cfg.optim.mixup_alpha, len(labels), np_rng)
             x, targets = mixup(x, targets, lam, perm.to(device))
-        last = i == plan.accum - 1
+        last = i == accum - 1
         sync = contextlib.nullcontext() if last or not hasattr(net, "no_sync") else net.no_sync()
         with sync:
             logits = forward_logits(net, x)
             loss = soft_cross_entropy(logits, targets)
-            (loss / plan.accum).backward()
+            (loss * (0.0 if dummy else weight * len(labels))).backward()
+        if dummy:
+            continue
         loss_sum += loss.detach() * len(labels)
         correct += (logits.detach().argmax(-1) == labels).sum()
         clips += len(labels)
@@ -162,7 +157,7 @@ def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterat
     set_lr(optimizer, lr)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return {"loss_sum": float(loss_sum), "correct": float(correct), "clips": clips, "wait_s": wait,
+    return {"loss_sum": loss_sum, "correct": correct, "clips": clips, "wait_s": wait,
             "decoded_frames": decoded, "kept_frames": kept}
 
 
@@ -173,24 +168,16 @@ def evaluate_clips(net: nn.Module, shard: Any, *, batch_size: int, device: torch
     The unwrapped model runs (no DDP collectives: shards may differ in their number of batches)."""
     model = unwrap(net)
     model.eval()
-    loss_sum, correct, count = 0.0, 0.0, 0.0
+    sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss, correct: on the device until the end
+    count = 0
     for batch in shard.iter_torch_batches(batch_size=batch_size, dtypes=BATCH_DTYPES, drop_last=False):
         labels = batch["label"].to(device)
         logits = clip_logits(model, batch["frames"])
-        loss_sum += float(F.cross_entropy(logits.float(), labels, reduction="sum"))
-        correct += float((logits.argmax(-1) == labels).sum())
+        sums[0] += F.cross_entropy(logits.float(), labels, reduction="sum").double()
+        sums[1] += (logits.argmax(-1) == labels).sum()
         count += len(labels)
-    loss_sum, correct, count = _all_reduce_sum([loss_sum, correct, count], device)
+    loss_sum, correct, count = all_reduce_sum([*sums.tolist(), float(count)], device)
     return {"val_loss": loss_sum / max(count, 1), "val_acc": correct / max(count, 1), "val_clips": int(count)}
-
-
-def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
-    import torch.distributed as dist
-
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t)
-    return t.tolist()
 
 
 def console(line: str) -> None:
@@ -220,8 +207,11 @@ class Reporter:
     and at the end with the plot and `model.pt`."""
 
     def __init__(self, net: nn.Module, optimizer: torch.optim.Optimizer, np_rng: np.random.Generator,
-                 schedule: dict[str, Any], plan: Plan, rank: int, trackers: Trackers | None = None):
+                 schedule: dict[str, Any], plan: Plan, rank: int, trackers: Trackers | None = None,
+                 counts: dict[str, int] | None = None):
         self.net, self.optimizer, self.np_rng = net, optimizer, np_rng
+        # clips decoded / consumed by the run's attempts before this one (up to its checkpoint)
+        self.counts_before = dict(counts or {"decoded": 0, "consumed": 0})
         self.schedule, self.plan, self.rank = schedule, plan, rank
         self.trackers = trackers  # TensorBoard / MLflow (rank 0, when the config turns them on)
         self.records: list[dict[str, Any]] = []
@@ -252,33 +242,48 @@ class Reporter:
         self.say(progress_line(record, self.plan.total_steps, eta))
         write_metrics(self.plan.run_dir, self.records)
 
-    def start(self, step: int, *, resumed: bool, world: int) -> None:
+    def start(self, step: int, *, resumed: bool, world: int, data: dict[str, Any] | None = None) -> None:
         """The `start` record; a resumed run keeps the records up to its checkpoint's step."""
         self.eta_from = None
         self.last_checkpoint = step if resumed else -1
         if self.rank == 0 and resumed:
             self.records = [r for r in read_metrics(self.plan.run_dir) if r.get("step", 0) <= step]
         self.record({"kind": "start", "step": step, "epoch": step // self.plan.steps_per_epoch,
-                     "resumed_from": step if resumed else None, "world_size": world, "time": time.time()})
-        self.say(f"{'resumed at step %d' % step if resumed else 'start'}; {self.plan.total_steps} steps, "
-                 f"{self.plan.steps_per_epoch}/epoch, accum {self.plan.accum}")
+                     "resumed_from": step if resumed else None, "world_size": world, "data": data,
+                     "time": time.time()})
+        where = f" (epoch {data['epoch']}, {data['clips_consumed']} of its clips consumed)" if data else ""
+        self.say(f"{'resumed at step %d' % step if resumed else 'start'}{where} on {world} workers; "
+                 f"{self.plan.total_steps} steps, {self.plan.steps_per_epoch}/epoch, accum {self.plan.accum}")
 
     def record_val(self, step: int, val: dict[str, float], *, train_loss: float) -> None:
         epoch = step // self.plan.steps_per_epoch
         self.record({"kind": "val", "step": step, "epoch": epoch, **val, "time": time.time()})
         self.say(f"step {step} epoch {epoch}: val_acc {val['val_acc']:.3f} loss {train_loss:.3f}")
 
-    def report(self, step: int, metrics: dict[str, Any], *, checkpoint: bool) -> None:
-        """`ray.train.report` of `metrics` at `step`, with this worker's part of a checkpoint."""
+    def run_counts(self, data: Any) -> dict[str, int] | None:
+        """Clips decoded / consumed by the run so far (collective: every worker calls it)."""
+        got = data.counts() if data is not None else None
+        if got is None:
+            return None
+        return {"decoded": self.counts_before["decoded"] + got[0], "consumed": self.counts_before["consumed"] + got[1]}
+
+    def report(self, step: int, metrics: dict[str, Any], *, checkpoint: bool, data: Any = None) -> None:
+        """`ray.train.report` of `metrics` at `step`, with this worker's part of a checkpoint (the
+        state, the run's data position and clip counts on rank 0)."""
         metrics = {**metrics, "step": step}
         if not checkpoint:
             ray.train.report(metrics)
             return
+        counts = self.run_counts(data)
+        if data is not None:
+            data.written(step)
         with tempfile.TemporaryDirectory() as folder:
             state = None
             if self.rank == 0:
+                position_now = position(step, layout_of(self.plan)) if counts is not None else None
                 state = training_state(unwrap(self.net), self.optimizer, step=step,
-                                       epoch=step // self.plan.steps_per_epoch, schedule=self.schedule)
+                                       epoch=step // self.plan.steps_per_epoch, schedule=self.schedule,
+                                       data=position_now, clips=counts)
             save_checkpoint_dir(folder, self.rank, state, rng_state(self.np_rng))
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder),
                              checkpoint_dir_name=f"checkpoint_{step:08d}")
@@ -286,15 +291,26 @@ class Reporter:
         if self.rank == 0:
             write_metrics(self.plan.run_dir, self.records)
 
-    def finish(self, step: int, clip: ClipConfig) -> None:
-        """Rank 0 at the end: metrics.jsonl, metrics.png and model.pt (our format; its meta holds
-        the recipe of the run's clips `clip` and the labels: `pipeline.model.recipe`) in the run folder."""
+    def finish(self, step: int, clip: ClipConfig, data: Any = None) -> None:
+        """Rank 0 at the end: metrics.jsonl, metrics.png, model.pt (our format; its meta holds the
+        recipe of the run's clips `clip` and the labels: `pipeline.model.recipe`) and the clip
+        counts in summary.json, in the run folder."""
         from pipeline import model as models
 
+        counts = self.run_counts(data)
         if self.rank != 0:
             return
         run_dir = self.plan.run_dir
-        self.records.append({"kind": "end", "step": step, "time": time.time()})
+        end = {"kind": "end", "step": step, "time": time.time()}
+        if counts is not None:
+            end.update(clips_decoded=counts["decoded"], clips_consumed=counts["consumed"])
+            summary_uri = storage.join(run_dir, "summary.json")
+            summary = storage.read_json(summary_uri) if storage.exists(summary_uri) else {}
+            storage.write_json(summary_uri, {**summary, "clips_decoded": counts["decoded"],
+                                             "clips_consumed": counts["consumed"]})
+            self.say(f"clips decoded {counts['decoded']}, consumed {counts['consumed']} "
+                     f"({counts['decoded'] / max(counts['consumed'], 1):.2f} decoded per consumed)")
+        self.records.append(end)
         write_metrics(run_dir, self.records)
         plot_metrics(self.records, storage.join(run_dir, "metrics.png"))
         model = unwrap(self.net)

@@ -26,10 +26,12 @@ from pipeline.progress import format_duration
 
 @dataclass
 class Window:
-    """Running sums over the optimizer steps since the last logged step."""
+    """Running sums over the optimizer steps since the last logged step. `loss_sum` and `correct`
+    may be device tensors (`train_step` leaves them there): they are summed on the device and
+    read once, in `metrics`, so only logged steps wait for the device."""
 
-    loss_sum: float = 0.0
-    correct: float = 0.0
+    loss_sum: Any = 0.0
+    correct: Any = 0.0
     clips: int = 0
     wait_s: float = 0.0
     time_s: float = 0.0
@@ -53,9 +55,10 @@ class Window:
         """The `train` record: loss, acc, lr, clips/s (all workers), fraction of step time spent
         waiting for data, mean step time, peak device memory."""
         clips, secs = max(self.clips, 1), max(self.time_s, 1e-9)
+        loss_sum, correct = float(self.loss_sum), float(self.correct)  # the one host read of the window
         return {
             "kind": "train", "step": step, "epoch": step / steps_per_epoch,
-            "loss": self.loss_sum / clips, "acc": self.correct / clips, "lr": lr,
+            "loss": loss_sum / clips, "acc": correct / clips, "lr": lr,
             "clips_per_s": self.clips * world / secs,
             "data_wait_frac": self.wait_s / secs,
             "step_time_s": secs / max(self.steps, 1),

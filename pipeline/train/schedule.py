@@ -1,7 +1,9 @@
-"""The schedule of a run in optimizer steps: batch arithmetic, the lr, the plan the driver fixes,
-the micro-batches a resumed run skips, and when the worker loop logs, evaluates and checkpoints.
+"""The schedule of a run in optimizer steps: the lr, the plan the driver fixes, the data layout,
+the micro-batches a resumed run over a given dataset skips, and when the worker loop logs,
+evaluates and checkpoints.
 
-Pure functions of the config and the corpus size: every worker and every restart computes the same.
+Pure functions of the config and the corpus size: every worker and every restart computes the
+same, at every world size (the global batch is fixed, `pipeline.train.batch`).
 """
 
 from __future__ import annotations
@@ -12,36 +14,16 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline import storage
 from pipeline.config import ConfigError
+from pipeline.data.position import Layout
+from pipeline.train.batch import (  # noqa: F401 - re-exported: the batch arithmetic of a schedule
+    accumulation_steps, global_batch, micro_batches, scaled_lr, steps_per_epoch, world_range,
+)
 
 if TYPE_CHECKING:
     from pipeline.train.config import LoopSection, RunSection, TrainJobConfig
 
 
-# ----------------------------------------------------------------------------------- batch & lr
-
-
-def accumulation_steps(effective_batch: int | None, batch_size: int, num_workers: int) -> int:
-    """Micro-batches per optimizer step so that `batch_size * num_workers * steps == effective_batch`."""
-    per_micro = batch_size * num_workers
-    if effective_batch is None:
-        return 1
-    if effective_batch < per_micro or effective_batch % per_micro:
-        raise ConfigError(
-            f"optim.effective_batch: {effective_batch} is not a positive multiple of "
-            f"loop.batch_size x scale.num_workers = {batch_size} x {num_workers} = {per_micro}"
-        )
-    return effective_batch // per_micro
-
-
-def scaled_lr(lr: float, reference_batch: int, effective_batch: int) -> float:
-    """Linear scaling rule: `lr` is tuned for `reference_batch` clips per step."""
-    return lr * effective_batch / reference_batch
-
-
-def steps_per_epoch(num_clips: int, num_workers: int, batch_size: int, accum: int) -> int:
-    """Optimizer steps per epoch: each worker gets `num_clips // num_workers` clips (equal split),
-    in full micro-batches of `batch_size` (drop_last), `accum` micro-batches per step."""
-    return (num_clips // num_workers) // batch_size // accum
+# ----------------------------------------------------------------------------------- lr
 
 
 def lr_at(
@@ -81,20 +63,37 @@ class Plan:
     num_train_clips: int
     steps_per_epoch: int
     total_steps: int
-    accum: int
-    effective_batch: int
+    accum: int  # micro-batches per step of a worker at the largest world size
+    effective_batch: int  # clips per optimizer step over all workers, at every world size
     base_lr: float  # after linear scaling
     warmup_steps: int
     milestones: list[int]  # in steps
     run_dir: str
-    data_start_epoch: int = 0  # the train stream was built to start at this epoch (re-runs)
+    data_start_epoch: int = 0  # a given train dataset (fit(datasets=...)) starts at this epoch
+    num_rows: int = 0  # manifest rows of the train split (0: a given dataset, no row order)
+    clips_per_row: int = 1  # clips per row and epoch (data.clips_per_video)
+    seed: int = 0  # fixes each epoch's row order (loop.seed)
+    min_workers: int = 0
+    max_workers: int = 0
 
 
-def make_plan(cfg: TrainJobConfig, num_train_clips: int, labels: list[str], data_start_epoch: int = 0) -> Plan:
-    """Steps, accumulation and the lr schedule in steps, from the config and the corpus size."""
-    accum = accumulation_steps(cfg.optim.effective_batch, cfg.loop.batch_size, cfg.scale.num_workers)
-    effective = cfg.loop.batch_size * cfg.scale.num_workers * accum
-    spe = steps_per_epoch(num_train_clips, cfg.scale.num_workers, cfg.loop.batch_size, accum)
+def make_plan(cfg: TrainJobConfig, num_train_clips: int, labels: list[str], data_start_epoch: int = 0,
+              num_rows: int = 0) -> Plan:
+    """Steps, the global batch and the lr schedule in steps, from the config and the corpus size.
+
+    A fixed world size needs `optim.effective_batch` to be a multiple of one micro-batch of every
+    worker (accumulation steps, as always); an elastic one (`scale.num_workers: [min, max]`) keeps
+    `optim.effective_batch` (default: `loop.batch_size` x max) at every size, shared as evenly
+    as the clips allow (`pipeline.train.batch`)."""
+    lo, hi = world_range(cfg.scale.num_workers)
+    batch = cfg.loop.batch_size
+    if lo == hi:
+        accum = accumulation_steps(cfg.optim.effective_batch, batch, hi)
+        effective = batch * hi * accum
+    else:
+        effective = global_batch(cfg.optim.effective_batch, batch, hi)
+        accum = micro_batches(-(-effective // hi), batch)
+    spe = num_train_clips // effective
     if spe < 1:
         raise ConfigError(
             f"loop.batch_size: {num_train_clips} training clips give no full step of "
@@ -116,12 +115,24 @@ def make_plan(cfg: TrainJobConfig, num_train_clips: int, labels: list[str], data
         milestones=[int(round(m * spe)) for m in cfg.optim.milestones],
         run_dir=run_dir_of(cfg.run),
         data_start_epoch=data_start_epoch,
+        num_rows=num_rows,
+        clips_per_row=cfg.data.clips_per_video,
+        seed=cfg.loop.seed,
+        min_workers=lo,
+        max_workers=hi,
     )
 
 
+def layout_of(plan: Plan) -> Layout:
+    """How the run's epochs are cut into steps (`pipeline.data.position`)."""
+    return Layout(num_rows=plan.num_rows, clips_per_row=plan.clips_per_row, global_batch=plan.effective_batch,
+                  steps_per_epoch=plan.steps_per_epoch, seed=plan.seed)
+
+
 def resume_skip(step: int, plan: Plan) -> int:
-    """Micro-batches of the train stream to skip when resuming at `step`: those an uninterrupted
-    run consumed since the first epoch of the stream (0 when the stream starts later)."""
+    """Micro-batches of a given train dataset (`fit(datasets=...)`, fixed world size, no row order
+    to seek in) to skip when resuming at `step`: those an uninterrupted run consumed since the
+    first epoch of the stream (0 when the stream starts later). The manifest stream skips nothing."""
     return max(0, step - plan.data_start_epoch * plan.steps_per_epoch) * plan.accum
 
 

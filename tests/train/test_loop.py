@@ -91,3 +91,45 @@ def test_train_batches_from_ray_data_carry_the_decode_work_into_the_step(ray_loc
                      device=torch.device("cpu"), np_rng=np.random.default_rng(0), lr=0.1)
     assert out["clips"] == 8  # 4 videos x clips_per_video 2
     assert out["kept_frames"] >= 8 and out["decoded_frames"] >= out["kept_frames"]
+
+
+def test_the_step_reads_nothing_back_from_the_device_and_the_window_reads_once_at_the_log(monkeypatch):
+    """Loss and accuracy stay tensors through the step and the window's sums; the log reads
+    them once and prints the same figures as the arithmetic on floats."""
+    from pipeline.train.metrics import Window
+
+    cfg = from_dict(TrainJobConfig, {"loop": {"batch_size": 2}, "scale": {"num_workers": 1},
+                                     "optim": {"name": "sgd", "effective_batch": 4, "grad_clip": 1.0,
+                                               "label_smoothing": 0.1}})
+    plan = make_plan(cfg, 16, ["a", "b", "c"])
+    torch.manual_seed(0)
+    model = build_model(ModelSection("debug", {"num_frames": 4, "image_size": 32}), plan.num_classes)
+    opt = build_optimizer(model, cfg.optim, plan.base_lr)
+    gen = torch.Generator().manual_seed(1)
+    batches = [{"frames": torch.randint(0, 256, (2, 4, 32, 32, 3), dtype=torch.uint8, generator=gen),
+                "label": torch.tensor([i % 3, (i + 1) % 3])} for i in range(6)]
+    reads = []
+
+    def host_read(name):
+        def read(self, *a, **k):
+            reads.append(name)
+            raise AssertionError(f"Tensor.{name}: a host read in the step")
+        return read
+
+    window, outs = Window(), []
+    with monkeypatch.context() as m:
+        for name in ("item", "__float__", "__bool__", "tolist", "numpy"):
+            m.setattr(torch.Tensor, name, host_read(name))
+        it = iter(batches)
+        for _ in range(3):
+            out = train_step(model, opt, it, cfg=cfg, plan=plan, device=torch.device("cpu"),
+                             np_rng=np.random.default_rng(0), lr=0.05)
+            assert isinstance(out["loss_sum"], torch.Tensor) and isinstance(out["correct"], torch.Tensor)
+            window.add(out, 1.0)
+            outs.append(out)
+    assert reads == []
+    record = window.metrics(step=3, steps_per_epoch=4, lr=0.05, world=1, device=torch.device("cpu"))
+    loss = sum(float(o["loss_sum"]) for o in outs) / 12
+    acc = sum(float(o["correct"]) for o in outs) / 12
+    assert record["loss"] == pytest.approx(loss) and record["acc"] == pytest.approx(acc)
+    assert isinstance(record["loss"], float) and isinstance(record["acc"], float)
