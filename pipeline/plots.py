@@ -72,10 +72,27 @@ def parse_segments(value: Any) -> list[tuple[float, float, str]]:
         return []
 
 
+def class_color(index: int, num_classes: int) -> tuple[float, float, float]:
+    """The colour of class `index` of `num_classes`: the same in every plot of a run, whichever
+    classes a plot shows (tab10 / tab20 for up to 10 / 20 classes, else hues a golden ratio apart)."""
+    import matplotlib.colors as mcolors
+
+    plt = _pyplot()
+    if num_classes <= 20:
+        cmap = plt.get_cmap("tab10" if num_classes <= 10 else "tab20")
+        return tuple(float(v) for v in cmap(index % cmap.N)[:3])
+    hue = (index * 0.6180339887498949) % 1.0
+    return tuple(float(v) for v in mcolors.hsv_to_rgb((hue, 0.75, 0.8 if index % 2 else 0.95)))
+
+
+TIMELINE_YLIM = (-0.04, 1.08)  # probabilities 0 and 1 drawn clear of the frame
+
+
 def plot_timeline(row: dict[str, Any], names: Sequence[str], uri: str, top: int = 5,
                   segments: Any = None) -> None:
     """PNG of class probability over time for one video (its top classes), written atomically.
 
+    Each class has its colour over `names` (`class_color`), so it looks the same in every plot.
     `segments` (known `[start, end, label]` spans, e.g. the synthetic corpus' `segments`
     column) are drawn as labelled bands behind the curves.
     """
@@ -94,9 +111,11 @@ def plot_timeline(row: dict[str, Any], names: Sequence[str], uri: str, top: int 
         # a step per clip: its probability holds over [start, end)
         xs = np.stack([starts, ends], axis=1).reshape(-1)  # [2K]: s0 e0 s1 e1 ...
         ys = np.repeat(probs[:, c], 2)
-        ax.plot(xs, ys, label=f"{names[c]}", linewidth=1.6)
+        ax.plot(xs, ys, label=f"{names[c]}", linewidth=1.6, color=class_color(c, len(names)),
+                zorder=3)  # over the frame and grid
     ax.set_xlim(0, max(float(ends.max()), row.get("duration") or 0.0))
-    ax.set_ylim(0, 1.02)
+    ax.set_ylim(*TIMELINE_YLIM)
+    ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
     ax.set_xlabel("time (s)")
     ax.set_ylabel("probability")
     title = f"{row['video_id']}: {row['label']} ({row['score']:.2f})"
