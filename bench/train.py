@@ -7,6 +7,16 @@ ratio of the two step times (target: data wait < 5 % of step time).
 
     python -m bench.train [--videos 96] [--epochs 4]
 
+Resume cost (`--resume`): one epoch of the debug config on a synthetic corpus, a worker killed
+after the step at ~90 % of the epoch (`loop.fail_once_at_step`, `run.max_failures=1`), twice in
+one run: the manifest stream (the run's data position: the restarted workers decode only the
+steps still to come) and its peer, the same clips as a given streaming dataset
+(`fit(datasets=...)`, which has no row order to seek in: the restart pulls every consumed
+micro-batch through decoding again). Prints the seconds from the restart (its `start` record)
+to the first new step, and from the failure to it, for both, and their ratio.
+
+    python -m bench.train --resume [--videos 160]
+
 CUDA: TimeSformer-L (96 x 224, divided) fwd+bwd+SGD step in bf16 autocast, no Ray: step time,
 MFU from the model's MAC count (2379.9 GMACs per clip forward; training = 3x; FLOPs = 2 x MACs),
 peak memory, and the largest batch per GPU with and without activation checkpointing.
@@ -74,6 +84,63 @@ def bench_cpu(videos: int, epochs: int) -> dict[str, dict[str, float]]:
     }
     fit(cfg, datasets=datasets, num_train_clips=len(train.rows), labels=list(train.labels.names))
     out["predecoded"] = _summary(f"{tmp}/runs/predecoded")
+    return out
+
+
+def _resume_times(run_dir: str) -> dict[str, float]:
+    """Seconds from the restarted attempt's `start` record, and from the injected failure (the
+    marker's write plus the exit delay), to its first new `train` record."""
+    from pipeline.train.metrics import read_metrics
+
+    records = read_metrics(run_dir)
+    start = [r for r in records if r["kind"] == "start"][-1]
+    first = next(r for r in records if r["kind"] == "train" and r["step"] > start["step"])
+    failed = os.path.getmtime(os.path.join(run_dir, "fault_injected"))  # a local run folder
+    return {"resumed_at": start["step"], "start_to_step_s": first["time"] - start["time"],
+            "failure_to_step_s": first["time"] - failed - 2.0}
+
+
+def bench_resume(videos: int) -> dict[str, dict[str, float]]:
+    """The resume cost of the manifest stream and of a given streaming dataset (see the module docstring)."""
+    import ray
+
+    from pipeline.config import load_config
+    from pipeline.data.dataset import build_clip_dataset
+    from pipeline.data.manifest import load_manifest
+    from pipeline.data.synthetic import make_corpus
+    from pipeline.train.config import TrainJobConfig
+    from pipeline.train.driver import fit
+    from pipeline.train.schedule import make_plan
+
+    tmp = tempfile.mkdtemp(prefix="bench_resume_")
+    make_corpus(f"{tmp}/corpus", videos=videos, seconds=2.0, size=(64, 48), seed=0)
+    sets = [f"train_manifest={tmp}/corpus/train.csv", f"val_manifest={tmp}/corpus/val.csv",
+            f"run.storage_path={tmp}/runs", "loop.epochs=1", "loop.log_every_steps=1", "loop.cache_val=false",
+            "loop.checkpoint_every_steps=1", "run.max_failures=1", "loop.fail_delay_s=2"]
+    if not ray.is_initialized():
+        ray.init(num_cpus=int(os.environ.get("BENCH_CPUS", "2")), include_dashboard=False)
+    cfg = load_config(TrainJobConfig, "configs/debug.yaml", sets)
+    train = load_manifest(cfg.train_manifest)
+    val = load_manifest(cfg.val_manifest, labels=train.labels)
+    plan = make_plan(cfg, len(train.rows), list(train.labels.names))
+    kill = max(1, int(0.9 * plan.steps_per_epoch))
+    sets.append(f"loop.fail_once_at_step={kill}")
+    out = {}
+    cfg = load_config(TrainJobConfig, "configs/debug.yaml", sets + ["run.name=position"])
+    fit(cfg)
+    out["position"] = _resume_times(f"{tmp}/runs/position")
+    summary = json.load(open(f"{tmp}/runs/position/summary.json"))
+    out["position"].update(clips_decoded=summary["clips_decoded"], clips_consumed=summary["clips_consumed"])
+
+    cfg = load_config(TrainJobConfig, "configs/debug.yaml", sets + ["run.name=skip"])
+    datasets = {  # the same clips, streamed (not materialized): what a resume used to pull through
+        "train": build_clip_dataset(train.rows, cfg.data, mode="train", seed=0, epochs=1).select_columns(
+            ["frames", "label", "decoded_frames", "kept_frames"]),
+        "val": build_clip_dataset(val.rows, cfg.data, mode="val", seed=0).select_columns(["frames", "label"]),
+    }
+    fit(cfg, datasets=datasets, num_train_clips=len(train.rows), labels=list(train.labels.names))
+    out["skip"] = _resume_times(f"{tmp}/runs/skip")
+    out["skip"]["clips_redecoded"] = out["skip"]["resumed_at"] * plan.effective_batch
     return out
 
 
@@ -171,7 +238,19 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=0, help="cuda: batch to time (0 = the largest that fits)")
     p.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak of the GPU (H100/H200 SXM: 989)")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--resume", action="store_true", help="CPU: the resume cost, data position vs skipping")
     args = p.parse_args()
+    if args.resume:
+        res = bench_resume(args.videos if args.videos != 96 else 160)
+        for name, r in res.items():
+            print(f"{name:>8}: resumed at step {r['resumed_at']}: restart -> first new step "
+                  f"{r['start_to_step_s']:.1f} s, failure -> first new step {r['failure_to_step_s']:.1f} s  "
+                  + json.dumps({k: v for k, v in r.items() if k.startswith("clips")}))
+        print(f"skip / position, restart -> first new step: "
+              f"{res['skip']['start_to_step_s'] / max(res['position']['start_to_step_s'], 1e-9):.2f}x; "
+              f"failure -> first new step: "
+              f"{res['skip']['failure_to_step_s'] / max(res['position']['failure_to_step_s'], 1e-9):.2f}x")
+        return
     if args.device == "cuda":
         print(json.dumps(bench_cuda(args.preset, args.batch, args.peak_tflops, args.repeats), indent=2))
         return

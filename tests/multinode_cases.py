@@ -1,11 +1,12 @@
 """The drivers of the node-loss tests (`tests/test_multinode.py`), one per job, run as a subprocess:
 
-    RAY_ADDRESS=<cluster> python tests/multinode_cases.py {preprocess,infer,train} <workdir>
+    RAY_ADDRESS=<cluster> python tests/multinode_cases.py {preprocess,infer,train,train_elastic} <workdir>
 
 Each connects to the test's `ray.cluster_utils.Cluster`, starts its job on small synthetic videos
 and, once the job is visibly under way, asks the test to remove one worker node: it writes that
 node's id to `<workdir>/remove_node` and waits for `<workdir>/node_removed` (the test owns the
-Cluster, so it removes the node). When the job returns, what it delivered goes to
+Cluster, so it removes the node; `train_elastic` also asks for a node back through
+`<workdir>/add_node`, answered by `<workdir>/node_added`). When the job returns, what it delivered goes to
 `<workdir>/result.json` for the test to check. Kept out of pytest's collection (no `test_` name).
 """
 
@@ -167,11 +168,76 @@ def train(work: str) -> dict[str, Any]:
             "model": os.path.exists(os.path.join(run_dir, "model.pt"))}
 
 
+def _request(work: str, name: str, payload: str, timeout: float = 120) -> None:
+    """Ask the test for `name` (remove_node / add_node) and wait until it says it is done."""
+    with open(os.path.join(work, f"{name}.tmp"), "w") as f:
+        f.write(payload)
+    os.replace(os.path.join(work, f"{name}.tmp"), os.path.join(work, name))
+    done = os.path.join(work, {"remove_node": "node_removed", "add_node": "node_added"}[name])
+    deadline = time.time() + timeout
+    while not os.path.exists(done) and time.time() < deadline:
+        time.sleep(0.1)
+    print(f"[multinode] {name} {payload[:8]} done at {time.time():.1f}", flush=True)
+
+
+def train_elastic(work: str) -> dict[str, Any]:
+    """configs/debug.yaml with [1, 2] elastic workers, each needing one `trainer` slot (the test
+    starts two nodes with one slot each, a stand-in for two GPU nodes). Once checkpoint 2 is
+    stored, a worker's node goes: the group goes on with one worker; once that worker has logged
+    a step, a slot node comes back: the group grows to two again and ends at the last step."""
+    from pipeline.config import load_config
+    from pipeline.data.synthetic import make_corpus
+    from pipeline.train import TrainJobConfig, fit, read_metrics, run_dir_of
+    from pipeline.train.audit import consumed_clips
+
+    corpus = os.path.join(work, "corpus")
+    make_corpus(corpus, videos=32, seconds=2.0, size=(64, 48), seed=5)
+    cfg = load_config(TrainJobConfig, os.path.join(ROOT, "configs", "debug.yaml"), [
+        f"train_manifest={corpus}/train.csv", f"val_manifest={corpus}/val.csv",
+        f"run.storage_path={work}/runs", "run.name=elastic", "run.max_failures=3",
+        "scale.num_workers=[1,2]", "scale.resources_per_worker.trainer=1", "scale.resize_interval_s=5",
+        "optim.effective_batch=8", "loop.epochs=5", "loop.batch_size=4", "loop.eval_every_epochs=5",
+        "loop.checkpoint_every_steps=1", "loop.log_every_steps=1", "loop.cache_val=false", "loop.record_clips=true",
+    ])
+    run_dir = run_dir_of(cfg.run)
+
+    def on_one_worker() -> bool:
+        records = read_metrics(run_dir) if os.path.exists(os.path.join(run_dir, "metrics.jsonl")) else []
+        starts = [r for r in records if r["kind"] == "start"]
+        return bool(starts) and starts[-1]["world_size"] == 1 and any(
+            r["kind"] == "train" and r["step"] > starts[-1]["step"] for r in records)
+
+    def watch() -> None:
+        deadline = time.time() + 300
+        while time.time() < deadline and not os.path.exists(os.path.join(run_dir, "checkpoint_00000002", "state.pt")):
+            time.sleep(0.2)
+        _request(work, "remove_node", (_actor_nodes("RayTrainWorker") or [""])[0])
+        while time.time() < deadline and not on_one_worker():
+            time.sleep(0.2)
+        _request(work, "add_node", "trainer")
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    fit(cfg)
+    watcher.join(timeout=1)
+    records = read_metrics(run_dir)
+    epochs: dict[int, Counter] = {}
+    for rows in consumed_clips(run_dir).values():
+        for epoch, vid, clip in rows:
+            epochs.setdefault(epoch, Counter())[f"{vid}/{clip}"] += 1
+    summary = json.load(open(os.path.join(run_dir, "summary.json")))
+    return {"starts": [[r["resumed_from"], r["world_size"]] for r in records if r["kind"] == "start"],
+            "train_steps": [r["step"] for r in records if r["kind"] == "train"],
+            "end": [r["step"] for r in records if r["kind"] == "end"], "total_steps": summary["plan"]["total_steps"],
+            "epoch_clips": {e: dict(c) for e, c in epochs.items()}, "train_clips": summary["plan"]["num_train_clips"],
+            "clips_consumed": summary["clips_consumed"], "clips_decoded": summary["clips_decoded"]}
+
+
 if __name__ == "__main__":
     name, workdir = sys.argv[1], sys.argv[2]
     ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True, configure_logging=False)
     t0 = time.time()
-    out = {"preprocess": preprocess, "infer": infer, "train": train}[name](workdir)
+    out = {"preprocess": preprocess, "infer": infer, "train": train, "train_elastic": train_elastic}[name](workdir)
     out["seconds"] = round(time.time() - t0, 1)
     with open(os.path.join(workdir, "result.json"), "w") as f:
         json.dump(out, f, default=str)

@@ -9,7 +9,9 @@ job must complete in that one run and deliver every video / step exactly once:
 - inference: the model actor's node goes -> the actor restarts elsewhere, its in-flight batches
   are sent again, every video has one `ok` row, the predictions of a clean run;
 - training: a training worker's node goes -> Ray Train restarts the group from the latest
-  checkpoint on the remaining nodes, every step is logged once and the run ends at its last step.
+  checkpoint on the remaining nodes, every step is logged once and the run ends at its last step;
+- elastic training ([1, 2] workers): a worker's node goes -> the run goes on with one worker,
+  grows back to two when a node is added, and consumes each clip of each epoch once.
 """
 
 from __future__ import annotations
@@ -48,8 +50,10 @@ def _fill(cluster) -> None:
     cluster.wait_for_nodes()
 
 
-def _run(cluster, name: str, work, timeout: float = 400) -> dict:
-    """Run scenario `name` as a driver process; remove the node it names; return its result."""
+def _run(cluster, name: str, work, timeout: float = 400, node_args: dict | None = None,
+         added: list | None = None) -> dict:
+    """Run scenario `name` as a driver process; remove the node it names, add one (`node_args`,
+    appended to `added`) when it asks; return its result."""
     _fill(cluster)
     env = {**os.environ, "RAY_ADDRESS": cluster.address, "PYTHONPATH": ROOT, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
     log = open(work / "driver.log", "w")
@@ -65,6 +69,12 @@ def _run(cluster, name: str, work, timeout: float = 400) -> dict:
                 cluster.remove_node(node, allow_graceful=False)  # the node vanishes, as a lost VM
                 (work / "node_removed").write_text("1")
                 removed = True
+            if node_args is not None and (work / "add_node").exists() and not (work / "node_added").exists():
+                node = cluster.add_node(**node_args)
+                if added is not None:
+                    added.append(node)
+                cluster.wait_for_nodes()
+                (work / "node_added").write_text("1")
             time.sleep(0.1)
     finally:
         if proc.poll() is None:
@@ -101,3 +111,31 @@ def test_training_loses_a_workers_node_and_restarts_on_the_others(cluster, tmp_p
     assert r["starts"][0] is None and len(r["starts"]) == 2 and r["starts"][1] in (2, 4), r["starts"]
     assert r["train_steps"] == list(range(1, 10)), "every step once: none lost or repeated"
     assert r["end"] == [9] and r["model"]
+
+
+@pytest.mark.timeout(700)
+def test_elastic_training_loses_a_node_goes_on_with_one_worker_and_grows_back(cluster, tmp_path):
+    """[1, 2] workers, each needing a `trainer` slot; two 1-slot nodes. A worker's node goes after
+    checkpoint 2: the run goes on with one worker (no replacement node exists), grows back to
+    two when a slot node is added, ends at its last step, and each clip of each epoch is
+    consumed once (the records of the steps each attempt kept)."""
+    slot = {"num_cpus": 1, "resources": {"trainer": 1}, "object_store_memory": 150 * 2**20}
+    added = [cluster.add_node(**slot) for _ in range(2)]
+    cluster.wait_for_nodes()
+    try:
+        r = _run(cluster, "train_elastic", tmp_path, timeout=600, node_args=slot, added=added)
+    finally:
+        for node in added:  # leave the module's cluster as the other tests expect it
+            if node in cluster.list_all_nodes():
+                cluster.remove_node(node)
+        cluster.wait_for_nodes()
+    worlds = [w for _, w in r["starts"]]
+    assert worlds[:2] == [2, 1] and worlds[-1] == 2, r["starts"]  # shrank to one, grew back to two
+    assert r["starts"][0][0] is None and all(s is not None for s, _ in r["starts"][1:])
+    assert r["train_steps"] == list(range(1, r["total_steps"] + 1)), "every step once"
+    assert r["end"] == [r["total_steps"]]
+    epochs = r["epoch_clips"]
+    assert sorted(int(e) for e in epochs) == list(range(5))
+    for clips in epochs.values():  # each epoch: 8-clip steps over 24 clips, each clip once
+        assert len(clips) == 24 and set(clips.values()) == {1}
+    assert r["clips_consumed"] == r["total_steps"] * 8 <= r["clips_decoded"]

@@ -74,3 +74,29 @@ def test_compile_is_opt_in_by_flag_or_key():
     for argv in (["--model.compile"], ["--set", "model.compile=true"]):
         cfg, _ = parse_job(TrainJobConfig, argv, prog="train", doc="")
         assert cfg.model.compile is True
+
+
+def test_elastic_workers_parse_from_the_command_line_and_pass_to_ray_trains_scaling_config():
+    from pipeline.cli import parse_job
+    from pipeline.train.driver import scaling_config
+
+    cfg, _ = parse_job(TrainJobConfig, ["--config", "configs/debug.yaml", "--set", "scale.num_workers=[2,16]",
+                                        "--set", "scale.resize_interval_s=30"], prog="train", doc="")
+    validate(cfg)
+    sc = scaling_config(cfg)
+    assert sc.num_workers == (2, 16) and sc.elasticity_enabled and sc.elastic_resize_monitor_interval_s == 30
+    assert (sc.min_workers, sc.max_workers) == (2, 16)
+    cfg.scale.num_workers = 4
+    assert scaling_config(cfg).num_workers == 4 and not scaling_config(cfg).elasticity_enabled
+
+
+@pytest.mark.parametrize("override, text", [
+    ("scale.num_workers=[0,2]", "scale.num_workers: [min, max] needs 1 <= min <= max"),
+    ("scale.num_workers=[3,2]", "scale.num_workers: [min, max] needs 1 <= min <= max"),
+    ("scale.num_workers=[1,2,3]", "scale.num_workers: expected a number or [min, max]"),
+    ("scale.resize_interval_s=-1", "scale.resize_interval_s"),
+    ("optim.effective_batch=3", "optim.effective_batch: 3 clips per step cannot feed 4 workers"),
+])
+def test_bad_elastic_settings_fail_on_the_driver(user_error, override, text):
+    user_error(job.main, ["--config", "configs/debug.yaml", "--set", "train_manifest=t.csv",
+                          "--set", "val_manifest=v.csv", "--set", "scale.num_workers=[1,4]", "--set", override], text)

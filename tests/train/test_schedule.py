@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from pipeline.config import ConfigError, from_dict
+from pipeline.config import ConfigError, from_dict, to_dict
 from pipeline.train import TrainJobConfig
 from pipeline.train.schedule import (
     accumulation_steps, lr_at, make_plan, resume_skip, scaled_lr, should_checkpoint, should_eval, should_log,
@@ -113,3 +113,26 @@ def test_checkpoint_at_the_interval_and_at_the_last_step():
     assert [s for s in range(1, 16) if should_checkpoint(s, plan, loop)] == [4, 8, 12, 15]
     plan, loop = _plan_and_loop(checkpoint_every_steps=5)
     assert [s for s in range(1, 16) if should_checkpoint(s, plan, loop)] == [5, 10, 15]
+
+
+def test_an_elastic_plan_keeps_the_global_batch_and_the_steps_at_every_world_size():
+    """[2, 16] workers, 1 clip each per micro-batch, 64 clips per step: the steps, the lr and the
+    schedule are those of the global batch, whatever the size the group runs at."""
+    from pipeline.data.position import worker_clips
+
+    cfg = from_dict(TrainJobConfig, {
+        "optim": {"effective_batch": 64, "warmup_epochs": 1, "milestones": [2]}, "loop": {"epochs": 3, "batch_size": 1},
+        "scale": {"num_workers": [2, 16]}})
+    plan = make_plan(cfg, 1000, ["a"], num_rows=1000)
+    assert (plan.effective_batch, plan.steps_per_epoch, plan.total_steps) == (64, 15, 45)
+    assert (plan.warmup_steps, plan.milestones, plan.accum) == (15, [30], 4)  # accum at 16 workers
+    assert (plan.min_workers, plan.max_workers) == (2, 16)
+    fixed = make_plan(from_dict(TrainJobConfig, {**to_dict(cfg), "scale": {"num_workers": 8}}), 1000, ["a"])
+    assert (fixed.steps_per_epoch, fixed.base_lr, fixed.accum) == (15, plan.base_lr, 8)
+    from pipeline.train.schedule import layout_of
+
+    for world in range(2, 17):  # 6 workers: 11, 11, 11, 11, 10, 10 clips: the step is still 64 clips
+        assert sum(worker_clips(layout_of(plan), world)) == 64
+    # default global batch: one micro-batch of each of the most workers
+    cfg.optim.effective_batch = None
+    assert make_plan(cfg, 1000, ["a"]).effective_batch == 16
