@@ -5,15 +5,16 @@
 The Ray a job means is Ray's own rule: `RAY_ADDRESS` if set (`local` starts a fresh local Ray),
 else the cluster recorded by the last `ray start` on this machine
 (`<ray temp dir>/ray_current_cluster`), else a new local Ray. `ray.init` on an address nobody
-answers retries the GCS for many minutes, so the address is probed first (TCP, then one call
-of the GCS's own gRPC API) for at most `timeout_s`; a local address that refuses connections and that no Ray
-process on this machine serves (the cluster `ray start` recorded has gone) fails at once. Either
-way the job ends with one line naming RAY_ADDRESS and how to start a local Ray.
+answers retries the GCS for many minutes, so the address is probed first (TCP, then one call of
+the GCS's own gRPC API) for at most `timeout_s`; a local address that refuses connections and
+that no Ray process on this machine serves (the cluster `ray start` recorded has gone) fails at
+once. Either way the job ends with one line naming RAY_ADDRESS and how to start a local Ray.
 
-A local Ray is started with Ray's own INFO console lines off (`logging_level=WARNING`; the
-driver still prints its workers' output) and with the dashboard, which Ray Train's state API
-queries. Its processes are told their own dashboard (`RAY_API_SERVER_ADDRESS`) so that the state
-API never guesses among other Ray instances running on the same machine.
+A local Ray is started with Ray's own INFO console lines off (`logging_level=WARNING`, Ray Data's
+console at WARNING: `quiet_ray_data`; the driver still prints its workers' output) and with the
+dashboard, which Ray Train's state API queries. Its processes are told their own dashboard
+(`RAY_API_SERVER_ADDRESS`) so that the state API never guesses among other Ray instances running
+on the same machine.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import time
 from pipeline.config import ConfigError
 
 _RETRY_S = 0.5  # pause between connection attempts while a cluster may still be starting
+# Ray Train's own state export reads a deprecated Ray Data option in every run (nothing a user can change)
+_RAY_INTERNAL_WARNING = "ignore:`ExecutionOptions.exclude_resources` is deprecated"
 _HINT = ("set RAY_ADDRESS=local to start a local Ray, point RAY_ADDRESS at a running cluster (host:port), "
          "or start one with `ray start --head`")
 
@@ -66,7 +69,7 @@ def target() -> tuple[str | None, str]:
         return recorded, f"the cluster recorded by `ray start` in {_address_file()}"
     if env == "auto":
         raise ConfigError(f"RAY_ADDRESS=auto: no cluster recorded by `ray start` in {_address_file()}; {_HINT}")
-    return None, "no RAY_ADDRESS, no running cluster"
+    return None, "no RAY_ADDRESS, no cluster recorded by `ray start`"
 
 
 def probe(address: str, timeout_s: float, source: str) -> None:
@@ -106,15 +109,18 @@ def _start_local() -> str:
 
     quiet_ray_data()  # before the raylet starts: its workers inherit the setting
     port = _free_port()
-    old = os.environ.get("RAY_API_SERVER_ADDRESS")
-    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"  # inherited by the raylet and workers
+    warnings = ",".join(w for w in (os.environ.get("PYTHONWARNINGS"), _RAY_INTERNAL_WARNING) if w)
+    env = {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}", "PYTHONWARNINGS": warnings}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # for the raylet and its workers, which copy this environment at their start
     try:
         ray.init(address="local", logging_level=logging.WARNING, dashboard_port=port)
     finally:
-        if old is None:
-            os.environ.pop("RAY_API_SERVER_ADDRESS", None)
-        else:
-            os.environ["RAY_API_SERVER_ADDRESS"] = old
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     return ray.get_runtime_context().gcs_address
 
 
