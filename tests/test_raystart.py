@@ -95,6 +95,23 @@ def test_a_job_ends_with_exit_2_when_ray_address_is_closed(tmp_path):
 
 
 @pytest.mark.timeout(120)
+def test_a_shard_job_ends_with_exit_2_when_ray_does_not_answer(tmp_path):
+    """jobs.preprocess joins Ray only once it has work; a RAY_ADDRESS where something answers but
+    no Ray does (a port that accepts and says nothing) is given up after --ray-timeout-s."""
+    man = tmp_path / "m.csv"
+    man.write_text("path,label\n/nowhere/a.mp4,up\n")
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        proc = _run(["-m", "jobs.preprocess", "--manifest", str(man), "--output", str(tmp_path / "out"),
+                     "--ray-timeout-s", "3"], {"RAY_ADDRESS": f"127.0.0.1:{silent.getsockname()[1]}"})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and "Ray did not answer within 3 s" in err[0] and "RAY_ADDRESS=local" in err[0], err
+    assert "[jobs.preprocess] Ray: joining the cluster at 127.0.0.1:" in proc.stdout
+
+
+@pytest.mark.timeout(120)
 def test_a_stale_ray_start_record_is_detected_at_once(tmp_path):
     """`ray start` recorded a cluster that has gone (Ray's own `ray.init()` retries it for minutes)."""
     temp = tmp_path / "t"
