@@ -10,8 +10,9 @@
 
 A read that fails transiently tells the job's monitor (a named actor in the job's namespace,
 0 CPUs). When reads of `min_sources` different videos have failed transiently in the same way
-(one failure kind, e.g. `OSError EBUSY` for a 503) with no read answered since, the store is
-down: every reader that fails, or is paused, waits on ONE shared backoff (`first_wait_s`,
+(one failure kind, e.g. `OSError EBUSY` for a 503) with no read answered since, or, before any
+read of the job was answered, one video has failed twice (a job that starts during an outage,
+its readers not all up yet), the store is down: every reader that fails, or is paused, waits on ONE shared backoff (`first_wait_s`,
 doubling up to `max_wait_s`); at each step one reader alone tries again (the probe). Its success
 ends the outage for all, and reading goes on by itself: an outage costs about its own duration
 (plus at most one backoff step), not the per-video tries of every video it touches, and the
@@ -59,7 +60,7 @@ class Monitor:
         self.bound_s, self.first_wait_s, self.max_wait_s = bound_s, first_wait_s, max(first_wait_s, max_wait_s)
         self.min_sources, self.window_s, self.probe_timeout_s = min_sources, window_s, probe_timeout_s
         self.state, self.kind, self.sources = OK, "", 0
-        self.fails: dict[tuple[str, str], float] = {}  # (source, kind) -> time of the failure
+        self.fails: dict[tuple[str, str], tuple[float, int]] = {}  # (source, kind) -> (last failure, failures)
         self.last_ok = 0.0
         self.since = self.wait_s = self.next_try = self.probe_until = 0.0
         self.prober: str | None = None
@@ -70,11 +71,12 @@ class Monitor:
         now = time.time()
         if self.state == OK:
             horizon = max(self.last_ok, now - self.window_s)
-            self.fails = {k: v for k, v in self.fails.items() if v > horizon}
+            self.fails = {k: v for k, v in self.fails.items() if v[0] > horizon}
             if t > horizon:
-                self.fails[(source, kind)] = t
+                self.fails[(source, kind)] = (t, self.fails.get((source, kind), (t, 0))[1] + 1)
             sources = {s for s, k in self.fails if k == kind}
-            if len(sources) < self.min_sources:
+            first_reads_fail = self.last_ok == 0.0 and self.fails.get((source, kind), (0, 0))[1] >= 2
+            if len(sources) < self.min_sources and not first_reads_fail:
                 return storage.RETRY
             self.state, self.kind, self.sources, self.since = DOWN, kind, len(sources), now
             self.wait_s, self.next_try, self.prober, self.outages = self.first_wait_s, now + self.first_wait_s, None, self.outages + 1
@@ -249,13 +251,17 @@ def report(handle: OutageHandle) -> dict[str, Any] | None:
 def describe(r: dict[str, Any]) -> str | None:
     """The console line of a monitor report while the store is down (else None)."""
     if r["state"] == DOWN:
-        return (f"storage unavailable for {r['seconds']:.0f} s (reads of {r['sources']} videos failed: {r['kind']}): "
+        return (f"storage unavailable for {r['seconds']:.0f} s (reads of {_videos(r['sources'])} failed: {r['kind']}): "
                 f"every reader waits, one read tries again every {r['wait_s']:.0f} s (up to {r['bound_s']:.0f} s, "
                 f"--storage-outage-s)")
     if r["state"] == GAVE_UP:
         return (f"storage still unavailable after {r['bound_s']:.0f} s (--storage-outage-s): the videos still open "
                 f"become retryable error rows (run the job again later)")
     return None
+
+
+def _videos(n: int) -> str:
+    return "1 video" if n == 1 else f"{n} videos"
 
 
 def status(handle: OutageHandle) -> str | None:
@@ -278,7 +284,7 @@ def watch(handle: OutageHandle, prefix: str, emit: Callable[[str], None] | None 
             return
         new = r["outages"] > seen["outages"]
         if new:
-            emit(f"{prefix} storage unavailable (reads of {r['sources']} videos failed: {r['kind']}): every reader "
+            emit(f"{prefix} storage unavailable (reads of {_videos(r['sources'])} failed: {r['kind']}): every reader "
                  f"waits on one shared backoff and reading goes on by itself when storage answers (waits up to "
                  f"{r['bound_s']:.0f} s, --storage-outage-s)")
         if r["state"] == GAVE_UP and (new or seen["state"] != GAVE_UP):

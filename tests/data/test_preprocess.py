@@ -54,6 +54,11 @@ def test_preprocess_to_s3_rerun_and_errors(ray_local, corpus, corrupt_videos, s3
     printed = capsys.readouterr().out
     # 6 good + 5 bad videos in the table (11 rows -> 3 shards), 2 bad manifest rows
     assert "6/13 videos ok, 7 failed, 12 clips" in printed
+    # the reasons on the console, by kind, one example each (all rows are in errors.parquet)
+    assert f"1 x open: truncated or missing its index (an MP4/QuickTime file without its moov box: a cut " \
+           f"download or an unfinished recording) e.g. {src}/bad/truncated.mp4" in printed
+    assert f"1 x open: not a video file (PyAV could not read a container) e.g. {src}/bad/text_as_mp4.mp4" in printed
+    assert f"1 x stream: no video stream (streams: audio) e.g. {src}/bad/audio_only.mp4" in printed
 
     summary = storage.read_json(storage.join(out, "summary.json"))
     assert (summary["videos_ok"], summary["videos_failed"], summary["clips"]) == (6, 7, 12)
@@ -85,9 +90,15 @@ def test_preprocess_to_s3_rerun_and_errors(ray_local, corpus, corrupt_videos, s3
         np.testing.assert_array_equal(r["frames"], want["frames"])  # same pixels as a direct decode
         assert r["start_sec"] == pytest.approx(want["start_sec"])
 
-    # Re-run: everything complete -> nothing redone
+    # Re-run: everything complete -> nothing redone; summary.json still describes the whole folder
+    assert summary["this_run"] == {**summary["this_run"], "shards": 3, "videos_ok": 6, "videos_failed": 5,
+                                   "clips": 12, "retryable": 0}
     assert main(["--manifest", manifest, "--output", out, *ARGS]) == 0
     assert "3 already complete, 0 to do" in capsys.readouterr().out
+    again = storage.read_json(storage.join(out, "summary.json"))
+    assert {k: v for k, v in again.items() if k != "this_run"} == {k: v for k, v in summary.items() if k != "this_run"}
+    assert again["this_run"] == {"shards": 0, "videos_ok": 0, "videos_failed": 0, "retryable": 0, "clips": 0,
+                                 "files": 0, "seconds": again["this_run"]["seconds"]}
     # Lose one shard's marker and data: only that shard is redone, same names
     storage.remove(storage.join(out, "_progress", "shard-00001.json"))
     storage.remove(next(f for f in files if "shard-00001-" in f))
@@ -167,8 +178,9 @@ def test_storage_outage_is_retryable_and_a_rerun_delivers_every_video(ray_local,
     assert first["retryable"] >= 1 and first["videos_failed"] == first["retryable"]  # none called bad
     errors = storage.read_parquet(storage.join(out, "errors.parquet")).to_pylist()
     assert {e["stage"] for e in errors} == {"storage"} and all("unavailable" in e["error"] for e in errors)
-    assert "because storage was unavailable" in capsys.readouterr().out
-
+    printed = capsys.readouterr().out
+    assert "because storage was unavailable" in printed
+    assert "--storage-outage-s" in printed  # the console said that the readers gave up waiting
     assert main(argv) == 0  # storage is back: the partial shards are redone, the complete ones kept
     printed = capsys.readouterr().out
     summary = storage.read_json(storage.join(out, "summary.json"))

@@ -72,10 +72,18 @@ def test_transcode_local_with_a_bad_video_and_segments_then_resume(ray_local, co
             assert b.info.keyframes == tuple(sorted({*range(0, n, 8), n - 1}))  # + the last frame
             assert _psnr(a.read(range(n))[0], b.read(range(n))[0]) >= 35.0
 
-    # re-run: nothing redone, nothing rewritten
+    assert "1 x open: not a video file (PyAV could not read a container) e.g. " \
+           f"{corrupt_videos['text_as_mp4']}" in printed  # the reason on the console
+
+    # re-run: nothing redone, nothing rewritten; summary.json still describes the whole folder
+    summary = storage.read_json(os.path.join(out, "summary.json"))
+    assert summary["this_run"] == {**summary["this_run"], "shards": 2, "videos_ok": 4, "videos_failed": 1}
     before = file_snapshot(os.path.join(out, "videos"))
     assert main(["--manifest", str(man), "--output", out, *ARGS]) == 0
     assert "2 already complete, 0 to do" in capsys.readouterr().out
+    again = storage.read_json(os.path.join(out, "summary.json"))
+    assert {k: v for k, v in again.items() if k != "this_run"} == {k: v for k, v in summary.items() if k != "this_run"}
+    assert summary["bytes_ratio"] > 0 and (again["this_run"]["shards"], again["this_run"]["videos_ok"]) == (0, 0)
     assert file_snapshot(os.path.join(out, "videos")) == before
     # an interrupted shard (marker lost, one copy lost): only that video is encoded again
     os.remove(os.path.join(out, "_progress", "shard-00000.json"))
@@ -95,8 +103,8 @@ def test_storage_outage_is_retryable_and_a_rerun_completes(ray_local, corpus, s3
         storage.write_bytes_atomic(storage.join(src, name), open(os.path.join(corpus, name), "rb").read())
     out = f"s3://{s3_bucket}/train-fmt"
     argv = ["--manifest", storage.join(src, "train.csv"), "--output", out, *ARGS, "--storage-attempts", "2",
-            "--storage-backoff-s", "0.2"]
-    s3_proxy.fail(503, path_contains="/corpus/videos/clip_00001")
+            "--storage-backoff-s", "0.2", "--storage-outage-s", "60"]
+    s3_proxy.fail(503, path_contains="/corpus/videos/clip_00001")  # one video's reads fail, the others' are fine
     try:
         assert main(argv) == 0
     finally:
@@ -105,7 +113,9 @@ def test_storage_outage_is_retryable_and_a_rerun_completes(ray_local, corpus, s3
     assert (first["videos_ok"], first["videos_failed"], first["retryable"]) == (3, 1, 1)
     errors = storage.read_parquet(storage.join(out, "errors.parquet")).to_pylist()
     assert [e["stage"] for e in errors] == ["storage"] and "unavailable" in errors[0]["error"]
-    assert "because storage was unavailable" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "because storage was unavailable" in printed
+    assert "storage unavailable (" not in printed  # an isolated failure: its own retries, no job-wide pause
 
     assert main(argv) == 0
     summary = storage.read_json(storage.join(out, "summary.json"))
