@@ -32,7 +32,7 @@ import torch
 from pipeline.data import randaugment, sampling, synthetic
 from pipeline.data.clips import ClipConfig
 from pipeline.data.transforms import _short_side_shape
-from pipeline.infer import video_clips
+from pipeline.infer import read_video
 
 FPS, SIZE = 15, (96, 72)  # the synthetic videos (W, H)
 CLIP = dict(num_frames=4, sampling_rate=8, short_side=32, crop_size=32)
@@ -72,7 +72,7 @@ def make_split(folder: Path, n: int, seed: int, clips: int, object_fraction: flo
         path = str(folder / f"v{seed}_{i}.mp4")
         boxes = synthetic.write_motion_video(path, i % 4, seconds=3, fps=FPS, size=SIZE, seed=seed * 10_000 + i,
                                              object_fraction=object_fraction)
-        meta, frames = video_clips({"uri": path}, cfg)
+        meta, frames = read_video({"uri": path}, cfg)
         total = meta["num_frames"]
         span = sampling.clip_span(CLIP["num_frames"], CLIP["sampling_rate"], meta["fps"])
         for k, (s, e) in enumerate(sampling.uniform_clips(total, span, clips)):

@@ -3,7 +3,7 @@
 `ClipScorer` is the callable class `Dataset.map_batches` runs in an actor pool
 (`concurrency=(min, max)`, `num_gpus` per actor): each call gets `batch_size` clip rows of any
 videos (the decode columns of `pipeline.infer.decode`) and returns them with `logits` float32
-[B, C] (crop logits averaged) in place of `frames`, plus the call's model seconds (`busy_s`, on its
+[B, V, C] (one per spatial view) in place of `frames`, plus the call's model seconds (`busy_s`, on its
 first row) and which actor ran it (`actor`). Error rows pass through unscored.
 """
 
@@ -57,15 +57,14 @@ class ClipScorer:
         t0 = time.perf_counter()
         frames = batch.pop("frames")
         ok = np.flatnonzero(np.asarray([not e for e in batch["error"]], bool))
-        logits = np.zeros((len(batch["video_id"]), self.num_classes), np.float32)  # [B, C]
+        views = frames[0].shape[0] if len(frames) else 1
+        logits = np.zeros((len(batch["video_id"]), views, self.num_classes), np.float32)  # [B, V, C]
         if len(ok):
             clips = np.stack([frames[i] for i in ok])  # [b, V, T, S, S, 3]
-            views = clips.shape[1]
             x = torch.from_numpy(rearrange(clips, "b v t h w c -> (b v) t h w c"))
             with torch.inference_mode():
                 out = clip_logits(self.model, x, precision=self.precision)  # [(b V), C]
-            out = rearrange(out.float(), "(b v) c -> b v c", v=views).mean(dim=1)  # [b, C]
-            logits[ok] = out.cpu().numpy()
+            logits[ok] = rearrange(out.float(), "(b v) c -> b v c", v=views).cpu().numpy()  # [b, V, C]
         batch["logits"] = logits
         batch["busy_s"] = np.zeros(len(logits), np.float64)
         batch["busy_s"][:1] = time.perf_counter() - t0

@@ -8,7 +8,7 @@
         ...
 
 A scored batch has the clip columns of `pipeline.infer.decode` (without `frames`) plus `logits`
-float32 [B, C]. A clip seen twice (a retried task gives its clips again) is counted once. A video's
+float32 [B, V, C] (V spatial views). A clip seen twice (a retried task gives its clips again) is counted once. A video's
 decode error row completes it with an error row. Memory: the logits of the videos still open.
 """
 
@@ -22,11 +22,12 @@ import numpy as np
 from pipeline.infer.outputs import error_row, prediction_row
 
 LOST = "worker"  # stage of a video whose clips did not all come back (retryable)
+MODEL = "model"  # stage of the videos left when the model actors failed past their restarts (retryable)
 
 
 @dataclass
 class _Open:
-    logits: np.ndarray  # [K, C]
+    logits: np.ndarray  # [K, V, C]: per clip, per spatial view
     have: np.ndarray  # bool [K]: clips scored
     starts: np.ndarray  # [K] seconds
     ends: np.ndarray  # [K]
@@ -54,7 +55,7 @@ class Collector:
                 yield self._close(vid, error_row(vid, self.items[vid]["uri"], str(batch["stage"][j]),
                                                  str(batch["error"][j]), self.items[vid].get("target")))
                 continue
-            v = self.open.get(vid) or self._start(vid, int(batch["num_clips"][j]))
+            v = self.open.get(vid) or self._start(vid, int(batch["num_clips"][j]), batch["logits"][j].shape)
             c = int(batch["clip_index"][j])
             if not v.have[c]:
                 self.clips += 1
@@ -69,19 +70,21 @@ class Collector:
                 yield self._close(vid, prediction_row(self.items[vid], meta, v.logits, self.names, self.method,
                                                       self.k))
 
-    def finish(self) -> Iterator[dict[str, Any]]:
-        """Error rows for the videos given (`items`) that have no row yet: clips lost on the way."""
+    def finish(self, stage: str = LOST, reason: str = "") -> Iterator[dict[str, Any]]:
+        """Error rows (`stage`, retryable) for the videos given (`items`) that have no row yet: their
+        clips were lost on the way, or the run ended early for `reason`."""
         for vid, item in self.items.items():
             if vid in self.finished:
                 continue
             v = self.open.get(vid)
             got = f"{int(v.have.sum())} of {len(v.have)} clips" if v is not None else "no clips"
-            yield self._close(vid, error_row(vid, item["uri"], LOST, f"scores incomplete: {got} came back",
+            text = f"{reason}; " if reason else ""
+            yield self._close(vid, error_row(vid, item["uri"], stage, f"{text}scores incomplete: {got} came back",
                                              item.get("target")))
 
-    def _start(self, vid: str, num_clips: int) -> _Open:
+    def _start(self, vid: str, num_clips: int, view_shape: tuple[int, ...]) -> _Open:
         k = max(1, num_clips)
-        v = _Open(np.zeros((k, len(self.names)), np.float32), np.zeros(k, bool), np.zeros(k), np.zeros(k),
+        v = _Open(np.zeros((k, *view_shape), np.float32), np.zeros(k, bool), np.zeros(k), np.zeros(k),
                   np.zeros(k, np.int64))
         self.open[vid] = v
         return v

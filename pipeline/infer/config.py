@@ -51,6 +51,7 @@ class InferConfig:
     storage_backoff_s: float = 2.0  # wait before the second try (doubling after)
     clips_per_decode: int = 8  # clips per seek pass and per decoded block (bounds the frames a reader holds)
     part_size: int = 16  # finished videos per part file
+    actor_restarts: int = 20  # restarts of a model actor whose process or node died (spot nodes); past them the videos left are retryable error rows
     # The autoscaler config a `ray up` head runs (read for its GPU node types when Ray reports no
     # cluster config of its own, as KubeRay does).
     autoscaler_config: str = "~/ray_bootstrap_config.yaml"
@@ -75,7 +76,7 @@ class InferConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ValueError(f"{name} must be >= 1, got {v}")
-        for name in ("actors", "torch_threads"):
+        for name in ("actors", "torch_threads", "actor_restarts"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("decode_num_cpus", "actor_cpus"):

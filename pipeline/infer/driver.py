@@ -26,7 +26,8 @@ import ray
 from pipeline import storage
 from pipeline.data.clips import ClipConfig
 from pipeline.infer.actor import ClipScorer
-from pipeline.infer.collect import Collector
+from pipeline.data.errors import error_text
+from pipeline.infer.collect import MODEL, Collector
 from pipeline.infer.config import InferConfig, InferPlan, InferResult, clip_config, plan_inference
 from pipeline.infer.decode import decode_video
 from pipeline.infer.inputs import list_videos, read_label_names
@@ -60,7 +61,7 @@ def scored_clips(items: list[dict[str, Any]], spec: ClipConfig, cfg: InferConfig
     return ds.map_batches(
         ClipScorer, batch_size=cfg.batch_size, batch_format="numpy", zero_copy_batch=True,
         compute=ray.data.ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors),
-        num_gpus=pool.num_gpus, num_cpus=cfg.actor_cpus,
+        num_gpus=pool.num_gpus, num_cpus=cfg.actor_cpus, max_restarts=cfg.actor_restarts,
         fn_constructor_kwargs={"checkpoint": checkpoint, "device": pool.device, "threads": threads,
                                "precision": cfg.precision, "compile": cfg.compile, "num_classes": num_classes,
                                "fail_after_calls": cfg.fail_actor_after_calls, "fault_marker": fault_marker})
@@ -105,13 +106,17 @@ def run_inference(checkpoint: str, videos: str | list[dict[str, Any]], output: s
         _quiet_ray_data()
         collector = Collector(writer.items, names, aggregate=cfg.aggregate, top_k=cfg.top_k)
         ds = scored_clips(todo, spec, cfg, checkpoint, pool, num_classes, storage.join(output, "_fault_injected"))
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            for actor, seconds in zip(batch["actor"], batch["busy_s"]):
-                busy[actor] = busy.get(actor, 0.0) + float(seconds)
-            result.decode_s += float(batch["decode_s"].sum())
-            writer.add(collector.add(batch))
-            result.clips = collector.clips
-            progress.update(writer.finished, result.clips, list(busy.values()))
+        try:
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                for actor, seconds in zip(batch["actor"], batch["busy_s"]):
+                    busy[actor] = busy.get(actor, 0.0) + float(seconds)
+                result.decode_s += float(batch["decode_s"].sum())
+                writer.add(collector.add(batch))
+                result.clips = collector.clips
+                progress.update(writer.finished, result.clips, list(busy.values()))
+        except Exception as e:  # noqa: BLE001 - Ray Data gave up: actors dead past their restarts, a task past its retries
+            logging.getLogger(__name__).error("inference ended early: %s", error_text(e))
+            writer.add(collector.finish(MODEL, f"model actors failed: {error_text(e)}"))
         writer.add(collector.finish())
     writer.flush(final=True)
     progress.update(writer.finished, result.clips, list(busy.values()), final=True)
@@ -135,7 +140,6 @@ def _quiet_ray_data() -> None:
     """The job's own progress line in place of Ray Data's progress bars and execution logs."""
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
-    ctx.max_errored_blocks = -1  # a decode task that fails past its retries costs its videos' rows, not the run
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 

@@ -42,8 +42,13 @@ def error_row(video_id: str, uri: str, stage: str, error: str, target: str | Non
 
 def prediction_row(item: dict[str, Any], meta: dict[str, Any], clip_logits: np.ndarray,
                    names: Sequence[str], method: str, k: int) -> dict[str, Any]:
-    """The output row of a classified video from its clip logits `[K, C]`."""
-    scores = agg.aggregate(clip_logits, method)
+    """The output row of a classified video from its logits `[K, C]`, or `[K, V, C]` with V
+    spatial views per clip: the video score aggregates every view (clips x crops, the multi-view
+    protocol), the timeline shows each clip's view-averaged logits."""
+    views = clip_logits.reshape(-1, clip_logits.shape[-1])  # [K V, C]
+    if clip_logits.ndim == 3:
+        clip_logits = clip_logits.mean(axis=1)  # [K, C]
+    scores = agg.aggregate(views, method)
     top = agg.top_k(scores, k, names)
     return {
         "video_id": item["video_id"], "uri": item["uri"], "status": "ok", "stage": None, "error": None,

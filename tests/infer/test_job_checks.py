@@ -25,7 +25,7 @@ def inputs(tmp_path, untrained_ckpt):
 
 @pytest.mark.parametrize("extra, text", [
     (["--crop-size", "30"], "not divisible by patch_size 8"),  # the debug model's patch is 8
-    (["--max-videos-in-flight", "-1"], "max_videos_in_flight must be >= 0"),
+    (["--min-actors", "0"], "min_actors must be >= 1"),
     (["--actors", "-1"], "actors must be >= 0"),
     (["--decode-num-cpus", "0"], "decode_num_cpus must be > 0"),
     (["--actor-cpus", ".nan"], "actor_cpus: must be a finite number"),

@@ -17,7 +17,7 @@ from pipeline.data import synthetic
 from pipeline.data.clips import read_clips
 from pipeline.data.decode import Video
 from pipeline.data.manifest import load_manifest
-from pipeline.infer import InferConfig, clip_config, plan_inference, video_clips
+from pipeline.infer import InferConfig, clip_config, plan_inference, read_video
 from pipeline.train import TrainJobConfig, make_plan, run_dir_of
 from pipeline.train.recipe import eval_plan
 
@@ -60,10 +60,10 @@ def test_inference_without_clip_flags_makes_the_clips_validation_made(trained_ru
     for row in val.rows:
         with storage.open_for_reading(row["path"]) as src, Video(src) as video:
             ref = read_clips(video, row, cfg.data, mode="val")  # what validation decodes
-        meta, frames = video_clips({"uri": row["path"], "video_id": row["video_id"]}, spec)
+        meta, frames = read_video({"uri": row["path"], "video_id": row["video_id"]}, spec)
         assert meta["starts"] == ref.starts and meta["ends"] == ref.ends
         np.testing.assert_array_equal(frames, ref.frames)
-        old_meta, _ = video_clips({"uri": row["path"], "video_id": row["video_id"]}, legacy)
+        old_meta, _ = read_video({"uri": row["path"], "video_id": row["video_id"]}, legacy)
         assert old_meta["ends"] != ref.ends  # the pre-recipe defaults (rate 32, cover) do differ
 
 
