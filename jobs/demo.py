@@ -106,11 +106,11 @@ def check_sizes(args: DemoConfig, train_argv: list[str]) -> None:
         return val > 0
 
     if not fits(args.videos):
-        least = next(v for v in range(args.videos + 1, args.videos + 10_000) if fits(v))
+        least = next((v for v in range(args.videos + 1, args.videos + 10_000) if fits(v)), None)
         clips, val = train_clips(args.videos)
         raise ConfigError(f"--videos {args.videos}: {clips} training and {val} validation clips give no full "
                           f"training step ({cfg.loop.batch_size} clips x {cfg.scale.num_workers} workers); "
-                          f"use --videos {least} or more")
+                          + (f"use --videos {least} or more" if least else "use more --videos"))
 
 
 def main(argv: list[str] | None = None) -> int:
