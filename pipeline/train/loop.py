@@ -73,7 +73,7 @@ def train_func(config: dict) -> None:
     here, warning = data.check(step, saved.get("data"))
     if warning and rank == 0:
         console(f"[train] warning: {warning}")
-    reporter.start(step, resumed=checkpoint is not None, world=world, data=here)
+    reporter.start(step, resumed=checkpoint is not None, world=world, data=here, accum=data.accum)
     val_shard = ray.train.get_dataset_shard("val")
     window = Window()
 
@@ -242,7 +242,8 @@ class Reporter:
         self.say(progress_line(record, self.plan.total_steps, eta))
         write_metrics(self.plan.run_dir, self.records)
 
-    def start(self, step: int, *, resumed: bool, world: int, data: dict[str, Any] | None = None) -> None:
+    def start(self, step: int, *, resumed: bool, world: int, data: dict[str, Any] | None = None,
+              accum: int | None = None) -> None:
         """The `start` record; a resumed run keeps the records up to its checkpoint's step."""
         self.eta_from = None
         self.last_checkpoint = step if resumed else -1
@@ -253,7 +254,8 @@ class Reporter:
                      "time": time.time()})
         where = f" (epoch {data['epoch']}, {data['clips_consumed']} of its clips consumed)" if data else ""
         self.say(f"{'resumed at step %d' % step if resumed else 'start'}{where} on {world} workers; "
-                 f"{self.plan.total_steps} steps, {self.plan.steps_per_epoch}/epoch, accum {self.plan.accum}")
+                 f"{self.plan.total_steps} steps, {self.plan.steps_per_epoch}/epoch, "
+                 f"accum {self.plan.accum if accum is None else accum}")
 
     def record_val(self, step: int, val: dict[str, float], *, train_loss: float) -> None:
         epoch = step // self.plan.steps_per_epoch

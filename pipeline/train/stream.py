@@ -121,8 +121,10 @@ class TrainData:
                  world: int, device: torch.device):
         self.plan, self.world, self.device = plan, world, device
         self.stream = self.shard = None
+        self.accum = plan.accum  # micro-batches per step of this worker
         if table is not None:
             self.stream = open_stream(cfg, plan, table[0], start_step=step, rank=rank, world=world)
+            self.accum = max(1, -(-self.stream.share // cfg.loop.batch_size))
         else:
             self.shard = train_batches(cfg, plan, step, rank)
         self.clip_log = None
