@@ -28,16 +28,15 @@ from typing import Any, Literal, Sequence
 
 import pyarrow as pa
 
-from jobs.shardjob import ShardJob, check_flags, print_error_kinds, run_shard_job, this_run_totals
+from jobs.shardjob import (ShardJob, check_flags, job_main, print_error_kinds, read_job_manifest, retry_note,
+                           run_shard_job, this_run_totals)
 from jobs.shards import jsonable, load_markers, manifest_fingerprint, shard_name, write_error_table
 from pipeline import storage
-from pipeline.cli import flag_error, parse_job
+from pipeline.cli import flag_error
 from pipeline.config import ConfigError
 from pipeline.data.decode import MAX_PIXELS
-from pipeline.data.errors import error_text
 from pipeline.data.rows import WORK_COLUMNS, DataConfig, manifest_table, process_row, views_to_batch
-from pipeline.data.manifest import load_manifest, write_labels
-from pipeline.guard import OutputConflict
+from pipeline.data.manifest import write_labels
 
 log = logging.getLogger("jobs.preprocess")
 
@@ -179,25 +178,6 @@ def _shard_line(r: dict[str, Any]) -> str:
     return f"{r['videos_ok']} ok, {r['videos_failed']} failed, {r['clips']} clips in {r['files']} file(s)"
 
 
-def _connect(timeout_s: float) -> None:
-    from pipeline.raystart import connect
-
-    connect(timeout_s, job="jobs.preprocess")  # ConfigError (exit 2) when the Ray to join does not answer
-
-
-def read_job_manifest(job: PreprocessConfig) -> Any:
-    """The job's manifest; ConfigError (one line) when it is missing, unreadable or has no usable row."""
-    try:
-        manifest = load_manifest(job.manifest, labels=job.labels or None,
-                                 howto100m_template=job.howto100m_template or None)
-    except (OSError, ValueError, KeyError) as e:
-        raise ConfigError(f"--manifest {job.manifest}: {error_text(e)}") from None
-    if not manifest.rows:
-        first = f"; first: {manifest.errors[0]['error']}" if manifest.errors else ""
-        raise ConfigError(f"--manifest {job.manifest}: no usable rows ({len(manifest.errors)} bad{first})")
-    return manifest
-
-
 def run(job: PreprocessConfig) -> dict[str, Any]:
     """Run the job; returns the summary dict (also written to summary.json)."""
     cfg = validate(job)
@@ -213,7 +193,7 @@ def run(job: PreprocessConfig) -> dict[str, Any]:
         # the manifest goes to the object store once; each task reads its rows from it
         items=manifest_table(manifest.rows), per_shard=job.rows_per_shard, work=process_shard,
         context=(cfg, job.seed, max(1, int(job.shard_mb * MB))), stats=_shard_stats, line=_shard_line,
-        connect=lambda: _connect(job.ray_timeout_s), num_cpus=cfg.num_cpus, memory=cfg.memory, storage_outage_s=job.storage_outage_s,
+        ray_timeout_s=job.ray_timeout_s, num_cpus=cfg.num_cpus, memory=cfg.memory, storage_outage_s=job.storage_outage_s,
         storage_backoff_s=job.storage_backoff_s,
         header=f"{len(manifest.rows)} videos ({len(manifest.errors)} bad manifest rows)",
         before=lambda: write_labels(storage.join(out, "labels.json"), manifest.labels))
@@ -245,25 +225,17 @@ def _summarise(out: str, run_, manifest, job_config) -> dict[str, Any]:
     return summary
 
 
+def _result(job: PreprocessConfig, summary: dict[str, Any]) -> str:
+    return (f"[preprocess] {summary['videos_ok']}/{summary['videos']} videos ok, {summary['videos_failed']} failed"
+            + retry_note(summary) + f", {summary['clips']} clips in {len(summary['files'])} file(s) -> {job.output}"
+            + (f"; errors: {storage.join(job.output, 'errors.parquet')}" if summary["errors"] else ""))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (0 even when some videos failed, 2 for bad arguments)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        job, _ = parse_job(PreprocessConfig, argv, prog="python -m jobs.preprocess", doc=__doc__, examples=EXAMPLES,
-                           required=("manifest", "output"))
-        validate(job)
-        summary = run(job)
-    except (ConfigError, OutputConflict) as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        return 2
-    print(f"[preprocess] {summary['videos_ok']}/{summary['videos']} videos ok, "
-          f"{summary['videos_failed']} failed"
-          + (f" ({summary['retryable']} because storage was unavailable: run again to retry them)"
-             if summary["retryable"] else "")
-          + f", {summary['clips']} clips in {len(summary['files'])} "
-          f"file(s) -> {job.output}" + (f"; errors: {storage.join(job.output, 'errors.parquet')}"
-                                        if summary["errors"] else ""), flush=True)
-    return 0
+    return job_main(PreprocessConfig, argv, prog="python -m jobs.preprocess", doc=__doc__, examples=EXAMPLES,
+                    validate=validate, run=run, result=_result)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ the skeleton counts the retryable errors and writes the marker, complete or part
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -22,9 +23,11 @@ import pyarrow as pa
 
 from jobs.shards import plan_shards, read_markers, run_shards, write_marker
 from pipeline import outage, storage
+from pipeline.cli import parse_job
 from pipeline.config import ConfigError
-from pipeline.data.errors import error_kinds, is_retryable
-from pipeline.guard import claim_output
+from pipeline.data.errors import error_kinds, error_text, is_retryable
+from pipeline.data.manifest import Manifest, load_manifest
+from pipeline.guard import OutputConflict, claim_output
 
 
 def check_flags(per_shard: tuple[str, int], storage_attempts: int, storage_outage_s: float) -> None:
@@ -36,6 +39,19 @@ def check_flags(per_shard: tuple[str, int], storage_attempts: int, storage_outag
         raise ConfigError(f"--storage-attempts: must be >= 1, got {storage_attempts}")
     if not storage_outage_s > 0:  # also refuses nan
         raise ConfigError(f"--storage-outage-s: must be > 0, got {storage_outage_s}")
+
+
+def read_job_manifest(job: Any) -> Manifest:
+    """The manifest of a job (its `manifest`, `labels`, `howto100m_template`); ConfigError (one line) when it is missing, unreadable or has no usable row."""
+    try:
+        manifest = load_manifest(job.manifest, labels=job.labels or None,
+                                 howto100m_template=job.howto100m_template or None)
+    except (OSError, ValueError, KeyError) as e:
+        raise ConfigError(f"--manifest {job.manifest}: {error_text(e)}") from None
+    if not manifest.rows:
+        first = f"; first: {manifest.errors[0]['error']}" if manifest.errors else ""
+        raise ConfigError(f"--manifest {job.manifest}: no usable rows ({len(manifest.errors)} bad{first})")
+    return manifest
 
 
 @dataclass
@@ -53,7 +69,7 @@ class ShardJob:
     context: Any  # what `work` needs besides its items (sent to the object store once)
     stats: Callable[[dict[str, Any]], dict[str, Any]]  # marker -> the small stats a task returns
     line: Callable[[dict[str, Any]], str]  # stats -> the console text of a finished shard
-    connect: Callable[[], None]  # joins or starts Ray (only when some shard is pending)
+    ray_timeout_s: float  # how long joining the Ray may take (`pipeline.raystart.connect`)
     num_cpus: float = 1.0
     memory: int = 0
     storage_outage_s: float = 300.0
@@ -102,7 +118,9 @@ def run_shard_job(job: ShardJob) -> ShardRun:
           f"already complete, {len(pending)} to do", flush=True)
     run = ShardRun(shards, progress_dir)
     if pending:
-        job.connect()
+        from pipeline.raystart import connect
+
+        connect(job.ray_timeout_s, job=f"jobs.{job.name}")  # ConfigError (exit 2) when that Ray does not answer
         handle = outage.start(job.storage_outage_s, first_wait_s=job.storage_backoff_s,
                               max_wait_s=8 * job.storage_backoff_s)
         plan = {"items": job.items, "pending": np.asarray(pending, np.int64).reshape(-1, 3),  # [shards, 3]
@@ -132,3 +150,25 @@ def print_error_kinds(name: str, errors: Sequence[dict[str, Any]], limit: int = 
         print(f"[{name}] errors by kind ({len(errors)} rows):", flush=True)
         for line in error_kinds(errors, limit=limit):
             print(f"[{name}]   {line}", flush=True)
+
+
+def job_main(cls: type, argv: Sequence[str] | None, *, prog: str, doc: str, examples: str,
+             validate: Callable[[Any], Any], run: Callable[[Any], dict[str, Any]],
+             result: Callable[[Any, dict[str, Any]], str]) -> int:
+    """A shard job's entry point: parse (`--manifest` and `--output` required), check before Ray
+    (a user error: one line, exit 2), run, print the `result` line; 0 even when videos failed."""
+    try:
+        job, _ = parse_job(cls, argv, prog=prog, doc=doc, examples=examples, required=("manifest", "output"))
+        validate(job)
+        summary = run(job)
+    except (ConfigError, OutputConflict) as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
+    print(result(job, summary), flush=True)
+    return 0
+
+
+def retry_note(summary: dict[str, Any]) -> str:
+    """The words a result line gives the rows that a re-run retries (empty when none)."""
+    n = summary["retryable"]
+    return f" ({n} because storage was unavailable: run again to retry them)" if n else ""

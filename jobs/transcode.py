@@ -40,16 +40,14 @@ from typing import Any, Sequence
 
 import pyarrow as pa
 
-from jobs.preprocess import read_job_manifest
-from jobs.shardjob import ShardJob, check_flags, print_error_kinds, run_shard_job, this_run_totals
+from jobs.shardjob import (ShardJob, check_flags, job_main, print_error_kinds, read_job_manifest, retry_note,
+                           run_shard_job, this_run_totals)
 from jobs.shards import jsonable, load_markers, manifest_fingerprint, write_error_table
 from pipeline import storage
-from pipeline.cli import parse_job
 from pipeline.config import ConfigError
 from pipeline.data.errors import ENCODE, read_or_error
 from pipeline.data.manifest import write_labels
 from pipeline.data.transcode import Encoding, encoder_available, transcode
-from pipeline.guard import OutputConflict
 
 MB = 1024 * 1024
 
@@ -171,12 +169,6 @@ def _shard_line(r: dict[str, Any]) -> str:
     return f"{r['videos_ok']} ok, {r['videos_failed']} failed"
 
 
-def _connect(timeout_s: float) -> None:
-    from pipeline.raystart import connect
-
-    connect(timeout_s, job="jobs.transcode")  # ConfigError (exit 2) when the Ray to join does not answer
-
-
 def run(job: TranscodeConfig) -> dict[str, Any]:
     """Run the job; returns the summary dict (also written to summary.json)."""
     enc = validate(job)
@@ -191,7 +183,7 @@ def run(job: TranscodeConfig) -> dict[str, Any]:
         owned=("videos", "_progress", "manifest.csv", "labels.json", "errors.parquet", "summary.json"),
         items=pa.table({"path": [p for p, _ in videos], "name": [n for _, n in videos]}),
         per_shard=job.videos_per_shard, work=process_shard, context=(job, enc), stats=_shard_stats,
-        line=_shard_line, connect=lambda: _connect(job.ray_timeout_s), num_cpus=job.num_cpus, memory=job.memory_mb * MB,
+        line=_shard_line, ray_timeout_s=job.ray_timeout_s, num_cpus=job.num_cpus, memory=job.memory_mb * MB,
         storage_outage_s=job.storage_outage_s, storage_backoff_s=job.storage_backoff_s,
         header=f"{len(videos)} videos ({len(manifest.rows)} rows, {len(manifest.errors)} bad manifest rows)"))
     return summarise(out, run_, manifest, job_config)
@@ -238,23 +230,18 @@ def summarise(out: str, run_, manifest, job_config) -> dict[str, Any]:
     return summary
 
 
+def _result(job: TranscodeConfig, summary: dict[str, Any]) -> str:
+    ratio = f", {summary['bytes_ratio']:.2f}x the source bytes" if summary["bytes_ratio"] else ""
+    return (f"[transcode] {summary['videos_ok']}/{summary['videos']} videos ok, {summary['videos_failed']} failed"
+            + retry_note(summary) + ratio
+            + f" -> {storage.join(job.output, 'manifest.csv')} ({summary['manifest_rows']} rows)"
+            + (f"; errors: {storage.join(job.output, 'errors.parquet')}" if summary["errors"] else ""))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (0 even when some videos failed, 2 for bad arguments)."""
-    try:
-        job, _ = parse_job(TranscodeConfig, argv, prog="python -m jobs.transcode", doc=__doc__, examples=EXAMPLES,
-                           required=("manifest", "output"))
-        validate(job)
-        summary = run(job)
-    except (ConfigError, OutputConflict) as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        return 2
-    ratio = f", {summary['bytes_ratio']:.2f}x the source bytes" if summary["bytes_ratio"] else ""
-    print(f"[transcode] {summary['videos_ok']}/{summary['videos']} videos ok, {summary['videos_failed']} failed"
-          + (f" ({summary['retryable']} because storage was unavailable: run again to retry them)"
-             if summary["retryable"] else "") + ratio
-          + f" -> {storage.join(job.output, 'manifest.csv')} ({summary['manifest_rows']} rows)"
-          + (f"; errors: {storage.join(job.output, 'errors.parquet')}" if summary["errors"] else ""), flush=True)
-    return 0
+    return job_main(TranscodeConfig, argv, prog="python -m jobs.transcode", doc=__doc__, examples=EXAMPLES,
+                    validate=validate, run=run, result=_result)
 
 
 if __name__ == "__main__":
