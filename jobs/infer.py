@@ -86,8 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     from pipeline.infer import run_inference
 
+    from pipeline.raystart import connect
+
     try:
-        connect_ray(job.ray_timeout_s)
+        connect(job.ray_timeout_s, job="jobs.infer")
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -106,20 +108,6 @@ def main(argv: list[str] | None = None) -> int:
     if res.errors:
         print(f"errors: {res.output.rstrip('/')}/errors.parquet")
     return 0
-
-
-def connect_ray(timeout_s: float) -> None:
-    """Join the Ray the user meant (RAY_ADDRESS, a running cluster) or start a local one, within
-    `timeout_s` (ConfigError past it)."""
-    try:
-        from pipeline.raystart import connect
-    except ImportError:  # pragma: no cover - older tree
-        import ray
-
-        if not ray.is_initialized():
-            ray.init()
-        return
-    connect(timeout_s, job="jobs.infer")
 
 
 if __name__ == "__main__":

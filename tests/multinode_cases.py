@@ -90,15 +90,15 @@ def preprocess(work: str) -> dict[str, Any]:
 
 
 def infer(work: str) -> dict[str, Any]:
-    """Inference over 12 videos; the model actor's node goes once the first part file is written.
-    Then a clean run of the same videos, to compare."""
+    """Inference over 12 videos on Ray Data; the model actor's node goes once the first part file
+    is written (Ray Data restarts the actor elsewhere and runs its lost batches again). Then a
+    clean run of the same videos, to compare."""
     import pyarrow.parquet as pq
     import torch
 
     from pipeline.data import synthetic
     from pipeline.data.manifest import LabelMap, write_labels
     from pipeline.infer import InferConfig, run_inference
-    from pipeline.infer.actor import make_actors
     from pipeline.model import create, save
 
     torch.manual_seed(0)
@@ -113,31 +113,37 @@ def infer(work: str) -> dict[str, Any]:
         items.append({"video_id": f"v{i:02d}", "uri": path})
     cfg = InferConfig(sampling_rate=8, short_side=32, crop_size=32, sampling="uniform", clips=4, batch_size=2,
                       part_size=2, actor_restarts=4)
-    actors = make_actors(ckpt, cfg, "cpu")
-    ray.get([a.info.remote() for a in actors])
-    model_node = _actor_nodes("ClipScorer")[0]
     out = os.path.join(work, "out")
-    watcher = _remove_when(work, lambda: model_node if glob.glob(os.path.join(out, "parts", "*.parquet")) else None)
-    result = run_inference(ckpt, items, out, cfg, device="cpu", actors=actors)
+    scorer = "ClipScorer))"  # Ray Data's actor class: MapWorker(MapBatches(ClipScorer))
+    seen: list[str] = []  # nodes a model actor was alive on, in order
+
+    def model_node() -> str | None:
+        for node in _actor_nodes(scorer):
+            if node not in seen:
+                seen.append(node)
+        return seen[0] if seen and glob.glob(os.path.join(out, "parts", "*.parquet")) else None
+
+    watcher = _remove_when(work, model_node)
+    stop = threading.Event()
+    def spot() -> None:  # keep noting the nodes of the model actors (the restarted one too)
+        while not stop.wait(0.2):
+            model_node()
+
+    spotter = threading.Thread(target=spot, daemon=True)
+    spotter.start()
+    result = run_inference(ckpt, items, out, cfg, device="cpu")
+    stop.set()
     watcher.join(timeout=1)
     rows = pq.read_table(os.path.join(out, "predictions.parquet")).to_pylist()
-    # the actor's process may answer a little while after its node went (it notices its raylet
-    # is gone later): wait until the GCS has seen the node die and the actor come back
-    deadline = time.time() + 60
-    while time.time() < deadline and (model_node in _worker_nodes() or not _actor_nodes("ClipScorer")):
-        time.sleep(0.2)
-    model_nodes_after = _actor_nodes("ClipScorer")
-    for a in actors:  # its CPU: 2 are left, the clean run's actor and its decodes need them
-        ray.kill(a)
     clean = os.path.join(work, "clean")  # the same videos again, nothing lost: the same predictions
     run_inference(ckpt, items, clean, cfg, device="cpu")
     clean_rows = {r["video_id"]: r for r in pq.read_table(os.path.join(clean, "predictions.parquet")).to_pylist()}
-    return {"model_node": model_node, "model_nodes_after": model_nodes_after,
+    return {"model_node": seen[0] if seen else None, "model_nodes_after": seen[1:],
             "same_as_clean": all(r["top_ids"] == clean_rows[r["video_id"]]["top_ids"] and abs(
                 r["score"] - clean_rows[r["video_id"]]["score"]) < 1e-4 for r in rows if r["status"] == "ok"),
             "ids": [r["video_id"] for r in rows], "status": Counter(r["status"] for r in rows),
             "errors": [r.get("error") for r in rows if r["status"] != "ok"],
-            "clips_resent": result.clips_resent, "clips": result.clips, "processed": result.processed,
+            "clips": result.clips, "processed": result.processed,
             "expected_ids": [it["video_id"] for it in items]}
 
 

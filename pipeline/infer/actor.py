@@ -31,12 +31,22 @@ def load_model(checkpoint: str, device: str, threads: int) -> tuple[Any, Any]:
     return load(checkpoint).to(torch.device(device)), torch.device(device)
 
 
+def _node_id() -> str:
+    """The Ray node this actor runs on ("local" outside Ray)."""
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()[:12]
+    except Exception:  # noqa: BLE001
+        return "local"
+
+
 class ClipScorer:
     """Holds one model (loaded once, in the actor) and scores batches of clip rows."""
 
     def __init__(self, checkpoint: str, device: str = "auto", threads: int = 1, precision: str = "auto",
                  compile: bool = False, num_classes: int = 0, fail_after_calls: int | None = None,
-                 fault_marker: str = ""):
+                 fault_marker: str = "", min_call_s: float = 0.0):
         from pipeline.model.compile import compile_blocks
 
         self.model, self.device = load_model(checkpoint, device, threads)
@@ -44,8 +54,9 @@ class ClipScorer:
             compile_blocks(self.model, self.device)  # eager (one warning) where the compiler cannot run
         self.precision = precision  # "auto": bf16 autocast on CUDA, fp32 on CPU
         self.num_classes = num_classes or int(self.model.config.num_classes)
-        self.id = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.id = f"{_node_id()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"  # node:process:instance
         self.calls, self.fail_after_calls, self.fault_marker = 0, fail_after_calls, fault_marker
+        self.min_call_s = min_call_s  # testing hook: a model slower than its decode (fake GPUs)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
@@ -66,6 +77,7 @@ class ClipScorer:
                 out = clip_logits(self.model, x, precision=self.precision)  # [(b V), C]
             logits[ok] = rearrange(out.float(), "(b v) c -> b v c", v=views).cpu().numpy()  # [b, V, C]
         batch["logits"] = logits
+        time.sleep(max(0.0, self.min_call_s - (time.perf_counter() - t0)))
         batch["busy_s"] = np.zeros(len(logits), np.float64)
         batch["busy_s"][:1] = time.perf_counter() - t0
         batch["actor"] = np.array([self.id] * len(logits), dtype=object)

@@ -57,6 +57,7 @@ class InferConfig:
     autoscaler_config: str = "~/ray_bootstrap_config.yaml"
     # Testing hook: the first actor exits once after this many calls (marker `_fault_injected` in the output).
     fail_actor_after_calls: int | None = None
+    min_model_call_s: float = 0.0  # testing hook: each model call lasts at least this (a slow model on fake GPUs)
     labels: str | None = None  # labels.json URI; None: labels.json beside the checkpoint
     jsonl: bool = False
     plot: bool = False
@@ -166,6 +167,7 @@ class InferResult:
     parts_written: int = 0
     top1: float | None = None  # accuracy over videos whose manifest gives a label
     actors_seen: int = 0  # model actors that scored clips (the pool grows and shrinks)
+    model_nodes: int = 0  # nodes those actors ran on
     gpus_now: float = 0.0  # GPUs in the cluster when the run started
     gpus_max: float = 0.0  # the most GPUs its node types can bring (0: unknown)
     num_gpus: float = 0.0  # per actor

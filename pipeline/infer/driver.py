@@ -64,7 +64,8 @@ def scored_clips(items: list[dict[str, Any]], spec: ClipConfig, cfg: InferConfig
         num_gpus=pool.num_gpus, num_cpus=cfg.actor_cpus, max_restarts=cfg.actor_restarts,
         fn_constructor_kwargs={"checkpoint": checkpoint, "device": pool.device, "threads": threads,
                                "precision": cfg.precision, "compile": cfg.compile, "num_classes": num_classes,
-                               "fail_after_calls": cfg.fail_actor_after_calls, "fault_marker": fault_marker})
+                               "fail_after_calls": cfg.fail_actor_after_calls, "fault_marker": fault_marker,
+                               "min_call_s": cfg.min_model_call_s})
 
 
 def run_inference(checkpoint: str, videos: str | list[dict[str, Any]], output: str,
@@ -128,6 +129,7 @@ def run_inference(checkpoint: str, videos: str | list[dict[str, Any]], output: s
     result.wall_s = t_end - t_start
     result.model_busy_s = list(busy.values())
     result.actors_seen = len(busy)
+    result.model_nodes = len({a.split(":")[0] for a in busy})
     window = max(t_end - t_start, 1e-9)
     result.actor_idle = float(np.mean([max(0.0, 1.0 - b / window) for b in busy.values()])) if busy else 0.0
     info = {"num_classes": num_classes, "family": plan.family, "device": pool.device, "num_gpus": pool.num_gpus,

@@ -195,4 +195,5 @@ def write_summary(checkpoint: str, cfg: InferConfig, spec: ClipConfig, info: dic
                                   "skipped": result.skipped, "processed": result.processed},
         "top1": result.top1, "clips": result.clips, "wall_s": result.wall_s, "decode_s": result.decode_s,
         "model_busy_s": result.model_busy_s, "actor_idle": result.actor_idle, "actors_seen": result.actors_seen,
+        "model_nodes": result.model_nodes,
     })

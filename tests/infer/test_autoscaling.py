@@ -1,0 +1,118 @@
+"""Inference on an autoscaling cluster whose GPU nodes scale from zero (slow).
+
+A real Ray head with Ray's fake autoscaling provider (`tests/fake_cluster.py`: a head with 0 CPUs
+as in cluster.yaml, a CPU node type 0..1 and a GPU node type 0..2, its own ports and temp dir), and
+the job submitted as a user does, with the real `ray job submit` client through the dashboard:
+
+- the pool asks for GPUs although the cluster has none at the start, the autoscaler adds GPU nodes
+  for it, and the pool grows to every GPU node the type allows; every video comes out once;
+- a GPU node lost in the middle of a run still gives every video exactly once.
+
+Fake GPUs have no CUDA: the actors take GPU slots and compute on the CPU (`--device cpu
+--actor-gpus 1`), each model call lasting at least 2 s (`--min-model-call-s`), so that the model,
+not decoding, is the backlog the pool grows for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from fake_cluster import FakeAutoscalingCluster
+from infer_cases import CLIP_ARGS, read_rows
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
+NODE_TYPES = {
+    "cpu": {"resources": {"CPU": 2}, "min_workers": 0, "max_workers": 1},
+    "gpu": {"resources": {"CPU": 1, "GPU": 1}, "min_workers": 0, "max_workers": 2},
+}
+SCORER = "ray::MapWorker(MapBatches(ClipScorer))"
+
+
+@pytest.fixture(scope="module")
+def fake_cluster(tmp_path_factory):
+    with FakeAutoscalingCluster(tmp_path_factory.mktemp("fake_cluster"), NODE_TYPES) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory, short_videos) -> str:
+    """A manifest of 16 short videos (3 clips each)."""
+    d = tmp_path_factory.mktemp("corpus")
+    lines = ["path,video_id"]
+    for i in range(16):
+        lines.append(f"{short_videos[i % len(short_videos)]},v{i:02d}")
+    (d / "videos.csv").write_text("\n".join(lines) + "\n")
+    return str(d / "videos.csv")
+
+
+def _submit(cluster: FakeAutoscalingCluster, ckpt: str, videos: str, out: Path, timeout: float) -> str:
+    """`ray job submit --working-dir . -- python -m jobs.infer ...` (README, step 4) through the
+    dashboard, with the fake-GPU flags; returns the job's output."""
+    ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
+    cmd = [ray_bin, "job", "submit", "--address", cluster.dashboard_url, "--working-dir", str(REPO), "--",
+           "python", "-m", "jobs.infer", "--checkpoint", ckpt, "--videos", videos, "--output", str(out),
+           *CLIP_ARGS, "--batch-size", "2", "--device", "cpu", "--actor-gpus", "1",
+           "--min-model-call-s", "2", "--autoscaler-config", cluster.config_path]
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    return proc.stdout
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+@pytest.mark.timeout(600)
+def test_the_pool_asks_for_gpus_from_zero_and_grows_to_every_gpu_node(fake_cluster, untrained_ckpt, videos,
+                                                                     tmp_path):
+    out = tmp_path / "out"
+    stdout = _submit(fake_cluster, untrained_ckpt, videos, out, timeout=540)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model"]["gpus_now"] == 0 and summary["model"]["gpus_max"] == 2  # none at the start
+    assert summary["model"]["num_gpus"] == 1 and summary["model"]["max_actors"] == 2
+    assert summary["model_nodes"] == 2, stdout[-3000:]  # the pool grew onto both GPU nodes
+    rows = read_rows(str(out))
+    assert sorted(r["video_id"] for r in rows) == [f"v{i:02d}" for i in range(16)]  # each video once
+    assert all(r["status"] == "ok" and r["num_clips"] == 3 for r in rows)
+    assert "[infer] videos 16/16" in stdout
+
+
+@pytest.mark.timeout(600)
+def test_a_gpu_node_lost_mid_run_still_gives_every_video_once(fake_cluster, untrained_ckpt, videos, tmp_path):
+    out = tmp_path / "out"
+    killed: list[int] = []
+
+    def kill_a_gpu_node() -> None:  # once two model actors run, the node of one of them goes
+        deadline = time.monotonic() + 400
+        while time.monotonic() < deadline and not killed:
+            pids = [p for p in os.listdir("/proc") if p.isdigit() and _cmdline(int(p)).startswith(SCORER)]
+            parts = list((out / "parts").glob("part-*.parquet")) if (out / "parts").exists() else []
+            if len(pids) >= 2 and parts:
+                raylet = int(Path(f"/proc/{pids[0]}/stat").read_text().rsplit(")", 1)[1].split()[1])  # parent
+                if "raylet" in _cmdline(raylet):
+                    os.kill(raylet, signal.SIGKILL)  # the node's raylet and, with it, the node
+                    killed.append(raylet)
+            time.sleep(0.5)
+
+    watcher = threading.Thread(target=kill_a_gpu_node, daemon=True)
+    watcher.start()
+    stdout = _submit(fake_cluster, untrained_ckpt, videos, out, timeout=540)
+    watcher.join(timeout=1)
+    assert killed, "the run ended before a GPU node could be removed:\n" + stdout[-3000:]
+    rows = read_rows(str(out))
+    assert sorted(r["video_id"] for r in rows) == [f"v{i:02d}" for i in range(16)]  # each video once
+    assert all(r["status"] == "ok" for r in rows), [r["error"] for r in rows if r["status"] != "ok"]
