@@ -156,4 +156,4 @@ def test_a_manifest_without_a_path_column_lists_the_columns_it_has(user_error, t
     man = tmp_path / "m.csv"
     man.write_text("file,label\na.mp4,up\n")
     user_error(preprocess.main, ["--manifest", man, "--output", tmp_path / "out"],
-               "missing path (no path column; columns found: file, label)")
+               "missing path (columns found: file, label)")

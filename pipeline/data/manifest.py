@@ -337,11 +337,7 @@ def _label_name(value: Any) -> str:
 def _parse(where: str, rec: dict[str, Any], base: str, has_label: bool) -> dict[str, Any]:
     """One record -> a row with a string label name (ValueError with a message when bad)."""
     if _blank(rec.get("path")):
-        if "path" in rec:
-            raise ValueError("missing path")
-        names = [str(k) for k in rec]
-        found = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
-        raise ValueError(f"missing path (no path column; columns found: {found or 'none'})")
+        raise ValueError("missing path" if "path" in rec else f"missing path (columns found: {', '.join(map(str, rec))})")
     path = _resolve_path(str(rec["path"]).strip(), base)
     name = None
     if has_label:
