@@ -16,7 +16,12 @@ cut at about `--shard-mb` (names `shard-<shard>-<part>.parquet`), then its marke
 atomic and every name deterministic, so a re-run skips shards that have a marker and redoes the
 others (a retried task rewrites the same files). A re-run with another config or manifest is
 refused unless `--overwrite`. Bad videos never fail the job: they are counted and listed in
-errors.parquet; the job exits 0 and prints the counts.
+errors.parquet; the job exits 0 and prints the counts and the errors by kind (one example each).
+summary.json describes the whole folder (every shard, this run's and earlier runs'), with this
+run's share under `this_run`. While storage is down (reads of several videos failing the same
+way), every reader waits on one shared backoff and goes on by itself when storage answers, up
+to `--storage-outage-s`; then the videos still open become retryable rows (`pipeline.outage`).
+The skeleton shared with `jobs.transcode` is `jobs.shardjob`.
 """
 
 from __future__ import annotations

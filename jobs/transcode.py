@@ -21,8 +21,11 @@ Shards are fixed groups of `videos_per_shard` distinct videos in manifest order,
 each; a video's copy is written atomically under its final name, then the shard's marker. A re-run
 skips shards with a marker and, inside a shard it redoes, videos whose copy exists. A video that
 failed only because storage was unavailable (5xx, throttling, resets; retried `storage_attempts`
-times) is recorded as retryable (stage `storage`) and tried again by the next run. Bad videos never
-fail the job: they are listed in errors.parquet; the job exits 0 and prints the counts.
+times) is recorded as retryable (stage `storage`) and tried again by the next run; while storage
+is down for every video, readers wait for it instead, up to `--storage-outage-s` (`pipeline.outage`).
+Bad videos never fail the job: they are listed in errors.parquet; the job exits 0 and prints the
+counts and the errors by kind. summary.json describes the whole folder, with this run's share
+under `this_run`. The skeleton shared with `jobs.preprocess` is `jobs.shardjob`.
 """
 
 from __future__ import annotations

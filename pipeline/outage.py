@@ -245,7 +245,9 @@ def install(handle: OutageHandle | None) -> None:
 def report(handle: OutageHandle) -> dict[str, Any] | None:
     """The monitor's state (`state` ok / down / gave_up, `seconds`, `kind`, `sources`, `wait_s`,
     `outages`, `last_outage_s`, `probes`), or None if it cannot be reached."""
-    return SharedGate(handle)._call("report", timeout=5.0)
+    gate = SharedGate(handle)
+    gate._actor = _OWNED.get(handle.name)  # the driver's own handle, else looked up by name
+    return gate._call("report", timeout=5.0)
 
 
 def describe(r: dict[str, Any]) -> str | None:
