@@ -102,11 +102,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"videos: {res.total} (ok {res.ok}, errors {res.errors}, skipped as already done "
           f"{res.skipped}); clips scored {res.clips} in {res.wall_s:.1f} s on {res.actors_seen} model "
           f"actor(s) ({res.num_gpus:g} GPU each, pool up to {res.max_actors}); actor idle {res.actor_idle:.0%}")
-    if res.top1 is not None:
+    if res.top1 is not None and res.ok:
         print(f"top-1 accuracy against the manifest's labels: {res.top1:.3f}")
     print(f"predictions: {res.predictions}")
     if res.errors:
-        print(f"errors: {res.output.rstrip('/')}/errors.parquet")
+        from pipeline.data.errors import error_kinds
+
+        errors_uri = storage.join(res.output, "errors.parquet")
+        for line in error_kinds(storage.read_parquet(errors_uri).to_pylist()):
+            print(f"  {line}")
+        print(f"errors: {errors_uri} (a storage, worker or model error is retried by the same command again)")
     return 0
 
 

@@ -98,11 +98,14 @@ class FakeAutoscalingCluster:
         raise TimeoutError(f"the fake cluster's head did not answer within {self.start_timeout_s} s")
 
     def _answers(self) -> bool:
+        import urllib.error
         import urllib.request
 
         try:
-            with urllib.request.urlopen(f"{self.dashboard_url}/api/version", timeout=2) as r:
+            with urllib.request.urlopen(f"{self.dashboard_url}/api/version", timeout=5) as r:
                 return r.status == 200
+        except urllib.error.HTTPError:  # it answers (e.g. 401: the cluster's token auth)
+            return True
         except OSError:
             return False
 

@@ -160,6 +160,7 @@ class InferResult:
     skipped: int = 0  # already done by an earlier run
     processed: int = 0  # videos finished in this run
     clips: int = 0  # clips scored in this run
+    clips_total: int = 0  # clips of the ok rows of the whole output folder
     wall_s: float = 0.0
     decode_s: float = 0.0  # summed decode-task time
     model_busy_s: list[float] = field(default_factory=list)  # per actor

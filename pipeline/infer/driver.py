@@ -123,7 +123,7 @@ def run_inference(checkpoint: str, videos: str | list[dict[str, Any]], output: s
     progress.update(writer.finished, result.clips, list(busy.values()), final=True)
     t_end = time.perf_counter()
     counts = merge_parts(output, [it["video_id"] for it in items + bad_rows], jsonl=cfg.jsonl)
-    result.ok, result.errors = counts["ok"], counts["errors"]
+    result.ok, result.errors, result.clips_total = counts["ok"], counts["errors"], counts["clips"]
     if counts["with_target"]:
         result.top1 = counts["correct"] / counts["with_target"]
     result.wall_s = t_end - t_start

@@ -39,7 +39,8 @@ def list_videos(videos_uri: str, howto100m_template: str | None = None
         items = []
         for uri in storage.list_files(videos_uri, VIDEO_SUFFIXES):
             rel = storage.filesystem(uri)[1][len(root):].lstrip("/")
-            items.append({"video_id": posixpath.splitext(rel)[0], "uri": uri, "target": None})
+            # a folder's videos: their paths inside it; one video file: its name
+            items.append({"video_id": posixpath.splitext(rel)[0] or _stem(uri), "uri": uri, "target": None})
         if not items and not storage.exists(videos_uri):
             raise FileNotFoundError(f"--videos: nothing at {videos_uri}")
     seen: set[str] = set()

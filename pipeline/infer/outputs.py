@@ -136,7 +136,7 @@ def merge_parts(output: str, video_ids: Sequence[str], *, jsonl: bool = False) -
     and, with `jsonl`, `predictions.jsonl`. Streams one part at a time. Returns counts (rows,
     ok, errors, and with_target / correct: rows whose manifest label is known / equals top-1)."""
     chosen = _choose_rows(list_parts(output), set(video_ids))
-    counts = {"rows": 0, "ok": 0, "errors": 0, "with_target": 0, "correct": 0}
+    counts = {"rows": 0, "ok": 0, "errors": 0, "with_target": 0, "correct": 0, "clips": 0}
     errors: list[pa.Table] = []
     with contextlib.ExitStack() as stack:
         pf = stack.enter_context(storage.open_atomic(storage.join(output, "predictions.parquet")))
@@ -155,6 +155,7 @@ def merge_parts(output: str, video_ids: Sequence[str], *, jsonl: bool = False) -
             bad = t.filter(pa.compute.equal(t.column("status"), "error"))
             errors.append(bad.select(["uri", "stage", "error"]))
             counts["rows"] += t.num_rows
+            counts["clips"] += int(pa.compute.sum(t.column("num_clips")).as_py() or 0)
             counts["errors"] += bad.num_rows
     counts["ok"] = counts["rows"] - counts["errors"]
     err_uri = storage.join(output, "errors.parquet")
@@ -186,14 +187,19 @@ def claim_output(output: str, checkpoint: str, videos: str, cfg: InferConfig, *,
 def write_summary(checkpoint: str, cfg: InferConfig, spec: ClipConfig, info: dict[str, Any],
                   result: InferResult, recipe: dict[str, Any] | None = None) -> None:
     """`summary.json`: the settings (InferConfig, ClipConfig), the checkpoint's recipe and what
-    differed from it (`recipe`: checkpoint, used, overrides, warnings), the model facts and the
-    InferResult."""
+    differed from it (`recipe`: checkpoint, used, overrides, warnings), the model and pool facts,
+    the counts of the whole output folder (`counts`, `clips`, `top1`: a rerun that skips
+    everything keeps them) and this run's share (`this_run`)."""
     storage.write_json(storage.join(result.output, "summary.json"), {
         "checkpoint": checkpoint, "config": dataclasses.asdict(cfg), "clip_spec": dataclasses.asdict(spec),
         "recipe": recipe,
-        "model": info, "counts": {"videos": result.total, "ok": result.ok, "errors": result.errors,
-                                  "skipped": result.skipped, "processed": result.processed},
-        "top1": result.top1, "clips": result.clips, "wall_s": result.wall_s, "decode_s": result.decode_s,
-        "model_busy_s": result.model_busy_s, "actor_idle": result.actor_idle, "actors_seen": result.actors_seen,
-        "model_nodes": result.model_nodes,
+        "model": info,
+        # the whole output folder (every run that wrote into it) ...
+        "counts": {"videos": result.total, "ok": result.ok, "errors": result.errors}, "top1": result.top1,
+        "clips": result.clips_total,
+        # ... and this run's share
+        "this_run": {"processed": result.processed, "skipped": result.skipped, "clips": result.clips,
+                     "wall_s": result.wall_s, "decode_s": result.decode_s, "model_busy_s": result.model_busy_s,
+                     "actor_idle": result.actor_idle, "actors_seen": result.actors_seen,
+                     "model_nodes": result.model_nodes},
     })

@@ -62,7 +62,8 @@ def _submit(cluster: FakeAutoscalingCluster, ckpt: str, videos: str, out: Path, 
            "python", "-m", "jobs.infer", "--checkpoint", ckpt, "--videos", videos, "--output", str(out),
            *CLIP_ARGS, "--batch-size", "2", "--device", "cpu", "--actor-gpus", "1",
            "--min-model-call-s", "2", "--autoscaler-config", cluster.config_path]
-    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}",
+           "RAY_AUTH_MODE": "token"}  # the head (ray start) uses token auth; the client reads ~/.ray/auth_token
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]

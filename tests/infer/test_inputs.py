@@ -18,6 +18,13 @@ def test_a_folder_gives_ids_relative_to_it_without_the_extension(tmp_path):
     assert bad == []
 
 
+def test_one_video_file_is_one_item_named_after_the_file(tmp_path):
+    (tmp_path / "long_video.mp4").write_bytes(b"x")
+    items, bad = list_videos(str(tmp_path / "long_video.mp4"))
+    assert [(it["video_id"], it["uri"]) for it in items] == [("long_video", str(tmp_path / "long_video.mp4"))]
+    assert bad == []
+
+
 def test_a_missing_folder_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing at"):
         list_videos(str(tmp_path / "absent"))

@@ -25,11 +25,11 @@ def inputs(tmp_path, untrained_ckpt):
 
 @pytest.mark.parametrize("extra, text", [
     (["--crop-size", "30"], "not divisible by patch_size 8"),  # the debug model's patch is 8
-    (["--min-actors", "0"], "min_actors must be >= 1"),
-    (["--actors", "-1"], "actors must be >= 0"),
-    (["--decode-num-cpus", "0"], "decode_num_cpus must be > 0"),
+    (["--min-actors", "0"], "--min-actors must be >= 1"),
+    (["--actors", "-1"], "--actors must be >= 0"),
+    (["--decode-num-cpus", "0"], "--decode-num-cpus must be > 0"),
     (["--actor-cpus", ".nan"], "actor_cpus: must be a finite number"),
-    (["--batch-size", "0"], "batch_size must be >= 1"),
+    (["--batch-size", "0"], "--batch-size must be >= 1"),
     (["--labels", "/nowhere/labels.json"], "--labels /nowhere/labels.json: not found"),
 ])
 def test_bad_settings_exit_2_in_one_line(user_error, inputs, extra, text):
@@ -79,7 +79,7 @@ def test_same_settings_resume_other_settings_are_refused(s3_bucket):
     claim_output(out, "m.pt", "v.csv", InferConfig(sampling="uniform", clips=2, batch_size=3),
                  overwrite=False)  # throughput settings may change on a rerun
     storage.write_bytes_atomic(storage.join(out, "parts", "part-x.parquet"), b"old")
-    with pytest.raises(ConfigError, match="differs in clips"):
+    with pytest.raises(ConfigError, match="differs in --clips"):
         claim_output(out, "m.pt", "v.csv", InferConfig(sampling="uniform", clips=3), overwrite=False)
     claim_output(out, "m.pt", "v.csv", InferConfig(sampling="uniform", clips=3), overwrite=True)
     assert not storage.exists(storage.join(out, "parts"))  # the earlier run's rows are gone

@@ -32,9 +32,12 @@ def checkpointing(tmp_path):
     ctx.checkpoint_config = old
 
 
-def _classify(batch):
-    batch["status"] = ["error" if v == "v1" else "ok" for v in batch["video_id"]]  # v1: storage down
-    return batch
+def _classifier():
+    def classify(batch):  # defined here, so that Ray ships it by value to its workers
+        batch["status"] = ["error" if v == "v1" else "ok" for v in batch["video_id"]]  # v1: storage down
+        return batch
+
+    return classify
 
 
 def test_a_failed_row_is_checkpointed_and_never_tried_again(ray_local, checkpointing, tmp_path):
@@ -42,7 +45,7 @@ def test_a_failed_row_is_checkpointed_and_never_tried_again(ray_local, checkpoin
 
     pq.write_table(pa.table({"video_id": ["v0", "v1", "v2", "v3"]}), tmp_path / "videos.parquet")
     for run in ("first", "rerun"):
-        ds = ray.data.read_parquet(str(tmp_path / "videos.parquet")).map_batches(_classify, batch_format="pandas")
+        ds = ray.data.read_parquet(str(tmp_path / "videos.parquet")).map_batches(_classifier(), batch_format="pandas")
         ds.write_parquet(str(tmp_path / run))
     first = pq.read_table(tmp_path / "first").to_pylist()
     assert {r["video_id"]: r["status"] for r in first}["v1"] == "error"
@@ -53,7 +56,7 @@ def test_a_failed_row_is_checkpointed_and_never_tried_again(ray_local, checkpoin
 def test_a_from_items_plan_is_not_checkpointed(ray_local, checkpointing, tmp_path):
     import ray
 
-    ds = ray.data.from_items([{"video_id": f"v{i}"} for i in range(4)]).map_batches(_classify, batch_format="pandas")
+    ds = ray.data.from_items([{"video_id": f"v{i}"} for i in range(4)]).map_batches(_classifier(), batch_format="pandas")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ds.write_parquet(str(tmp_path / "out"))

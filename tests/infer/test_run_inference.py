@@ -260,8 +260,15 @@ def test_killed_job_rerun_gives_every_video_exactly_once(ray_local, untrained_ck
     assert sorted(r["video_id"] for r in rows) == sorted(ids)  # each exactly once
     assert all(r["status"] == "ok" for r in rows)
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["counts"]["skipped"] >= len(done_before)  # not recomputed
-    assert summary["counts"]["processed"] == len(ids) - summary["counts"]["skipped"]
+    assert summary["this_run"]["skipped"] >= len(done_before)  # not recomputed
+    assert summary["this_run"]["processed"] == len(ids) - summary["this_run"]["skipped"]
+    assert summary["counts"] == {"videos": len(ids), "ok": len(ids), "errors": 0}  # the whole folder
+    assert summary["clips"] == sum(r["num_clips"] for r in rows)
+    assert main(["--checkpoint", untrained_ckpt, "--videos", str(folder), "--output", str(out),
+                 "--part-size", "3", *CLIP_ARGS]) == 0  # everything done: nothing to do
+    again = json.loads((out / "summary.json").read_text())
+    assert again["counts"] == summary["counts"] and again["clips"] == summary["clips"]  # still the folder's
+    assert (again["this_run"]["processed"], again["this_run"]["clips"]) == (0, 0)
 
 
 @pytest.mark.slow
