@@ -43,7 +43,7 @@ from pipeline.train.trackers import Trackers
 from pipeline.train.schedule import (
     Plan, layout_of, lr_at, schedule_of, should_checkpoint, should_eval, should_log,
 )
-from pipeline.train.stream import BATCH_DTYPES, TrainData, all_reduce_sum
+from pipeline.train.stream import BATCH_DTYPES, TrainData, all_reduce_sum, start_position
 
 
 
@@ -69,11 +69,13 @@ def train_func(config: dict) -> None:
     schedule = schedule_of(cfg, plan)
     trackers = Trackers.open(cfg.run, plan.run_dir, config=to_dict(cfg), start_step=step) if rank == 0 else None
     reporter = Reporter(net, optimizer, np_rng, schedule, plan, rank, trackers, counts=saved.get("clips"))
-    data = TrainData(cfg, plan, config.get("train_table"), step=step, rank=rank, world=world, device=device)
-    here, warning = data.check(step, saved.get("data"))
+    table = config.get("train_table")
+    here, warning, accum = start_position(plan, step, saved.get("data"), streaming=table is not None, rank=rank,
+                                          world=world, batch_size=cfg.loop.batch_size)
     if warning and rank == 0:
         console(f"[train] warning: {warning}")
-    reporter.start(step, resumed=checkpoint is not None, world=world, data=here, accum=data.accum)
+    reporter.start(step, resumed=checkpoint is not None, world=world, data=here, accum=accum)
+    data = TrainData(cfg, plan, table, step=step, rank=rank, world=world, device=device)  # a resume's data cost
     val_shard = ray.train.get_dataset_shard("val")
     window = Window()
 

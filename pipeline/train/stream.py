@@ -121,27 +121,14 @@ class TrainData:
                  world: int, device: torch.device):
         self.plan, self.world, self.device = plan, world, device
         self.stream = self.shard = None
-        self.accum = plan.accum  # micro-batches per step of this worker
         if table is not None:
             self.stream = open_stream(cfg, plan, table[0], start_step=step, rank=rank, world=world)
-            self.accum = max(1, -(-self.stream.share // cfg.loop.batch_size))
         else:
             self.shard = train_batches(cfg, plan, step, rank)
         self.clip_log = None
         if cfg.loop.record_clips:
             attempt = int(all_reduce_sum([time.time_ns() // 1000 if rank == 0 else 0], device)[0])
             self.clip_log = ClipLog(plan.run_dir, rank, attempt)
-
-    def check(self, step: int, saved: dict[str, Any] | None) -> tuple[dict[str, Any] | None, str | None]:
-        """(the data position the stream starts at, a warning when the checkpoint recorded another:
-        a config that cuts the epochs into other steps)."""
-        if self.stream is None:
-            return None, None
-        here = position(step, layout_of(self.plan))
-        if saved is not None and step_of(saved, layout_of(self.plan)) != step:
-            return here, (f"the checkpoint's data position {saved} is not step {step}'s under this config "
-                          f"({here}); the stream starts at step {step}'s")
-        return here, None
 
     def batches(self, step: int) -> tuple[Iterator[dict[str, Any]], int | None, float | None]:
         """(micro-batches of `step`, how many, loss weight per clip); None, None: the plan's."""
@@ -163,6 +150,22 @@ class TrainData:
     def written(self, step: int) -> None:
         if self.clip_log is not None:
             self.clip_log.write(step)
+
+
+def start_position(plan: Plan, step: int, saved: dict[str, Any] | None, *, streaming: bool, rank: int,
+                   world: int, batch_size: int) -> tuple[dict[str, Any] | None, str | None, int]:
+    """(the data position a worker's stream starts at, a warning when the checkpoint recorded
+    another one: a config that cuts the epochs into other steps, this worker's micro-batches per
+    step). No position for a given train dataset (its stream has no row order)."""
+    if not streaming:
+        return None, None, plan.accum
+    layout = layout_of(plan)
+    here = position(step, layout)
+    accum = max(1, -(-worker_clips(layout, world)[rank] // batch_size))
+    if saved is not None and step_of(saved, layout) != step:
+        return here, (f"the checkpoint's data position {saved} is not step {step}'s under this config "
+                      f"({here}); the stream starts at step {step}'s"), accum
+    return here, None, accum
 
 
 def train_batches(cfg: TrainJobConfig, plan: Plan, step: int, rank: int) -> Iterator[dict[str, torch.Tensor]]:

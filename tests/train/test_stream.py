@@ -87,3 +87,20 @@ def test_clips_per_row_not_dividing_the_global_batch_split_a_row_between_workers
     whole, decoded, consumed = _consume(cfg, plan, table, 0, plan.total_steps, world=2)
     assert set(whole.values()) == {1} and consumed == plan.total_steps * 5
     assert consumed < decoded <= consumed + plan.total_steps * 2  # one row more per step at most
+
+
+def test_a_resumed_worker_starts_at_the_recorded_position_and_says_when_the_config_cut_it_otherwise(corpus, tmp_path):
+    from pipeline.train.stream import start_position
+
+    cfg = _cfg(corpus, tmp_path)
+    plan = make_plan(cfg, 40, ["a"], num_rows=20)
+    here, warning, accum = start_position(plan, 4, position(4, layout_of(plan)), streaming=True, rank=0, world=2,
+                                          batch_size=2)
+    assert (here["epoch"], here["clips_consumed"], warning, accum) == (0, 24, None, 2)  # 2 rows = 4 clips: 2 micro
+    _, warning, accum = start_position(plan, 4, position(4, layout_of(plan)), streaming=True, rank=2, world=3,
+                                       batch_size=2)
+    assert (warning, accum) == (None, 1)
+    other = {**position(4, layout_of(plan)), "clips_consumed": 12}  # a checkpoint of another global batch
+    _, warning, _ = start_position(plan, 4, other, streaming=True, rank=0, world=2, batch_size=2)
+    assert "data position" in warning and "step 4" in warning
+    assert start_position(plan, 4, None, streaming=False, rank=0, world=2, batch_size=2) == (None, None, plan.accum)
