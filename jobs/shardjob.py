@@ -2,9 +2,13 @@
 `jobs.transcode`): check the shared flags, claim the folder, plan the shards, run the pending
 ones as Ray tasks that share one storage-outage monitor, print their progress, and sum up.
 
-    run = run_shard_job(ShardJob(name="preprocess", output=out, config=job_config, ...))
-    markers = load_markers(run.progress_dir, [i for i, _, _ in run.shards])   # the whole folder
-    totals = this_run_totals(run.results)                                 # this run's share
+    def main(argv=None):  # parse, check before Ray (exit 2), run, print the result line
+        return job_main(MyConfig, argv, prog=..., doc=__doc__, examples=..., validate=..., run=run, result=...)
+
+    def run(job):
+        run_ = run_shard_job(ShardJob(name="preprocess", output=out, config=job_config, ...))
+        markers = load_markers(run_.progress_dir, [i for i, _, _ in run_.shards])  # the whole folder
+        share = this_run_totals(run_, ("videos_ok", "videos_failed"))           # this run's share
 
 A job supplies `work(spec, context) -> marker` (one shard: its items, its files, its `errors`);
 the skeleton counts the retryable errors and writes the marker, complete or partial
