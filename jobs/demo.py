@@ -147,7 +147,7 @@ def print_summary(out: Path, seconds: float) -> None:
     summary = json.loads((shards / "summary.json").read_text())
     val_acc = _final_val_accuracy(run_dir / "metrics.jsonl")
     rows = scored_rows(str(preds / "predictions.parquet"))  # read once for both accuracies
-    acc, n = video_accuracy(rows)
+    acc, n = prediction_accuracy(rows)
     names = json.loads((run_dir / "labels.json").read_text())["names"]
     clip_acc, clips = timeline_accuracy(rows, out / "data" / "long.csv", names)
     plots = sorted((preds / "plots").glob("*.png"))
@@ -170,7 +170,7 @@ def scored_rows(predictions_uri: str) -> list[dict]:
         return [r for r in pq.read_table(f).to_pylist() if r.get("status") == "ok"]
 
 
-def video_accuracy(rows: list[dict]) -> tuple[float, int]:
+def prediction_accuracy(rows: list[dict]) -> tuple[float, int]:
     """Fraction of scored videos whose top-1 label equals the manifest label (the long videos'
     majority segment label)."""
     hits = sum(1 for r in rows if r.get("target") is not None and r["label"] == r["target"])
