@@ -21,6 +21,10 @@ build a dataset per epoch (`epoch=e`), or build one streaming dataset over sever
 (`epochs=E`: E reshuffled passes over the rows, each with its own clips, tagged with `epoch`) and
 iterate it once.
 
+Training streams: `build_position_stream` is one worker's train clips from a step of the run on
+(`pipeline.data.position`: each step's clips are a fixed slice of the epoch's order), built from
+step ids the same O(1) way, so a resumed run reads only the rows it has not consumed.
+
 Errors: a bad row never raises. It is dropped from the clips and, when `error_uri` is given,
 recorded there by the decode task as a part file of the error table (`pipeline.data.errors`).
 Without `error_uri` failures are only logged.
