@@ -316,7 +316,7 @@ class StorageOutage(ConnectionError):
 
 
 RETRY, WAIT, GIVE_UP = "retry", "wait", "give_up"  # a gate's verdicts on a transient failure
-_OUTAGE_TEXT = "storage unavailable: down across videos for longer than the job's bound (--storage-outage-s)"
+OUTAGE_TEXT = "storage unavailable: down across videos for longer than the job's bound (--storage-outage-s)"
 
 
 class ReadGate:
@@ -370,7 +370,7 @@ def with_retries(fn: Callable[[], T], *, attempts: int = 3, backoff_s: float = 2
     tries = 0
     while True:
         if not gate.wait(source):
-            raise StorageOutage(_OUTAGE_TEXT)
+            raise StorageOutage(OUTAGE_TEXT)
         try:
             result = fn()
         except Exception as e:  # noqa: BLE001 - re-raised unless transient and tries remain
@@ -381,7 +381,7 @@ def with_retries(fn: Callable[[], T], *, attempts: int = 3, backoff_s: float = 2
             if verdict == WAIT:
                 continue  # the shared backoff decides when to try again
             if verdict == GIVE_UP:
-                raise StorageOutage(_OUTAGE_TEXT) from e
+                raise StorageOutage(OUTAGE_TEXT) from e
             tries += 1
             if tries >= attempts:
                 raise

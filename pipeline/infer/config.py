@@ -49,6 +49,7 @@ class InferConfig:
     max_pixels: int | None = MAX_PIXELS  # width x height above which a video is an error row (admits 4K); None: no cap
     storage_attempts: int = 3  # tries per video while storage fails transiently (5xx, throttling, resets, timeouts)
     storage_backoff_s: float = 2.0  # wait before the second try (doubling after)
+    storage_outage_s: float = 300.0  # while the whole store is down every reader waits (one shared backoff) up to this long
     clips_per_decode: int = 8  # clips per seek pass and per decoded block (bounds the frames a reader holds)
     part_size: int = 16  # finished videos per part file
     actor_restarts: int = 20  # restarts of a model actor whose process or node died (spot nodes); past them the videos left are retryable error rows

@@ -10,10 +10,11 @@ rest decode and the reader never holds more than one seek pass. Every row carrie
 video's output row needs (`num_clips`, clip span, duration, fps, padding, truncation), so the
 scores can be aggregated wherever all of a video's clips come together.
 
-A failure never raises: the video gives one row with `error` and `stage` (and `num_clips` 0). A
-transient storage failure (5xx, throttling, resets, timeouts) is retried with backoff; a retry
-resumes after the clips already delivered, so no clip is given twice and none is lost; when storage
-stays down the row's stage is the retryable `storage`.
+A failure never raises: the video gives one row with `error` and `stage` (`pipeline.data.errors`'
+vocabulary; `num_clips` 0). A transient storage failure (5xx, throttling, resets, timeouts) is
+retried with backoff, and waits out an outage of the whole store with the job's other readers; a
+retry resumes after the clips already delivered, so no clip is given twice and none is lost; when
+storage stays down the row's stage is the retryable `storage`.
 """
 
 from __future__ import annotations
@@ -27,8 +28,7 @@ import numpy as np
 from pipeline import storage
 from pipeline.data.clips import ClipConfig, clip_spans, iter_clips
 from pipeline.data.decode import DecodeError, Video
-from pipeline.data.errors import error_text
-from pipeline.data.rows import RETRYABLE_STAGE
+from pipeline.data.errors import classify, error_text
 
 ROW_COLUMNS = ("video_id", "clip_index", "num_clips", "frames", "start_sec", "end_sec", "num_padded",
                "duration", "fps", "video_frames", "truncated", "error", "stage", "decode_s")
@@ -45,32 +45,49 @@ def error_batch(video_id: str, stage: str, error: str, spec: ClipConfig) -> dict
 def decode_video(item: dict[str, Any], spec: ClipConfig, *,
                  sleep: Callable[[float], None] = time.sleep) -> Iterator[dict[str, np.ndarray]]:
     """Clip rows of one input video (`video_id`, `uri`, optional `start_sec` / `end_sec`), one
-    batch per seek pass; a failure is one error batch (see the module docstring)."""
-    vid = str(item["video_id"])
-    delivered, failures, t0 = 0, 0, time.perf_counter()
+    batch per seek pass; a failure is one error batch (see the module docstring).
+
+    Storage reads follow `storage.with_retries`' rules, resumable: a transient failure is tried
+    again (`spec.storage_attempts` tries, `spec.storage_backoff_s` apart, doubling) from the first
+    clip not yet delivered, and while the process's read gate (the job's shared outage monitor,
+    `pipeline.outage`) says the whole store is down the reader waits on it without spending tries.
+    """
+    vid, uri = str(item["video_id"]), str(item["uri"])
+    gate = storage.read_gate()
+    delivered, tries, t0 = 0, 0, time.perf_counter()
     while True:
-        try:
-            for batch in _read(item, spec, skip=delivered):
-                delivered += len(batch["clip_index"])
-                failures = 0
-                batch["decode_s"][0] = time.perf_counter() - t0
-                t0 = time.perf_counter()
-                yield batch
-            return
-        except Exception as e:  # noqa: BLE001 - one bad video never fails the job
-            if storage.is_transient(e):
-                failures += 1
-                if failures < spec.storage_attempts:
-                    sleep(spec.storage_backoff_s * 2 ** (failures - 1))
-                    continue
-                yield error_batch(vid, RETRYABLE_STAGE, f"storage unavailable after {spec.storage_attempts} "
-                                                        f"tries: {type(e).__name__}: {e}", spec)
-            elif isinstance(e, DecodeError):
-                yield error_batch(vid, e.stage, e.message, spec)
+        error: BaseException | None = None
+        if not gate.wait(uri):
+            error = storage.StorageOutage(storage.OUTAGE_TEXT)
+        else:
+            try:
+                for batch in _read(item, spec, skip=delivered):
+                    if not delivered:
+                        gate.answered(uri)
+                    delivered += len(batch["clip_index"])
+                    tries = 0
+                    batch["decode_s"][0] = time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    yield batch
+                return
+            except Exception as e:  # noqa: BLE001 - one bad video never fails the job
+                error = e
+        if storage.is_transient(error) and not isinstance(error, storage.StorageOutage):
+            verdict = gate.failed(uri, error)
+            if verdict == storage.WAIT:
+                continue  # the shared backoff decides when to try again
+            if verdict == storage.GIVE_UP:
+                error = storage.StorageOutage(storage.OUTAGE_TEXT)
             else:
-                yield error_batch(vid, "open" if isinstance(e, OSError) else "decode",
-                                  f"{type(e).__name__}: {e}", spec)
-            return
+                tries += 1
+                if tries < spec.storage_attempts:
+                    sleep(spec.storage_backoff_s * 2 ** (tries - 1))
+                    continue
+        elif not storage.is_transient(error):
+            gate.answered(uri)  # the store answered: the failure is the file's
+        stage, message = classify(error, attempts=spec.storage_attempts)
+        yield error_batch(vid, stage, message, spec)
+        return
 
 
 def _read(item: dict[str, Any], spec: ClipConfig, *, skip: int) -> Iterator[dict[str, np.ndarray]]:

@@ -23,7 +23,7 @@ from typing import Any, Iterator
 import numpy as np
 import ray
 
-from pipeline import storage
+from pipeline import outage, storage
 from pipeline.data.clips import ClipConfig
 from pipeline.infer.actor import ClipScorer
 from pipeline.data.errors import error_text
@@ -39,23 +39,27 @@ MAX_BLOCKS = 20_000  # input blocks of the video list (a decode task per block)
 ITEM_FIELDS = ("video_id", "uri", "start_sec", "end_sec")  # what a decode task gets of an input video
 
 
-def decode_videos(batch: dict[str, Any], spec: ClipConfig) -> Iterator[dict[str, np.ndarray]]:
-    """Ray Data UDF: the clip rows of the videos of one input batch, a seek pass per output block."""
+def decode_videos(batch: Any, spec: ClipConfig, gate: Any = None) -> Iterator[dict[str, np.ndarray]]:
+    """Ray Data UDF: the clip rows of the videos of one input batch, a seek pass per output block;
+    `gate`, the job's storage-outage handle (`pipeline.outage`), shared by every reader."""
     import cv2
 
+    from pipeline import outage
+
     cv2.setNumThreads(1)
+    outage.install(gate)
     for item in batch.to_pylist():
         yield from decode_video(item, spec)
 
 
 def scored_clips(items: list[dict[str, Any]], spec: ClipConfig, cfg: InferConfig, checkpoint: str,
-                 pool: Pool, num_classes: int, fault_marker: str = "") -> Any:
+                 pool: Pool, num_classes: int, fault_marker: str = "", gate: Any = None) -> Any:
     """The Ray Data dataset of scored clip rows for `items` (lazy: nothing runs until iterated)."""
     blocks = max(1, min(MAX_BLOCKS, math.ceil(len(items) / cfg.videos_per_task)))
     ds = ray.data.from_items([{k: it.get(k) for k in ITEM_FIELDS} for it in items], override_num_blocks=blocks)
     # The decode tasks reserve `decode_memory` (a real reservation, and remote args unlike the
     # actors', so that Ray Data never fuses decoding into the model actors).
-    ds = ds.map_batches(decode_videos, fn_kwargs={"spec": spec}, batch_size=cfg.videos_per_task,
+    ds = ds.map_batches(decode_videos, fn_kwargs={"spec": spec, "gate": gate}, batch_size=cfg.videos_per_task,
                         batch_format="pyarrow", num_cpus=cfg.decode_num_cpus, memory=cfg.decode_memory_mb * 2**20)
     threads = cfg.torch_threads or max(1, int(cfg.actor_cpus))
     return ds.map_batches(
@@ -106,18 +110,24 @@ def run_inference(checkpoint: str, videos: str | list[dict[str, Any]], output: s
     if todo:
         _quiet_ray_data()
         collector = Collector(writer.items, names, aggregate=cfg.aggregate, top_k=cfg.top_k)
-        ds = scored_clips(todo, spec, cfg, checkpoint, pool, num_classes, storage.join(output, "_fault_injected"))
+        gate = outage.start(cfg.storage_outage_s, first_wait_s=cfg.storage_backoff_s,
+                            max_wait_s=8 * cfg.storage_backoff_s)
+        ds = scored_clips(todo, spec, cfg, checkpoint, pool, num_classes, storage.join(output, "_fault_injected"),
+                          gate)
         try:
-            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                for actor, seconds in zip(batch["actor"], batch["busy_s"]):
-                    busy[actor] = busy.get(actor, 0.0) + float(seconds)
-                result.decode_s += float(batch["decode_s"].sum())
-                writer.add(collector.add(batch))
-                result.clips = collector.clips
-                progress.update(writer.finished, result.clips, list(busy.values()))
+            with outage.watch(gate, "[infer]"):
+                for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                    for actor, seconds in zip(batch["actor"], batch["busy_s"]):
+                        busy[actor] = busy.get(actor, 0.0) + float(seconds)
+                    result.decode_s += float(batch["decode_s"].sum())
+                    writer.add(collector.add(batch))
+                    result.clips = collector.clips
+                    progress.update(writer.finished, result.clips, list(busy.values()))
         except Exception as e:  # noqa: BLE001 - Ray Data gave up: actors dead past their restarts, a task past its retries
-            logging.getLogger(__name__).error("inference ended early: %s", error_text(e))
+            logging.getLogger(__name__).error("inference ended early: %s", error_text(e), exc_info=True)
             writer.add(collector.finish(MODEL, f"model actors failed: {error_text(e)}"))
+        finally:
+            outage.stop(gate)
         writer.add(collector.finish())
     writer.flush(final=True)
     progress.update(writer.finished, result.clips, list(busy.values()), final=True)

@@ -85,7 +85,7 @@ def test_the_pool_asks_for_gpus_from_zero_and_grows_to_every_gpu_node(fake_clust
     summary = json.loads((out / "summary.json").read_text())
     assert summary["model"]["gpus_now"] == 0 and summary["model"]["gpus_max"] == 2  # none at the start
     assert summary["model"]["num_gpus"] == 1 and summary["model"]["max_actors"] == 2
-    assert summary["model_nodes"] == 2, stdout[-3000:]  # the pool grew onto both GPU nodes
+    assert summary["this_run"]["model_nodes"] == 2, stdout[-3000:]  # the pool grew onto both GPU nodes
     rows = read_rows(str(out))
     assert sorted(r["video_id"] for r in rows) == [f"v{i:02d}" for i in range(16)]  # each video once
     assert all(r["status"] == "ok" and r["num_clips"] == 3 for r in rows)

@@ -26,8 +26,8 @@ def _ok_row(vid: str, label: str = "left") -> dict:
 
 def test_merge_keeps_one_row_per_video_ok_over_error(tmp_path):
     out = str(tmp_path / "out")
-    write_part(out, [error_row("a", "/v/a.mp4", "decode.open", "transient"), _ok_row("b")])
-    write_part(out, [_ok_row("a"), error_row("c", "/v/c.mp4", "decode.open", "missing")])  # rerun
+    write_part(out, [error_row("a", "/v/a.mp4", "open", "transient"), _ok_row("b")])
+    write_part(out, [_ok_row("a"), error_row("c", "/v/c.mp4", "open", "missing")])  # rerun
     write_part(out, [_ok_row("b", "up"), _ok_row("zzz")])  # b again; zzz is not in this input
     (tmp_path / "out" / "parts" / ".part-x.parquet.123.tmp").write_bytes(b"half written")
     assert len(list_parts(out)) == 3  # temporary files are not parts
@@ -39,5 +39,5 @@ def test_merge_keeps_one_row_per_video_ok_over_error(tmp_path):
     lines = (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()
     assert sorted(json.loads(x)["video_id"] for x in lines) == ["a", "b", "c"]
     errors = pq.read_table(tmp_path / "out" / "errors.parquet").to_pylist()
-    assert errors == [{"uri": "/v/c.mp4", "stage": "decode.open", "error": "missing"}]
+    assert errors == [{"uri": "/v/c.mp4", "stage": "open", "error": "missing"}]
 

@@ -1,18 +1,12 @@
 """Why inference resumes from its own part files rather than Ray Data's job-level checkpointing.
 
 `DataContext.checkpoint_config = CheckpointConfig(id_column=...)` records the ids its write has
-stored and drops them from the input of the next run. Two things keep it out of `jobs.infer`
-(docs/RAY.md, "Inference"), shown here on a real local Ray:
-
-- it stores every written row's id, error rows included, so a video that failed for a transient
-  reason (a storage outage) is never tried again;
-- it is switched off (with a warning) for a plan that does not start with a file read, such as
-  the `from_items` dataset of videos still to do.
+stored and drops them from the input of the next run. It stores every written row's id, error
+rows included, so a video that failed for a transient reason (a storage outage) would never be
+tried again: shown here on a real local Ray (the other reasons are in docs/RAY.md, "Inference").
 """
 
 from __future__ import annotations
-
-import warnings
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -51,13 +45,3 @@ def test_a_failed_row_is_checkpointed_and_never_tried_again(ray_local, checkpoin
     assert {r["video_id"]: r["status"] for r in first}["v1"] == "error"
     rerun = pq.read_table(tmp_path / "rerun").to_pylist() if any((tmp_path / "rerun").glob("*.parquet")) else []
     assert "v1" not in {r["video_id"] for r in rerun}  # the error row's id was checkpointed: not retried
-
-
-def test_a_from_items_plan_is_not_checkpointed(ray_local, checkpointing, tmp_path):
-    import ray
-
-    ds = ray.data.from_items([{"video_id": f"v{i}"} for i in range(4)]).map_batches(_classifier(), batch_format="pandas")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        ds.write_parquet(str(tmp_path / "out"))
-    assert any("doesn't support checkpointing" in str(w.message) for w in caught)

@@ -184,7 +184,7 @@ def test_a_storage_outage_is_a_retryable_row_and_a_rerun_scores_the_video(ray_lo
     s3_proxy.fail(503, path_contains="/in/clip")  # every video read answers 503: a full outage
     try:
         assert _run_job(untrained_ckpt, f"s3://{s3_bucket}/in", out, "--storage-attempts", "2",
-                        "--storage-backoff-s", "0.1") == 0
+                        "--storage-backoff-s", "0.1", "--storage-outage-s", "2") == 0
     finally:
         s3_proxy.heal()
     rows = {r["video_id"]: r for r in storage.read_parquet(f"{out}/predictions.parquet").to_pylist()}
@@ -193,6 +193,38 @@ def test_a_storage_outage_is_a_retryable_row_and_a_rerun_scores_the_video(ray_lo
     assert _run_job(untrained_ckpt, f"s3://{s3_bucket}/in", out) == 0  # storage is back
     rows = {r["video_id"]: r["status"] for r in storage.read_parquet(f"{out}/predictions.parquet").to_pylist()}
     assert rows == {"clip0": "ok", "clip1": "ok"}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_an_outage_longer_than_every_videos_tries_costs_no_rerun(s3_bucket, s3_proxy, untrained_ckpt, short_videos):
+    """Every video GET answers 503 for 15 s, far past each video's own tries (2 tries 0.1 s apart,
+    the S3 client's own retries off): the readers notice the store is down, wait on one shared
+    backoff, say so, and go on when it answers, so every video is classified in the one run. The
+    job runs as its own driver with its own local Ray, whose workers inherit the client settings."""
+    import threading
+
+    for p in short_videos[:4]:
+        storage.write_bytes_atomic(f"s3://{s3_bucket}/out_in/{Path(p).name}", Path(p).read_bytes())
+    out = f"s3://{s3_bucket}/outage_out"
+    cmd = [sys.executable, "-m", "jobs.infer", "--checkpoint", untrained_ckpt, "--videos", f"s3://{s3_bucket}/out_in",
+           "--output", out, *CLIP_ARGS, "--storage-attempts", "2", "--storage-backoff-s", "0.1",
+           "--storage-outage-s", "120"]
+    env = {**os.environ, "RAY_ADDRESS": "local", "AWS_MAX_ATTEMPTS": "1", "AWS_RETRY_MODE": "standard",
+           "PYTHONPATH": str(REPO)}
+    s3_proxy.fail(503, path_contains="/out_in/clip")
+    healer = threading.Timer(15.0, s3_proxy.heal)
+    healer.start()
+    try:
+        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=360)
+    finally:
+        healer.cancel()
+        s3_proxy.heal()
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = {r["video_id"]: r["status"] for r in storage.read_parquet(f"{out}/predictions.parquet").to_pylist()}
+    assert rows == {f"clip{i}": "ok" for i in range(4)}
+    assert "storage unavailable for" in proc.stdout and "every reader waits" in proc.stdout  # said once
+    assert proc.stdout.count("storage unavailable for") == 1
 
 
 def test_at_20_percent_storage_faults_the_predictions_are_a_clean_runs(ray_local, s3_bucket, s3_proxy,
