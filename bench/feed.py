@@ -229,7 +229,7 @@ def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 def interleaved(src: str, copy: str, cfg, n: int, reps: int, loop_batch: int) -> tuple[dict, dict, list[float]]:
-    """`reps` source runs and copy runs, alternating (this VM's speed drifts by up to ~1.4x within
+    """`reps` source runs and copy runs, alternating (a shared VM's speed can drift by ~1.4x within
     minutes): (median source run, median copy run, source/copy CPU ratio of each adjacent pair)."""
     runs = [(ray_all_in(src, cfg, n, loop_batch), ray_all_in(copy, cfg, n, loop_batch)) for _ in range(reps)]
     return (median_run([s for s, _ in runs]), median_run([c for _, c in runs]),

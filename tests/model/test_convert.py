@@ -74,6 +74,7 @@ def test_hf_save_pretrained_folder_converts(tmp_path):
 
 
 def test_a_source_the_family_cannot_take_is_an_error(tmp_path, capsys):
+    torch.save({}, tmp_path / "x.pyth")  # the input exists: the source is what is wrong
     assert main(["--source", "official", "--input", str(tmp_path / "x.pyth"), "--preset", "vivit_debug",
                  "--output", str(tmp_path / "m.pt")]) == 1
     assert "--source must be one of ['hf', 'ours']" in capsys.readouterr().err
