@@ -36,7 +36,7 @@ HISTORY = [
     r"\bthis session\b", r"\bsessions\b", r"\bgpu_session\b", r"\bdevice tool\b",
     r"\b(was|were|been|be|is|not|no GPU) lent\b", r"\blent (to|GPU|machine|node)\b",
     r"\bwhen a GPU (was|is|becomes|machine was)\b", r"\bmachine was (shared|available|at hand|loaded|lent)\b",
-    r"\bat hand\b", r"\bother work\b", r"\bother (engineers|helpers|sessions)\b",
+    r"\bat hand\b", r"\bother work\b", r"\bother jobs running\b", r"\bother (engineers|helpers|sessions)\b",
     r"\bearlier runs on a loaded machine\b", r"\bthe lead('s)?\b",
 ]
 
@@ -95,7 +95,8 @@ def test_the_history_phrases_catch_history_and_not_the_software():
     pattern = re.compile("|".join(HISTORY), re.I)
     history = ["no GPU has been lent to this project's sessions so far", "as issue 13 measured it",
                "(#15)", "bench/gpu_session.sh", "Earlier runs on a loaded machine (2026-11-21)",
-               "the lead's quiet re-run replaces them", "written, not run here: no GPU lent"]
+               "the lead's quiet re-run replaces them", "written, not run here: no GPU lent",
+               "at load 28-35 (other jobs running)"]
     software = ['@pytest.fixture(scope="session")', "`video_id#2`, `#3`, ... when it is taken",
                 "the job reused the session's Ray", "bash bench/gpu.sh on any CUDA machine"]
     assert [bool(pattern.search(t)) for t in history] == [True] * len(history)
