@@ -118,7 +118,7 @@ class EvalSection:
 
     checkpoint: str = ""  # default: <run folder>/model.pt
     batch_size: int = 8  # views per scoring batch
-    device: str = "cpu"  # where --eval-only scores (cpu or cuda)
+    device: str = "auto"  # the model actors of --eval-only: auto (on GPU nodes when the cluster has or can add them), cpu or cuda
     allow_resample: bool = False  # accept data.num_frames other than the model's (its time / position embedding is resampled)
 
 

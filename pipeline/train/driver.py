@@ -7,14 +7,12 @@ and the `--eval-only` video-level evaluation of a trained model.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import ray
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from pipeline import model as models
 from pipeline import storage
 from pipeline.config import ConfigError, to_dict
 from pipeline.data.dataset import build_clip_dataset
