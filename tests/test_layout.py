@@ -15,12 +15,12 @@ from pathlib import Path
 import pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
-# The only modules that may import ray: the Ray Data builder, Ray Train, the inference tasks/actors,
-# the explain run.
+# The only modules that may import ray: the Ray Data builder, Ray Train and its workers' stream, the
+# inference driver and tasks, the explain run.
 RAY_MODULES = {
     "pipeline.data.dataset",
-    "pipeline.train.loop", "pipeline.train.driver",
-    "pipeline.infer.actor", "pipeline.infer.tasks", "pipeline.infer.scheduler", "pipeline.infer.driver",
+    "pipeline.train.loop", "pipeline.train.driver", "pipeline.train.stream",
+    "pipeline.infer.tasks", "pipeline.infer.driver",
     "pipeline.explain.run",
 }
 
