@@ -115,7 +115,8 @@ def run_inference(checkpoint: str, videos: str | list[dict[str, Any]], output: s
         ds = scored_clips(todo, spec, cfg, checkpoint, pool, num_classes, storage.join(output, "_fault_injected"),
                           gate)
         try:
-            with outage.watch(gate, "[infer]"):
+            with outage.watch(gate, "[infer]"), progress.ticking(
+                    lambda: (writer.finished, result.clips, list(busy.values()))):
                 for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
                     for actor, seconds in zip(batch["actor"], batch["busy_s"]):
                         busy[actor] = busy.get(actor, 0.0) + float(seconds)

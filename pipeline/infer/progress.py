@@ -6,9 +6,11 @@ in the output every few seconds, and once more at the end.
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import threading
 import time
-from typing import Any, Callable, Sequence, TextIO
+from typing import Any, Callable, Iterator, Sequence, TextIO
 
 from pipeline import storage
 from pipeline.progress import eta_seconds, format_duration
@@ -25,13 +27,18 @@ class Progress:
         self.clock, self.stream = clock, stream
         self.t0 = clock()
         self.last: float | None = None
+        self.lock = threading.Lock()
 
     def update(self, done: int, clips: int, busy_s: Sequence[float], *, final: bool = False) -> dict[str, Any] | None:
         """Show the state when it is time (or `final`); returns what was shown, else None."""
-        now = self.clock()
-        if not final and self.last is not None and now - self.last < self.every_s:
-            return None
-        self.last = now
+        with self.lock:
+            now = self.clock()
+            if not final and self.last is not None and now - self.last < self.every_s:
+                return None
+            self.last = now
+            return self._show(now, done, clips, busy_s, final)
+
+    def _show(self, now: float, done: int, clips: int, busy_s: Sequence[float], final: bool) -> dict[str, Any]:
         elapsed = max(now - self.t0, 1e-9)
         idle = 1.0 - sum(busy_s) / (elapsed * len(busy_s)) if busy_s else 1.0
         state = {"videos_done": done, "videos_total": self.total, "done_before": self.skipped,
@@ -41,6 +48,27 @@ class Progress:
         print(self.line(state), file=self.stream or sys.stdout, flush=True)
         storage.write_json(storage.join(self.output, PROGRESS_FILE), state)
         return state
+
+    @contextlib.contextmanager
+    def ticking(self, state: Callable[[], tuple[int, int, Sequence[float]]]) -> Iterator[None]:
+        """While the block runs, show `state()` (done, clips, busy seconds) every `every_s` even when
+        nothing finishes (e.g. while the autoscaler brings up the first GPU node)."""
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(self.every_s):
+                try:
+                    self.update(*state())
+                except RuntimeError:  # the state changed while it was read: the next tick shows it
+                    continue
+
+        thread = threading.Thread(target=loop, name="infer-progress", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=10)
 
     @staticmethod
     def line(s: dict[str, Any]) -> str:

@@ -32,3 +32,20 @@ def test_lines_every_interval_and_progress_json(tmp_path):
     assert len(lines) == 3
     assert lines[1] == "[infer] videos 5/10 (3 done before) | 4.0 clips/s | actor idle 50% | ETA 10s"
     assert lines[2].endswith("| done")
+
+
+def test_the_line_keeps_coming_while_nothing_finishes(tmp_path):
+    """While no video finishes (the first GPU node still starting), the state is shown every interval."""
+    import io
+    import time
+
+    from pipeline.infer.progress import Progress
+
+    out = io.StringIO()
+    progress = Progress(str(tmp_path), total=4, every_s=0.05, stream=out)
+    with progress.ticking(lambda: (0, 0, [])):
+        deadline = time.monotonic() + 30
+        while out.getvalue().count("\n") < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    lines = out.getvalue().splitlines()
+    assert len(lines) >= 3 and all(line.startswith("[infer] videos 0/4 | ") for line in lines)
