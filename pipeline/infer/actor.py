@@ -36,7 +36,7 @@ def _node_id() -> str:
     try:
         import ray
 
-        return ray.get_runtime_context().get_node_id()[:12]
+        return ray.get_runtime_context().get_node_id()
     except Exception:  # noqa: BLE001
         return "local"
 

@@ -26,7 +26,7 @@ class InferConfig:
     num_frames: int | None = None  # frames per clip (None: the checkpoint's recipe)
     sampling_rate: int | None = None  # source frames between sampled frames at 30 fps (None: the checkpoint's recipe)
     sampling: Literal["uniform", "cover"] | None = "cover"  # cover: non-overlapping clips over the whole video (HowTo100M); uniform: `clips` evenly spaced (None: the recipe's eval protocol)
-    clips: int | None = None  # with sampling=uniform: clips per video (None: the recipe's)
+    clips: int | None = None  # with sampling=uniform: clips per video (None: 1; the recipe's with sampling None)
     crops: Literal[1, 3] | None = None  # 1 centre crop, or 3 crops along the long side, scores averaged (None: the recipe's)
     short_side: int | None = None  # resize short side to this (None: the recipe's; follows --crop-size when the recipe resizes to its crop)
     crop_size: int | None = None  # square crop side (None: the recipe's)
