@@ -54,7 +54,8 @@ def check_inputs(job: InferJobConfig):
     run. Returns the inference plan; raises ConfigError with one line."""
     from pipeline.infer import plan_inference
     from pipeline.infer.inputs import check_checkpoint, check_clips, check_videos
-    from pipeline.infer.outputs import claim_output
+    from pipeline.guard import claim_output
+    from pipeline.infer.outputs import MARKER, OWNED, run_settings
     from pipeline.model.recipe import RecipeError
 
     model_cfg, ckpt = check_checkpoint(job.checkpoint)  # the one read of the checkpoint on the driver
@@ -68,8 +69,9 @@ def check_inputs(job: InferJobConfig):
     check_videos(job.videos, job.howto100m_template or None)
     if job.labels and not storage.exists(job.labels):
         raise ConfigError(f"--labels {job.labels}: not found")
-    claim_output(job.output, job.checkpoint, job.videos, job.infer_config(), overwrite=job.overwrite,
-                 howto100m_template=job.howto100m_template)
+    claim_output(job.output, MARKER, run_settings(job.checkpoint, job.videos, job.infer_config(),
+                                                  job.howto100m_template),
+                 overwrite=job.overwrite, owned=OWNED, job="jobs.infer")
     return plan
 
 

@@ -38,12 +38,12 @@ from typing import Any
 from pipeline.infer.config import InferConfig, InferPlan, InferResult, clip_config, plan_inference, resolve_infer
 from pipeline.infer.decode import decode_video, read_video
 from pipeline.infer.inputs import list_videos, read_label_names
-from pipeline.infer.outputs import (PARTS_DIR, PLOTS_DIR, SCHEMA, done_video_ids, error_row, list_parts,
+from pipeline.infer.outputs import (PARTS_DIR, PLOTS_DIR, SCHEMA, done_video_ids, failed_row, list_parts,
                                     merge_parts, part_name, plot_uri, prediction_row, write_part,
                                     write_summary)
 
 __all__ = ["InferConfig", "InferPlan", "InferResult", "plan_inference", "resolve_infer", "PARTS_DIR", "PLOTS_DIR",
-           "SCHEMA", "done_video_ids", "error_row", "list_parts", "list_videos", "merge_parts", "part_name",
+           "SCHEMA", "done_video_ids", "failed_row", "list_parts", "list_videos", "merge_parts", "part_name",
            "plot_uri", "prediction_row", "read_label_names", "clip_config", "decode_video", "read_video",
            "write_part", "write_summary"]
 

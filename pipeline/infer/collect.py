@@ -19,7 +19,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from pipeline.infer.outputs import error_row, prediction_row
+from pipeline.data.errors import error_row
+from pipeline.infer.outputs import failed_row, prediction_row
 
 LOST = "worker"  # stage of a video whose clips did not all come back (retryable)
 MODEL = "model"  # stage of the videos left when the model actors failed past their restarts (retryable)
@@ -52,8 +53,8 @@ class Collector:
             if vid in self.finished or vid not in self.items:
                 continue
             if batch["error"][j]:
-                yield self._close(vid, error_row(vid, self.items[vid]["uri"], str(batch["stage"][j]),
-                                                 str(batch["error"][j]), self.items[vid].get("target")))
+                error = error_row(self.items[vid]["uri"], str(batch["stage"][j]), str(batch["error"][j]))
+                yield self._close(vid, failed_row(vid, error, self.items[vid].get("target")))
                 continue
             v = self.open.get(vid) or self._start(vid, int(batch["num_clips"][j]), batch["logits"][j].shape)
             c = int(batch["clip_index"][j])
@@ -79,8 +80,8 @@ class Collector:
             v = self.open.get(vid)
             got = f"{int(v.have.sum())} of {len(v.have)} clips" if v is not None else "no clips"
             text = f"{reason}; " if reason else ""
-            yield self._close(vid, error_row(vid, item["uri"], stage, f"{text}scores incomplete: {got} came back",
-                                             item.get("target")))
+            error = error_row(item["uri"], stage, f"{text}scores incomplete: {got} came back")
+            yield self._close(vid, failed_row(vid, error, item.get("target")))
 
     def _start(self, vid: str, num_clips: int, view_shape: tuple[int, ...]) -> _Open:
         k = max(1, num_clips)

@@ -10,7 +10,8 @@ from pipeline import storage
 from pipeline.config import ConfigError
 from pipeline.data.errors import error_text
 from pipeline.infer.config import InferConfig
-from pipeline.infer.outputs import error_row
+from pipeline.data.errors import error_row
+from pipeline.infer.outputs import failed_row
 
 
 
@@ -33,7 +34,7 @@ def list_videos(videos_uri: str, howto100m_template: str | None = None
                   "segments": r.get("segments"), "start_sec": r.get("start_sec"), "end_sec": r.get("end_sec")}
                  for r in man.rows]
         for e in man.errors:
-            errors.append(error_row(_stem(e["uri"]), e["uri"], e["stage"], e["error"]))
+            errors.append(failed_row(_stem(e["uri"]), error_row(e["uri"], e["stage"], e["error"])))
     else:
         root = storage.filesystem(videos_uri)[1].rstrip("/")
         items = []
@@ -47,7 +48,8 @@ def list_videos(videos_uri: str, howto100m_template: str | None = None
     unique = []
     for it in items:
         if it["video_id"] in seen:
-            errors.append(error_row(it["video_id"], it["uri"], "manifest", f"duplicate video_id {it['video_id']!r}"))
+            errors.append(failed_row(it["video_id"], error_row(it["uri"], "manifest",
+                                                                f"duplicate video_id {it['video_id']!r}")))
             continue
         seen.add(it["video_id"])
         unique.append(it)

@@ -20,7 +20,6 @@ import pyarrow.parquet as pq
 from pipeline import aggregate as agg
 from pipeline import storage
 from pipeline.data.clips import ClipConfig
-from pipeline.data.errors import error_text
 from pipeline.infer.config import InferConfig, InferResult
 
 PARTS_DIR = "parts"
@@ -32,12 +31,12 @@ RESULT_FIELDS = ("num_frames", "sampling_rate", "sampling", "clips", "crops", "s
                  "aggregate", "top_k", "labels")  # settings that change the rows
 
 
-def error_row(video_id: str, uri: str, stage: str, error: str, target: str | None = None) -> dict[str, Any]:
-    """An output row for a video that could not be classified (the error as a short plain line)."""
-    return {"video_id": video_id, "uri": uri, "status": "error", "stage": stage, "error": error_text(error),
-            "target": target, "duration": None, "fps": None, "num_clips": 0, "num_padded": 0,
-            "label": None, "label_id": None, "score": None, "top_labels": [], "top_ids": [],
-            "top_scores": [], "timeline": [], "truncated": None}
+def failed_row(video_id: str, error: dict[str, str], target: str | None = None) -> dict[str, Any]:
+    """The output row of a video that could not be classified: its error row
+    (`pipeline.data.errors.error_row`: uri, stage, error) with the video's id and target."""
+    return {"video_id": video_id, "status": "error", "target": target, "duration": None, "fps": None,
+            "num_clips": 0, "num_padded": 0, "label": None, "label_id": None, "score": None, "top_labels": [],
+            "top_ids": [], "top_scores": [], "timeline": [], "truncated": None, **error}
 
 
 def prediction_row(item: dict[str, Any], meta: dict[str, Any], clip_logits: np.ndarray,
@@ -173,15 +172,12 @@ def plot_uri(output: str, video_id: str) -> str:
     return storage.join_inside(storage.join(output, PLOTS_DIR), storage.safe_relpath(video_id, ".png"))
 
 
-def claim_output(output: str, checkpoint: str, videos: str, cfg: InferConfig, *, overwrite: bool,
-                 howto100m_template: str = "") -> None:
-    """Refuse (ConfigError) an output folder that holds another job's files or a run of other
-    settings, unless `overwrite`; a rerun with the same settings resumes. Writes `_infer.json`."""
-    from pipeline.guard import claim_output as claim
-
-    settings = {"checkpoint": checkpoint, "videos": videos, "howto100m_template": howto100m_template,
-                **{k: getattr(cfg, k) for k in RESULT_FIELDS}}
-    claim(output, MARKER, settings, overwrite=overwrite, owned=OWNED, job="jobs.infer")
+def run_settings(checkpoint: str, videos: str, cfg: InferConfig, howto100m_template: str = "") -> dict[str, Any]:
+    """What makes two runs into one output folder the same run (the marker `_infer.json` records
+    it for `pipeline.guard.claim_output`): the inputs and the settings that change the rows, not
+    the throughput settings, which a rerun may change."""
+    return {"checkpoint": checkpoint, "videos": videos, "howto100m_template": howto100m_template,
+            **{k: getattr(cfg, k) for k in RESULT_FIELDS}}
 
 
 def write_summary(checkpoint: str, cfg: InferConfig, spec: ClipConfig, info: dict[str, Any],

@@ -12,7 +12,8 @@ from jobs.infer import main
 from pipeline import storage
 from pipeline.config import ConfigError
 from pipeline.infer import InferConfig
-from pipeline.infer.outputs import claim_output, plot_uri
+from pipeline.guard import claim_output as guard_claim
+from pipeline.infer.outputs import MARKER, OWNED, plot_uri, run_settings
 
 
 @pytest.fixture()
@@ -70,6 +71,11 @@ def test_refuses_another_jobs_output_folder(user_error, inputs, tmp_path):
     (pre / "_progress" / "config.json").write_text("{}")
     (pre / "labels.json").write_text(json.dumps({"names": ["z", "y", "x", "w"]}))
     user_error(main, ["--checkpoint", ckpt, "--videos", man, "--output", pre], "did not write")
+
+
+def claim_output(out, checkpoint, videos, cfg, *, overwrite):
+    """What jobs.infer does with its output folder before Ray starts."""
+    guard_claim(out, MARKER, run_settings(checkpoint, videos, cfg), overwrite=overwrite, owned=OWNED, job="jobs.infer")
 
 
 def test_same_settings_resume_other_settings_are_refused(s3_bucket):
