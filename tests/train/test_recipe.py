@@ -48,11 +48,17 @@ def trained_run(tmp_path_factory):
     return cfg, storage.join(run_dir_of(cfg.run), "model.pt")
 
 
-def test_inference_without_clip_flags_makes_the_clips_validation_made(trained_run):
+def test_inference_with_the_recipes_protocol_makes_the_clips_validation_made(trained_run):
+    """With no clip flags the model sees the recipe's clips; with the recipe's protocol
+    (`sampling=None`, as --eval-only) it sees exactly what validation decoded. Without it, a long
+    video is covered (the job's default), with the recipe's frames, rate and crop, and no warning."""
     cfg, ckpt = trained_run
     plan = plan_inference(ckpt, InferConfig())
     assert not plan.warnings and plan.recipe["labels"] == list(synthetic.CLASSES)
+    assert plan.resolved.values["sampling"] == "cover"
     assert (plan.recipe["num_frames"], plan.recipe["sampling_rate"], plan.recipe["crop_size"]) == (8, 4, 32)
+    plan = plan_inference(ckpt, InferConfig(sampling=None))
+    assert not plan.warnings
     spec = clip_config(InferConfig(), plan.resolved.values)
     legacy = clip_config(InferConfig(), {**plan.resolved.values, "sampling_rate": 32, "sampling": "cover"})
     val = load_manifest(cfg.val_manifest)
