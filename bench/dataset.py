@@ -55,11 +55,11 @@ def compare(rows: list[dict], epochs: int, *, with_peer: bool = True) -> dict[st
     """Build the dataset (and, with `with_peer`, the peer's item list) on the running Ray; prints
     and returns the seconds and driver RSS growth (MB) of each (`bench.scale` reuses it)."""
     from pipeline.data.dataset import build_clip_dataset
-    from pipeline.data.rows import DataConfig
+    from pipeline.data.rows import DecodeConfig
 
-    build_clip_dataset(_rows(100), DataConfig(), mode="train", seed=0, epochs=2)  # warm-up: imports, first put
+    build_clip_dataset(_rows(100), DecodeConfig(), mode="train", seed=0, epochs=2)  # warm-up: imports, first put
     print(f"load {os.getloadavg()[0]:.2f}; {len(rows)} rows x {epochs} epochs")
-    ours_s, ours_mb = measure(lambda: build_clip_dataset(rows, DataConfig(), mode="train", seed=0, epochs=epochs))
+    ours_s, ours_mb = measure(lambda: build_clip_dataset(rows, DecodeConfig(), mode="train", seed=0, epochs=epochs))
     print(f"ours: {ours_s:.2f} s, +{ours_mb:.0f} MB driver RSS")
     out = {"ours_s": ours_s, "ours_mb": ours_mb}
     if with_peer:

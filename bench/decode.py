@@ -226,7 +226,7 @@ def bench_ray(path: str, clips: int, num_cpus: int = 1) -> tuple[Timing, Timing]
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     info = probe(path)
     short = min(info.width, info.height)
-    cfg = ds_mod.DataConfig(num_frames=8, sampling_rate=32, crop_size=short,
+    cfg = ds_mod.DecodeConfig(num_frames=8, sampling_rate=32, crop_size=short,
                             train_short_side=(short, short), hflip=False, num_cpus=1.0, memory=0)
     rows = [{"path": path, "label": 0, "video_id": f"v{i}"} for i in range(clips)]
     plain = per_clip(plain_clip, path, clip_list(info.num_frames, info.fps, "8x32", clips, seed=5))

@@ -109,9 +109,9 @@ def clips_per_s_per_gpu(gmac: float) -> float:
 
 
 def data_config(frames: int, rate: int, crop: int, clips_per_video: int = 1, rows_per_task: int = 16):
-    from pipeline.data.rows import DataConfig
+    from pipeline.data.rows import DecodeConfig
 
-    return DataConfig(num_frames=frames, sampling_rate=rate, crop_size=crop, batch_size=rows_per_task,
+    return DecodeConfig(num_frames=frames, sampling_rate=rate, crop_size=crop, batch_size=rows_per_task,
                       clips_per_video=clips_per_video, memory=0)
 
 

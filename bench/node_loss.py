@@ -53,13 +53,13 @@ def main() -> None:
 
     from pipeline.data.dataset import build_clip_dataset
     from pipeline.data.manifest import load_manifest
-    from pipeline.data.rows import DataConfig
+    from pipeline.data.rows import DecodeConfig
     from pipeline.data.synthetic import make_corpus
 
     root = tempfile.mkdtemp(prefix="bench-node-loss-")
     rows = load_manifest(make_corpus(root, videos=args.videos, seconds=2.0, size=(64, 48), seed=0,
                                      val_fraction=0.0)).rows
-    cfg = DataConfig(num_frames=8, sampling_rate=4, crop_size=32, train_short_side=(32, 40), short_side=32,
+    cfg = DecodeConfig(num_frames=8, sampling_rate=4, crop_size=32, train_short_side=(32, 40), short_side=32,
                      num_cpus=1.0, memory=0, batch_size=2)
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 0, "include_dashboard": False, "object_store_memory": 150 * 2**20,

@@ -40,7 +40,7 @@ from pipeline import storage
 from pipeline.cli import flag_error
 from pipeline.config import ConfigError
 from pipeline.data.decode import MAX_PIXELS
-from pipeline.data.rows import WORK_COLUMNS, DataConfig, manifest_table, process_row, views_to_batch
+from pipeline.data.rows import WORK_COLUMNS, DecodeConfig, manifest_table, process_row, views_to_batch
 from pipeline.data.manifest import write_labels
 
 log = logging.getLogger("jobs.preprocess")
@@ -84,10 +84,10 @@ EXAMPLES = """examples:
       --output s3://b/howto-cover --sampling cover --short-side 224"""
 
 
-def data_config(cfg: PreprocessConfig) -> DataConfig:
-    """The DataConfig for val/test-style deterministic clips of the job."""
+def data_config(cfg: PreprocessConfig) -> DecodeConfig:
+    """The DecodeConfig for val/test-style deterministic clips of the job."""
     crop = cfg.short_side if cfg.crop_size is None else (cfg.crop_size or None)
-    return DataConfig(
+    return DecodeConfig(
         num_frames=cfg.num_frames, sampling_rate=cfg.sampling_rate, crop_size=crop,
         train_short_side=(cfg.short_side, cfg.short_side), short_side=cfg.short_side,
         clips=cfg.clips, crops=cfg.crops, sampling=cfg.sampling, decode_threads=cfg.decode_threads,
@@ -95,8 +95,8 @@ def data_config(cfg: PreprocessConfig) -> DataConfig:
         storage_attempts=cfg.storage_attempts, storage_backoff_s=cfg.storage_backoff_s, max_pixels=cfg.max_pixels)
 
 
-def validate(cfg: PreprocessConfig) -> DataConfig:
-    """Checks the schema cannot express; returns the job's DataConfig (raises ConfigError)."""
+def validate(cfg: PreprocessConfig) -> DecodeConfig:
+    """Checks the schema cannot express; returns the job's DecodeConfig (raises ConfigError)."""
     check_flags(("rows-per-shard", cfg.rows_per_shard), cfg.storage_attempts, cfg.storage_outage_s)
     if not cfg.shard_mb > 0:
         raise ConfigError(f"--shard-mb: must be > 0, got {cfg.shard_mb}")
@@ -151,7 +151,7 @@ def _remove_shard_files(clips_dir: str, index: int) -> None:
         fs.rm(old)
 
 
-def process_shard(spec: dict[str, Any], context: tuple[DataConfig, int, int]) -> dict[str, Any]:
+def process_shard(spec: dict[str, Any], context: tuple[DecodeConfig, int, int]) -> dict[str, Any]:
     """Decode one shard's rows and write its Parquet file(s); returns its marker (written by the
     skeleton: `shard-N.json`, or `shard-N.partial.json` when rows failed only because storage was
     unavailable, which a re-run redoes)."""

@@ -41,7 +41,7 @@ def _top_names(output: str, limit: int = 3) -> list[str]:
 
 _CONTENT = {"manifest_rows": "the manifest's rows", "manifest_sha1": "the manifest's rows",
             "labels": "the labels"}  # what the user changed when these derived keys differ
-_FLAG_OF = {"train_short_side": "short_side", "memory": "memory_mb"}  # DataConfig names jobs spell otherwise
+_FLAG_OF = {"train_short_side": "short_side", "memory": "memory_mb"}  # DecodeConfig names jobs spell otherwise
 
 
 def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

@@ -1,7 +1,7 @@
 """Ray Data clip datasets: manifest rows -> decoded uint8 clips (the only ray import in data/).
 
     rows = read_manifest("s3://bucket/train.csv")
-    ds = build_clip_dataset(rows, DataConfig(num_frames=8, crop_size=224), mode="train", seed=0,
+    ds = build_clip_dataset(rows, DecodeConfig(num_frames=8, crop_size=224), mode="train", seed=0,
                             epochs=10, error_uri="s3://bucket/run/errors")
 
 Pipeline: the manifest goes into the object store once as an Arrow table; the dataset starts
@@ -44,12 +44,12 @@ import ray
 from pipeline.data.clips import Mode
 from pipeline.data.errors import write_errors
 from pipeline.data.position import Layout, epoch_order, step_spans
-from pipeline.data.rows import DataConfig, manifest_table, process_row, views_to_batch
+from pipeline.data.rows import DecodeConfig, manifest_table, process_row, views_to_batch
 
 log = logging.getLogger(__name__)
 
 
-def _decode_batch(batch: pa.Table, *, cfg: DataConfig, mode: str, seed: int,
+def _decode_batch(batch: pa.Table, *, cfg: DecodeConfig, mode: str, seed: int,
                   error_uri: str | None) -> Iterator[dict[str, np.ndarray]]:
     """map_batches UDF: a batch of manifest rows -> a batch of clip views (bad rows dropped).
 
@@ -107,7 +107,7 @@ def unit_span(unit_id: int, num_rows: int, unit_size: int, first_epoch: int = 0)
     return first_epoch + unit_id // per_epoch, lo, min(lo + unit_size, num_rows)
 
 
-def build_clip_dataset(rows: Sequence[dict[str, Any]], cfg: DataConfig, *, mode: Mode, seed: int,
+def build_clip_dataset(rows: Sequence[dict[str, Any]], cfg: DecodeConfig, *, mode: Mode, seed: int,
                        error_uri: str | None = None, epoch: int = 0, epochs: int = 1,
                        materialize: bool = False) -> "ray.data.Dataset":
     """Manifest rows -> a Ray Dataset of uint8 clip views (see the module docstring for columns).
@@ -150,7 +150,7 @@ def _step_rows(unit: dict[str, Any], *, table_ref: list[Any], layout: Layout, fi
     return [{**r, **s} for r, s in zip(rows, spans)]
 
 
-def _decode_spans(batch: pa.Table, *, cfg: DataConfig, seed: int,
+def _decode_spans(batch: pa.Table, *, cfg: DecodeConfig, seed: int,
                   error_uri: str | None) -> Iterator[dict[str, np.ndarray]]:
     """map_batches UDF of a position stream: rows -> their clips inside [clip_lo, clip_hi), tagged
     with the step; `views_decoded` (on the first kept view of each row) counts every clip the
@@ -182,7 +182,7 @@ def _decode_spans(batch: pa.Table, *, cfg: DataConfig, seed: int,
         yield out
 
 
-def build_position_stream(table_ref: Any, cfg: DataConfig, *, layout: Layout, start_step: int, end_step: int,
+def build_position_stream(table_ref: Any, cfg: DecodeConfig, *, layout: Layout, start_step: int, end_step: int,
                           rank: int, world: int, error_uri: str | None = None) -> "ray.data.Dataset":
     """The train clips worker `rank` of `world` consumes in steps [start_step, end_step), in order.
 

@@ -1,6 +1,6 @@
 """Manifest rows -> clip rows: open a video, read its clips, flatten them to one row per view (no Ray).
 
-    views, error = process_row(row, DataConfig(num_frames=8), mode="train", seed=0, epoch=3)
+    views, error = process_row(row, DecodeConfig(num_frames=8), mode="train", seed=0, epoch=3)
 
 One output row per view (clip x crop):
 
@@ -43,7 +43,7 @@ WORK_COLUMNS = ("decoded_frames", "kept_frames")  # decode work: a training metr
 
 
 @dataclass
-class DataConfig(ClipConfig):
+class DecodeConfig(ClipConfig):
     """The clip recipe (`ClipConfig`) plus how decode tasks run and what each reserves."""
 
     decode_threads: int = 1  # PyAV decoder threads per video
@@ -87,7 +87,7 @@ def clip_rows(clips: Clips, row: dict[str, Any], epoch: int = 0,
     return out
 
 
-def video_clips(src: Any, row: dict[str, Any], cfg: DataConfig, *, mode: str, seed: int,
+def video_clips(src: Any, row: dict[str, Any], cfg: DecodeConfig, *, mode: str, seed: int,
                 epoch: int = 0) -> list[dict[str, Any]]:
     """All output rows (views) for one manifest row, decoding from `src` (path or file object).
 
@@ -99,7 +99,7 @@ def video_clips(src: Any, row: dict[str, Any], cfg: DataConfig, *, mode: str, se
         return clip_rows(clips, row, epoch, work=(video.stats.decoded, video.stats.kept))
 
 
-def process_row(row: dict[str, Any], cfg: DataConfig, *, mode: str, seed: int,
+def process_row(row: dict[str, Any], cfg: DecodeConfig, *, mode: str, seed: int,
                 epoch: int = 0) -> tuple[list[dict[str, Any]], dict[str, str] | None]:
     """Make a row's clips, opening remote videos through `pipeline.storage`; never raises.
 

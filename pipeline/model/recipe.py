@@ -27,7 +27,7 @@ class RecipeError(ValueError):
 
 
 def make_recipe(clip: Any, model_config: Any, labels: list[str] | None = None) -> dict[str, Any]:
-    """The recipe of `clip` (a ClipConfig / DataConfig, or a mapping with its fields) for a model
+    """The recipe of `clip` (a ClipConfig / DecodeConfig, or a mapping with its fields) for a model
     with `model_config` (its dataclass or dict: num_frames, image_size, mean, std)."""
     get = clip.get if isinstance(clip, Mapping) else (lambda k, d=None: getattr(clip, k, d))
     model = model_config if isinstance(model_config, Mapping) else vars(model_config)

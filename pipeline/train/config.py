@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pipeline import storage
 from pipeline.config import ConfigError
-from pipeline.data.rows import DataConfig
+from pipeline.data.rows import DecodeConfig
 from pipeline.train.batch import accumulation_steps, global_batch, world_range
 
 
@@ -131,7 +131,7 @@ class TrainJobConfig:
     # e.g. "s3://bucket/howto100m/{video_id}.mp4"; empty = ordinary path,label manifests.
     howto100m_template: str = ""
     ray_timeout_s: float = 60.0  # give up (exit 2) when the Ray to join does not answer within this
-    data: DataConfig = field(default_factory=DataConfig)
+    data: DecodeConfig = field(default_factory=DecodeConfig)
     model: ModelSection = field(default_factory=ModelSection)
     optim: OptimSection = field(default_factory=OptimSection)
     loop: LoopSection = field(default_factory=LoopSection)

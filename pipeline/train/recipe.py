@@ -2,7 +2,7 @@
 records (no Ray).
 
     plan = eval_plan(cfg, data_keys={"data.crops"})   # only data.crops was set by the user
-    plan.data                                       # the DataConfig the evaluation decodes with
+    plan.data                                       # the DecodeConfig the evaluation decodes with
 
 A `data.*` clip field the user set (YAML, flag or --set) and that differs from the recipe is used
 and warned about; the others come from the recipe. A frame count the model would have to resample
@@ -17,7 +17,7 @@ from typing import Any, Iterable
 
 from pipeline import storage
 from pipeline.config import ConfigError
-from pipeline.data.rows import DataConfig
+from pipeline.data.rows import DecodeConfig
 from pipeline.model.recipe import CLIP_FIELDS, RecipeError, fixed_frames, read_recipe, resolve_clip_settings
 from pipeline.train.config import TrainJobConfig
 from pipeline.train.schedule import run_dir_of
@@ -26,7 +26,7 @@ from pipeline.train.schedule import run_dir_of
 @dataclass
 class EvalPlan:
     checkpoint: str
-    data: DataConfig  # cfg.data with the clip fields resolved
+    data: DecodeConfig  # cfg.data with the clip fields resolved
     record: dict[str, Any]  # the `recipe` entry of eval.json
     warnings: list[str]
 

@@ -16,15 +16,15 @@ from pipeline import storage
 from pipeline.data import sampling
 from pipeline.data.dataset import build_clip_dataset
 from pipeline.data.errors import collect_errors
-from pipeline.data.rows import DataConfig
+from pipeline.data.rows import DecodeConfig
 
 FPS = 30
 SPAN = 16  # 4 frames x rate 4 at 30 fps
 LENGTHS = {"v0": 90, "v1": 60, "v2": 45, "short": 10}  # "short" < one span: padded
 
 
-def _cfg(**kw) -> DataConfig:
-    return DataConfig(num_frames=4, sampling_rate=4, crop_size=32, batch_size=2,
+def _cfg(**kw) -> DecodeConfig:
+    return DecodeConfig(num_frames=4, sampling_rate=4, crop_size=32, batch_size=2,
                       memory=64 * 1024 * 1024, **kw)
 
 
@@ -174,7 +174,7 @@ def test_bad_arguments_are_clear():
     with pytest.raises(ValueError, match="crops"):
         _cfg(crops=2)
     with pytest.raises(ValueError, match="crop_size"):
-        DataConfig(crop_size=224, train_short_side=(128, 160))
+        DecodeConfig(crop_size=224, train_short_side=(128, 160))
 
 
 def test_work_units_cover_every_row_of_every_epoch_once_in_bounded_units():

@@ -12,7 +12,7 @@ import ray
 
 from jobs.preprocess import main
 from pipeline import storage
-from pipeline.data.rows import DataConfig, video_clips
+from pipeline.data.rows import DecodeConfig, video_clips
 from pipeline.data.manifest import read_labels
 from pipeline.data.synthetic import make_corpus
 
@@ -80,7 +80,7 @@ def test_preprocess_to_s3_rerun_and_errors(ray_local, corpus, corrupt_videos, s3
     fs, path = storage.arrow_filesystem(storage.join(out, "clips"))
     rows = ray.data.read_parquet(path, filesystem=fs).take_all()
     assert len(rows) == 12
-    cfg = DataConfig(num_frames=4, sampling_rate=4, crop_size=32, train_short_side=(40, 40),
+    cfg = DecodeConfig(num_frames=4, sampling_rate=4, crop_size=32, train_short_side=(40, 40),
                      short_side=40, clips=2)
     for r in rows:
         assert r["frames"].shape == (4, 32, 32, 3) and r["frames"].dtype == np.uint8

@@ -73,13 +73,13 @@ def test_train_batches_from_ray_data_carry_the_decode_work_into_the_step(ray_loc
     step returns the frames its clips decoded and kept."""
     from pipeline.data import synthetic
     from pipeline.data.dataset import build_clip_dataset
-    from pipeline.data.rows import WORK_COLUMNS, DataConfig
+    from pipeline.data.rows import WORK_COLUMNS, DecodeConfig
     from pipeline.train.loop import BATCH_DTYPES
 
     path = str(tmp_path / "v.mp4")
     synthetic.write_motion_video(path, 0, seconds=2.0)  # 60 frames, 64 x 48
     rows = [{"path": path, "label": i % 2, "video_id": f"v{i}", "start_sec": None, "end_sec": None} for i in range(4)]
-    data = DataConfig(num_frames=4, sampling_rate=4, crop_size=32, train_short_side=(32, 40), batch_size=2,
+    data = DecodeConfig(num_frames=4, sampling_rate=4, crop_size=32, train_short_side=(32, 40), batch_size=2,
                       clips_per_video=2, memory=0)
     ds = build_clip_dataset(rows, data, mode="train", seed=0).select_columns(["frames", "label", *WORK_COLUMNS])
     batches = ds.iter_torch_batches(batch_size=4, dtypes=BATCH_DTYPES, drop_last=True)
