@@ -59,6 +59,15 @@ def baseline_tree(rev: str, work: str) -> str:
     return dest
 
 
+def save_checkpoint(tree: str, work: str, name: str, preset: str, num_classes: int) -> str:
+    """The same model (seed 0) saved by the code in `tree`, in the checkpoint format it reads."""
+    path = os.path.join(work, f"{preset}-{name}.pt")
+    code = ("import sys, torch; from pipeline.model import create, save; torch.manual_seed(0); "
+            f"save(create({preset!r}, num_classes={num_classes}), {path!r})")
+    subprocess.run([sys.executable, "-c", code], cwd=tree, env={**os.environ, "PYTHONPATH": tree}, check=True)
+    return path
+
+
 def run_job(tree: str, address: str, args: argparse.Namespace, ckpt: str, videos: str, out: str) -> dict:
     """One `python -m jobs.infer` of the code in `tree`; returns its summary's figures."""
     cmd = [sys.executable, "-m", "jobs.infer", "--checkpoint", ckpt, "--videos", videos, "--output", out,
@@ -73,9 +82,10 @@ def run_job(tree: str, address: str, args: argparse.Namespace, ckpt: str, videos
     s = json.load(open(os.path.join(out, "summary.json")))
     if s["counts"]["errors"]:
         raise RuntimeError(f"{s['counts']['errors']} videos failed: see {out}/errors.parquet")
-    return {"clips_per_s": s["clips"] / s["wall_s"], "actor_idle": s["actor_idle"],
-            "decode_s_per_clip": s["decode_s"] / max(1, s["clips"]), "wall_s": s["wall_s"],
-            "job_s": time.perf_counter() - t0, "clips": s["clips"]}
+    run = s.get("this_run", s)  # the scheduler's summary has this run's figures at the top level
+    return {"clips_per_s": run["clips"] / run["wall_s"], "actor_idle": run["actor_idle"],
+            "decode_s_per_clip": run["decode_s"] / max(1, run["clips"]), "wall_s": run["wall_s"],
+            "job_s": time.perf_counter() - t0, "clips": run["clips"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,14 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     import torch
 
-    from pipeline.model import create, save
-
     work = args.work or tempfile.mkdtemp(prefix="bench-infer-")
     t0 = time.perf_counter()
     make_videos(os.path.join(work, "videos"), args.videos, args.seconds, (w, h), args.fps)
-    ckpt = os.path.join(work, f"{args.preset}.pt")
-    torch.manual_seed(0)
-    save(create(args.preset, num_classes=args.num_classes), ckpt)
     ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, logging_level="ERROR")
     address = ray.get_runtime_context().gcs_address
     trees = {"ray_data": ROOT, "scheduler": baseline_tree(args.baseline, work)}
@@ -118,11 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# {args.videos} videos of {args.seconds:.0f} s at {w}x{h} {args.fps:g} fps ({time.perf_counter() - t0:.0f} s "
           f"to write); {args.preset} on {args.device}; Ray {ray.cluster_resources().get('CPU')} CPUs; "
           f"load {load:.2f} on {os.cpu_count()} cores; baseline {args.baseline}", flush=True)
+    ckpts = {name: save_checkpoint(tree, work, name, args.preset, args.num_classes) for name, tree in trees.items()}
     runs: dict[str, list[dict]] = {k: [] for k in trees}
+    stamp = time.strftime("%Y%m%d-%H%M%S")
     for rep in range(args.reps):
         for name in (("ray_data", "scheduler") if rep % 2 == 0 else ("scheduler", "ray_data")):
-            out = os.path.join(work, f"out-{name}-{rep}")
-            r = run_job(trees[name], address, args, ckpt, os.path.join(work, "videos"), out)
+            out = os.path.join(work, f"out-{stamp}-{name}-{rep}")  # a fresh folder: nothing skipped as done
+            r = run_job(trees[name], address, args, ckpts[name], os.path.join(work, "videos"), out)
             runs[name].append(r)
             print(f"  {name:9s} run {rep}: {r['clips_per_s']:.2f} clips/s, actor idle {r['actor_idle']:.0%}, "
                   f"decode {r['decode_s_per_clip'] * 1000:.0f} ms/clip, {r['clips']} clips in {r['wall_s']:.1f} s",

@@ -50,7 +50,8 @@ class InferConfig:
     storage_attempts: int = 3  # tries per video while storage fails transiently (5xx, throttling, resets, timeouts)
     storage_backoff_s: float = 2.0  # wait before the second try (doubling after)
     storage_outage_s: float = 300.0  # while the whole store is down every reader waits (one shared backoff) up to this long
-    clips_per_decode: int = 8  # clips per seek pass and per decoded block (bounds the frames a reader holds)
+    clips_per_decode: int = 8  # clips per seek pass (bounds the frames a reader holds)
+    block_mb: int = 16  # most MiB of decoded clips per Ray Data block (a long video streams through in blocks this size)
     part_size: int = 16  # finished videos per part file
     actor_restarts: int = 20  # restarts of a model actor whose process or node died (spot nodes); past them the videos left are retryable error rows
     # The autoscaler config a `ray up` head runs (read for its GPU node types when Ray reports no
@@ -71,7 +72,7 @@ class InferConfig:
         if self.aggregate not in agg.AGGREGATES:
             raise ValueError(f"aggregate must be one of {agg.AGGREGATES}, got {self.aggregate!r}")
         for name in ("top_k", "batch_size", "clips_per_decode", "part_size", "min_actors", "videos_per_task",
-                     "decode_memory_mb"):
+                     "decode_memory_mb", "block_mb"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("num_frames", "sampling_rate", "clips", "short_side", "crop_size"):

@@ -108,7 +108,7 @@ def run_inference(checkpoint: str, videos: str | list[dict[str, Any]], output: s
     progress = Progress(output, len(todo) + len(bad_rows), result.skipped)
     busy: dict[str, float] = {}
     if todo:
-        _quiet_ray_data()
+        _data_context(cfg)
         collector = Collector(writer.items, names, aggregate=cfg.aggregate, top_k=cfg.top_k)
         gate = outage.start(cfg.storage_outage_s, first_wait_s=cfg.storage_backoff_s,
                             max_wait_s=8 * cfg.storage_backoff_s)
@@ -149,9 +149,12 @@ def run_inference(checkpoint: str, videos: str | list[dict[str, Any]], output: s
     return result
 
 
-def _quiet_ray_data() -> None:
-    """The job's own progress line in place of Ray Data's progress bars and execution logs."""
+def _data_context(cfg: InferConfig) -> None:
+    """Ray Data's settings for the run: blocks of at most `block_mb` (a decode task's seek passes
+    would otherwise be coalesced into 128 MiB blocks: a long video's clips in one object), and the
+    job's own progress line in place of Ray Data's progress bars and execution logs."""
     ctx = ray.data.DataContext.get_current()
+    ctx.target_max_block_size = cfg.block_mb * 2**20
     ctx.enable_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 

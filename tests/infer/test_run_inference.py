@@ -45,7 +45,7 @@ def _manifest(path: Path, rows: list[tuple]) -> str:
     return str(path)
 
 
-def test_bad_videos_become_error_rows_and_exit_zero(ray_local, untrained_ckpt, short_videos, tmp_path):
+def test_bad_videos_become_error_rows_and_exit_zero(ray_local, untrained_ckpt, short_videos, tmp_path, capsys):
     corrupt = tmp_path / "corrupt.mp4"
     corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not really a video" * 20)
     empty = tmp_path / "empty.mp4"
@@ -71,6 +71,9 @@ def test_bad_videos_become_error_rows_and_exit_zero(ray_local, untrained_ckpt, s
     errors = pq.read_table(os.path.join(out, "errors.parquet")).to_pylist()
     assert {e["uri"] for e in errors} >= {str(corrupt), str(tmp_path / "missing.mp4"), str(empty)}
     assert all(e["stage"] and e["error"] for e in errors)
+    printed = capsys.readouterr().out  # the reasons on the console, by kind, with an example each
+    kinds = [line for line in printed.splitlines() if " x " in line and " e.g. " in line]
+    assert len(kinds) >= 2 and any(" x open: " in line and "not found" in line for line in kinds), printed
 
 
 def test_output_schema_jsonl_plots_and_summary(ray_local, untrained_ckpt, short_videos, tmp_path, capsys):
