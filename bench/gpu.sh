@@ -13,7 +13,7 @@
 #   feed.txt     bench.feed --nvdec: CPU per training clip (source vs training-format copy), each
 #                preset's measured training step, the decode cores one GPU needs, NVDEC vs CPU decode
 #   train.txt    bench.train: TimeSformer-L step time, MFU, largest batch with and without checkpointing
-#   infer.txt    bench.infer: inference clips/s per GPU (TimeSformer base and L), decode vs model, actor idle
+#   infer.txt    bench.infer: inference on Ray Data vs the scheduler it replaced (TimeSformer base): clips/s, actor idle
 #
 # How long: each step runs under its own limit, so a step that hangs or fails leaves the others'
 # files: 10 + 10 + 20 + 10 + 20 minutes, at most 70 minutes in all (override per step with

@@ -91,7 +91,7 @@ def run_job(tree: str, address: str, args: argparse.Namespace, ckpt: str, videos
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--preset", default="debug", help="model preset (timesformer_base, timesformer_l on a GPU)")
+    p.add_argument("--preset", help="model preset (default: debug on the CPU, timesformer_base with --device cuda)")
     p.add_argument("--videos", type=int, default=8)
     p.add_argument("--seconds", type=float, default=60.0, help="length of each synthetic video")
     p.add_argument("--size", default="320x240", help="WxH of the synthetic videos")
@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", help="scratch folder, videos kept between runs (default: a temporary one)")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
+    args.preset = args.preset or ("timesformer_base" if args.device == "cuda" else "debug")
     w, h = (int(x) for x in args.size.split("x"))
 
     import ray
