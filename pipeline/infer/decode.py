@@ -160,3 +160,22 @@ def read_video(item: dict[str, Any], spec: ClipConfig) -> tuple[dict[str, Any], 
         "num_padded": int(sum(int(b["num_padded"].sum()) for b in batches)),
         "truncated": bool(last["truncated"][0]),
     }, frames
+
+
+def merged(batches: Iterator[dict[str, np.ndarray]], max_bytes: int) -> Iterator[dict[str, np.ndarray]]:
+    """Consecutive clip batches of one video joined while their frames stay within `max_bytes`
+    (one Ray Data block each: fewer, fuller blocks for small clips; a large seek pass stays alone)."""
+    held: list[dict[str, np.ndarray]] = []
+    size = 0
+    for batch in batches:
+        if held and size + batch["frames"].nbytes > max_bytes:
+            yield _join(held)
+            held, size = [], 0
+        held.append(batch)
+        size += batch["frames"].nbytes
+    if held:
+        yield _join(held)
+
+
+def _join(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return batches[0] if len(batches) == 1 else {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}

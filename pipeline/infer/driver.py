@@ -29,7 +29,7 @@ from pipeline.infer.actor import ClipScorer
 from pipeline.data.errors import error_text
 from pipeline.infer.collect import MODEL, Collector
 from pipeline.infer.config import InferConfig, InferPlan, InferResult, clip_config, plan_inference
-from pipeline.infer.decode import decode_video
+from pipeline.infer.decode import decode_video, merged
 from pipeline.infer.inputs import list_videos, read_label_names
 from pipeline.infer.outputs import done_video_ids, merge_parts, plot_uri, write_part, write_summary
 from pipeline.infer.pool import Pool, gpu_capacity, plan_pool
@@ -39,9 +39,11 @@ MAX_BLOCKS = 20_000  # input blocks of the video list (a decode task per block)
 ITEM_FIELDS = ("video_id", "uri", "start_sec", "end_sec")  # what a decode task gets of an input video
 
 
-def decode_videos(batch: Any, spec: ClipConfig, gate: Any = None) -> Iterator[dict[str, np.ndarray]]:
-    """Ray Data UDF: the clip rows of the videos of one input batch, a seek pass per output block;
-    `gate`, the job's storage-outage handle (`pipeline.outage`), shared by every reader."""
+def decode_videos(batch: Any, spec: ClipConfig, gate: Any = None,
+                  block_bytes: int = 16 * 2**20) -> Iterator[dict[str, np.ndarray]]:
+    """Ray Data UDF: the clip rows of the videos of one input batch, seek passes joined into
+    blocks of at most `block_bytes` of frames; `gate`, the job's storage-outage handle
+    (`pipeline.outage`), shared by every reader."""
     import cv2
 
     from pipeline import outage
@@ -49,7 +51,7 @@ def decode_videos(batch: Any, spec: ClipConfig, gate: Any = None) -> Iterator[di
     cv2.setNumThreads(1)
     outage.install(gate)
     for item in batch.to_pylist():
-        yield from decode_video(item, spec)
+        yield from merged(decode_video(item, spec), block_bytes)
 
 
 def scored_clips(items: list[dict[str, Any]], spec: ClipConfig, cfg: InferConfig, checkpoint: str,
@@ -59,7 +61,7 @@ def scored_clips(items: list[dict[str, Any]], spec: ClipConfig, cfg: InferConfig
     ds = ray.data.from_items([{k: it.get(k) for k in ITEM_FIELDS} for it in items], override_num_blocks=blocks)
     # The decode tasks reserve `decode_memory` (a real reservation, and remote args unlike the
     # actors', so that Ray Data never fuses decoding into the model actors).
-    ds = ds.map_batches(decode_videos, fn_kwargs={"spec": spec, "gate": gate}, batch_size=cfg.videos_per_task,
+    ds = ds.map_batches(decode_videos, fn_kwargs={"spec": spec, "gate": gate, "block_bytes": cfg.block_mb * 2**20}, batch_size=cfg.videos_per_task,
                         batch_format="pyarrow", num_cpus=cfg.decode_num_cpus, memory=cfg.decode_memory_mb * 2**20)
     threads = cfg.torch_threads or max(1, int(cfg.actor_cpus))
     return ds.map_batches(

@@ -86,3 +86,16 @@ def test_views_are_aggregated_as_the_multi_view_protocol_and_the_timeline_averag
     assert row["top_scores"][0] == pytest.approx(probs.mean(0).max(), rel=1e-5)  # mean of 6 views' softmax
     mean0 = b["logits"][0].mean(0)
     assert row["timeline"][0]["scores"] == pytest.approx(list(np.exp(mean0) / np.exp(mean0).sum()), rel=1e-5)
+
+
+def test_small_seek_passes_join_into_one_block_and_large_ones_stay_alone():
+    from pipeline.infer.decode import merged
+
+    def passes(n, k, side):
+        return [{"frames": np.zeros((k, 1, 2, side, side, 3), np.uint8), "clip_index": np.arange(i * k, (i + 1) * k)}
+                for i in range(n)]
+
+    small = list(merged(iter(passes(3, 2, 4)), max_bytes=10_000))  # 3 x 192 B
+    assert len(small) == 1 and small[0]["clip_index"].tolist() == [0, 1, 2, 3, 4, 5]
+    big = list(merged(iter(passes(3, 2, 40)), max_bytes=20_000))  # 19.2 KB each
+    assert [b["clip_index"].tolist() for b in big] == [[0, 1], [2, 3], [4, 5]]
