@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from typing import Any, Iterator
 
 import numpy as np
@@ -64,14 +65,16 @@ def scored_clips(items: list[dict[str, Any]], spec: ClipConfig, cfg: InferConfig
     ds = ds.map_batches(decode_videos, fn_kwargs={"spec": spec, "gate": gate, "block_bytes": cfg.block_mb * 2**20}, batch_size=cfg.videos_per_task,
                         batch_format="pyarrow", num_cpus=cfg.decode_num_cpus, memory=cfg.decode_memory_mb * 2**20)
     threads = cfg.torch_threads or max(1, int(cfg.actor_cpus))
-    return ds.map_batches(
-        ClipScorer, batch_size=cfg.batch_size, batch_format="numpy", zero_copy_batch=True,
-        compute=ray.data.ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors),
-        num_gpus=pool.num_gpus, num_cpus=cfg.actor_cpus, max_restarts=cfg.actor_restarts,
-        fn_constructor_kwargs={"checkpoint": checkpoint, "device": pool.device, "threads": threads,
-                               "precision": cfg.precision, "compile": cfg.compile, "num_classes": num_classes,
-                               "fail_after_calls": cfg.fail_actor_after_calls, "fault_marker": fault_marker,
-                               "min_call_s": cfg.min_model_call_s})
+    with warnings.catch_warnings():  # max_restarts has no named parameter in 2.60 (docs/RAY.md, "Inference")
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        return ds.map_batches(
+            ClipScorer, batch_size=cfg.batch_size, batch_format="numpy", zero_copy_batch=True,
+            compute=ray.data.ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors),
+            num_gpus=pool.num_gpus, num_cpus=cfg.actor_cpus, max_restarts=cfg.actor_restarts,
+            fn_constructor_kwargs={"checkpoint": checkpoint, "device": pool.device, "threads": threads,
+                                   "precision": cfg.precision, "compile": cfg.compile, "num_classes": num_classes,
+                                   "fail_after_calls": cfg.fail_actor_after_calls, "fault_marker": fault_marker,
+                                   "min_call_s": cfg.min_model_call_s})
 
 
 def run_inference(checkpoint: str, videos: str | list[dict[str, Any]], output: str,
