@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from conftest import write_index_video
+
 from pipeline.data.errors import MAX_ERROR, error_row, error_text
 
 
@@ -79,7 +81,6 @@ def test_a_cut_mp4_without_its_index_is_told_from_a_text_file(tmp_path):
     download), and a text file renamed .mp4; PyAV refuses both, for different reasons."""
     import pytest
 
-    from conftest import write_index_video
     from pipeline.data.decode import DecodeError, probe
 
     good = write_index_video(tmp_path / "good.mp4", num_frames=60)

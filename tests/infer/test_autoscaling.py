@@ -70,6 +70,13 @@ def _submit(cluster: FakeAutoscalingCluster, ckpt: str, videos: str, out: Path, 
     return proc.stdout
 
 
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
@@ -97,22 +104,28 @@ def test_a_gpu_node_lost_mid_run_still_gives_every_video_once(fake_cluster, untr
     out = tmp_path / "out"
     killed: list[int] = []
 
+    done = threading.Event()
+
     def kill_a_gpu_node() -> None:  # once two model actors run, the node of one of them goes
-        deadline = time.monotonic() + 400
-        while time.monotonic() < deadline and not killed:
-            pids = [p for p in os.listdir("/proc") if p.isdigit() and _cmdline(int(p)).startswith(SCORER)]
+        while not killed and not done.wait(0.5):
+            scorers = []  # this cluster's model actors: their parents are its nodes' raylets
+            for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
+                if _cmdline(pid).startswith(SCORER):
+                    raylet = _parent(pid)
+                    if raylet and "raylet" in _cmdline(raylet) and fake_cluster.temp_dir in _cmdline(raylet):
+                        scorers.append(raylet)
             parts = list((out / "parts").glob("part-*.parquet")) if (out / "parts").exists() else []
-            if len(pids) >= 2 and parts:
-                raylet = int(Path(f"/proc/{pids[0]}/stat").read_text().rsplit(")", 1)[1].split()[1])  # parent
-                if "raylet" in _cmdline(raylet):
-                    os.kill(raylet, signal.SIGKILL)  # the node's raylet and, with it, the node
-                    killed.append(raylet)
-            time.sleep(0.5)
+            if len(scorers) >= 2 and parts:
+                os.kill(scorers[0], signal.SIGKILL)  # the node's raylet and, with it, the node
+                killed.append(scorers[0])
 
     watcher = threading.Thread(target=kill_a_gpu_node, daemon=True)
     watcher.start()
-    stdout = _submit(fake_cluster, untrained_ckpt, videos, out, timeout=540)
-    watcher.join(timeout=1)
+    try:
+        stdout = _submit(fake_cluster, untrained_ckpt, videos, out, timeout=540)
+    finally:
+        done.set()
+        watcher.join(timeout=5)
     assert killed, "the run ended before a GPU node could be removed:\n" + stdout[-3000:]
     rows = read_rows(str(out))
     assert sorted(r["video_id"] for r in rows) == [f"v{i:02d}" for i in range(16)]  # each video once
