@@ -206,8 +206,9 @@ class SharedGate(storage.ReadGate):
 
 
 def start(bound_s: float, *, first_wait_s: float = 2.0, max_wait_s: float = 16.0, min_sources: int = 2,
-          window_s: float = 60.0) -> OutageHandle:
-    """Start the job's monitor (call in the driver, Ray initialised); returns its handle."""
+          window_s: float = 60.0, wait: bool = True) -> OutageHandle:
+    """Start the job's monitor (call in the driver, Ray initialised); returns its handle. With
+    `wait` False it returns at once (the first reads that need it wait for it to come up)."""
     import ray
 
     if not bound_s > 0:
@@ -217,7 +218,8 @@ def start(bound_s: float, *, first_wait_s: float = 2.0, max_wait_s: float = 16.0
     actor = ray.remote(Monitor).options(name=name, namespace=namespace, num_cpus=0, max_restarts=-1).remote(
         float(bound_s), float(first_wait_s), float(max_wait_s), int(min_sources), float(window_s),
         max(60.0, 4 * float(max_wait_s)))
-    ray.get(actor.report.remote(), timeout=120)
+    if wait:
+        ray.get(actor.report.remote(), timeout=120)
     _OWNED[name] = actor
     return OutageHandle(name, namespace, float(bound_s))
 

@@ -116,7 +116,7 @@ def run_inference(checkpoint: str, videos: str | list[dict[str, Any]], output: s
         _data_context(cfg)
         collector = Collector(writer.items, names, aggregate=cfg.aggregate, top_k=cfg.top_k)
         gate = outage.start(cfg.storage_outage_s, first_wait_s=cfg.storage_backoff_s,
-                            max_wait_s=8 * cfg.storage_backoff_s)
+                            max_wait_s=8 * cfg.storage_backoff_s, wait=False)  # comes up while the pool starts
         ds = scored_clips(todo, spec, cfg, checkpoint, pool, num_classes, storage.join(output, "_fault_injected"),
                           gate)
         try:
