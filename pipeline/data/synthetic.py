@@ -10,7 +10,7 @@ Measured (`configs/debug.yaml`: the `debug` TimeSformer with its from-scratch in
 32 px at sampling rate 4, AdamW lr 1e-3 for 16 clips, 160 flat videos, 2 Ray Train workers):
 divided attention reaches 0.95-1.0 validation accuracy in 500-700 steps, space-only 0.35
 (chance 0.25). With whole-pixel motion, or the official init, it stays near 0.5 (the axis): see
-docs/BENCHMARKS.md ("Learnability").
+docs/DATA.md ("Learnability").
 
 Speeds are 0.4-0.8 frame sizes per second, so sampled frames up to ~0.6 s apart (sampling_rate
 <= 16 at 30 fps; 2-8 gives small, easy steps) move the object less than half the frame and the

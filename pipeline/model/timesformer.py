@@ -81,7 +81,7 @@ class TimeSformerConfig:
     # pretrained features and a large corpus get it out. A small model trained from scratch stays
     # stuck there (near-uniform attention, order-blind): it learns motion direction only with
     # wider Linear init (~1/sqrt(width)) and random `time_embed` (configs/debug.yaml: 0.13 / 1.0 /
-    # 0.02; docs/BENCHMARKS.md, "Learnability").
+    # 0.02; docs/DATA.md, "Learnability").
     linear_init_std: float = 0.02
     time_embed_init_std: float = 0.0
     temporal_fc_init_std: float = 0.0
