@@ -28,7 +28,7 @@ ray.init(address="local", num_cpus=2, object_store_memory=100 * 2**20, include_d
          logging_level="ERROR")
 cfg = InferConfig(num_frames=4, sampling_rate=8, crop_size=64, short_side=64, batch_size=16, block_mb=4)
 res = run_inference(ckpt, [{"video_id": "long", "uri": video}], out, cfg, device="cpu")
-summary = memory_summary(stats_only=True)
+summary = memory_summary(address=ray.get_runtime_context().gcs_address, stats_only=True)  # this Ray, not another on the machine
 print("RESULT " + json.dumps({"ok": res.ok, "clips": res.clips, "summary": summary}))
 """
 
