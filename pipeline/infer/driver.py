@@ -59,7 +59,8 @@ def scored_clips(items: list[dict[str, Any]], spec: ClipConfig, cfg: InferConfig
                  pool: Pool, num_classes: int, fault_marker: str = "", gate: Any = None) -> Any:
     """The Ray Data dataset of scored clip rows for `items` (lazy: nothing runs until iterated)."""
     blocks = max(1, min(MAX_BLOCKS, math.ceil(len(items) / cfg.videos_per_task)))
-    ds = ray.data.from_items([{k: it.get(k) for k in ITEM_FIELDS} for it in items], override_num_blocks=blocks)
+    ds = _set_context(ray.data.from_items([{k: it.get(k) for k in ITEM_FIELDS} for it in items],
+                                          override_num_blocks=blocks), cfg)
     # The decode tasks reserve `decode_memory` (a real reservation, and remote args unlike the
     # actors', so that Ray Data never fuses decoding into the model actors).
     ds = ds.map_batches(decode_videos, fn_kwargs={"spec": spec, "gate": gate, "block_bytes": cfg.block_mb * 2**20}, batch_size=cfg.videos_per_task,
@@ -113,7 +114,6 @@ def run_inference(checkpoint: str, videos: str | list[dict[str, Any]], output: s
     progress = Progress(output, len(todo) + len(bad_rows), result.skipped)
     busy: dict[str, float] = {}
     if todo:
-        _data_context(cfg)
         collector = Collector(writer.items, names, aggregate=cfg.aggregate, top_k=cfg.top_k)
         gate = outage.start(cfg.storage_outage_s, first_wait_s=cfg.storage_backoff_s,
                             max_wait_s=8 * cfg.storage_backoff_s, wait=False)  # comes up while the pool starts
@@ -154,14 +154,15 @@ def run_inference(checkpoint: str, videos: str | list[dict[str, Any]], output: s
     return result
 
 
-def _data_context(cfg: InferConfig) -> None:
-    """Ray Data's settings for the run: blocks of at most `block_mb` (a decode task's seek passes
-    would otherwise be coalesced into 128 MiB blocks: a long video's clips in one object), and the
-    job's own progress line in place of Ray Data's progress bars and execution logs."""
-    ctx = ray.data.DataContext.get_current()
-    ctx.target_max_block_size = cfg.block_mb * 2**20
-    ctx.enable_progress_bars = False
+def _set_context(ds: Any, cfg: InferConfig) -> Any:
+    """This run's Ray Data settings, on the dataset's own context (the process's stays as it is):
+    blocks of at most `block_mb` (a decode task's seek passes would otherwise be coalesced into
+    128 MiB blocks: a long video's clips in one object), and the job's own progress line in place
+    of Ray Data's progress bars and execution logs."""
+    ds.context.target_max_block_size = cfg.block_mb * 2**20
+    ds.context.enable_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+    return ds
 
 
 class _Rows:
