@@ -59,13 +59,15 @@ def train_grads(model: torch.nn.Module, x: torch.Tensor, seed: int = 1) -> dict[
     return {n: p.grad for n, p in model.named_parameters()}
 
 
-def assert_same_grads(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+def assert_same_grads(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], scale: float = 1.0) -> None:
+    """Equal gradients, to 1e-6 absolute (x `scale`: Inductor's fused kernels reorder float32
+    sums, ~2e-6 apart from eager on gradients of ~1; a wrong gradient is off by its own size)."""
     assert a.keys() == b.keys()
     for name in a:
-        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=1e-5, msg=name)
+        torch.testing.assert_close(a[name], b[name], atol=1e-6 * scale, rtol=1e-5 * scale, msg=name)
 
 
-def assert_matches_hf_and_eager_without_recompiles(compiled, eager, hf) -> None:
+def assert_matches_hf_and_eager_without_recompiles(compiled, eager, hf, grad_scale: float = 1.0) -> None:
     """At batch sizes 2 then 3: HF's logits (<= 1e-5) and eager's gradients; size 2 makes two
     graphs (eval and train, shared by both blocks), size 3 none (symbolic batch dims)."""
     before = graphs()  # (the probe's, the first time in a process)
@@ -75,7 +77,7 @@ def assert_matches_hf_and_eager_without_recompiles(compiled, eager, hf) -> None:
         with torch.no_grad():
             ref = hf(pixel_values=rearrange(x, "b c t h w -> b t c h w")).logits
             torch.testing.assert_close(compiled(x), ref, atol=1e-5, rtol=0)
-        assert_same_grads(train_grads(compiled, x), train_grads(eager, x))
+        assert_same_grads(train_grads(compiled, x), train_grads(eager, x), grad_scale)
         if b == 2:
             assert graphs() - before == 2  # eval and train, shared by both blocks
     assert graphs() - before == 2
@@ -206,4 +208,4 @@ def test_inductor_compiled_step_equals_hf_and_eager():
     state, _ = load_hf(hf.state_dict(), compiled.config)
     compiled.load_state_dict(state), eager.load_state_dict(state)
     assert compile_blocks(compiled, "cpu")
-    assert_matches_hf_and_eager_without_recompiles(compiled, eager, hf)
+    assert_matches_hf_and_eager_without_recompiles(compiled, eager, hf, grad_scale=10.0)
