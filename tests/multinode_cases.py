@@ -222,6 +222,10 @@ def train_elastic(work: str) -> dict[str, Any]:
             time.sleep(0.2)
         _request(work, "add_node", "trainer")
 
+    # Ray Train sizes an elastic group from the resources it sees at start: both slot nodes first
+    deadline = time.time() + 60
+    while ray.available_resources().get("trainer", 0) < 2 and time.time() < deadline:
+        time.sleep(0.2)
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     fit(cfg)
