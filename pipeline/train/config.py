@@ -37,7 +37,7 @@ class ModelSection:
     grad_checkpointing: bool = False  # activation checkpointing per block (memory for compute)
     # torch.compile the transformer blocks (pipeline/model/compile.py); one warning and eager where the
     # compiler cannot run. Off: on the CPU machine it measured no faster than eager after a ~1 min compile
-    # per worker (docs/BENCHMARKS.md, "Compiled step").
+    # per worker (docs/BENCHMARKS.md, "Model").
     compile: bool = False  # torch.compile the transformer blocks (eager fallback with one warning)
     init: InitSection | None = None  # starting weights, e.g. {source: official, path: s3://b/k400.pyth}; None: fresh init
 
