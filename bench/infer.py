@@ -70,8 +70,9 @@ def save_checkpoint(tree: str, work: str, name: str, preset: str, num_classes: i
 
 def run_job(tree: str, address: str, args: argparse.Namespace, ckpt: str, videos: str, out: str) -> dict:
     """One `python -m jobs.infer` of the code in `tree`; returns its summary's figures."""
+    clip = "--clip." if tree == ROOT else "--"  # the baseline's clip flags are top-level (--sampling-rate)
     cmd = [sys.executable, "-m", "jobs.infer", "--checkpoint", ckpt, "--videos", videos, "--output", out,
-           "--sampling", "cover", "--sampling-rate", str(args.sampling_rate), "--crops", str(args.crops),
+           f"{clip}sampling", "cover", f"{clip}sampling-rate", str(args.sampling_rate), f"{clip}crops", str(args.crops),
            "--batch-size", str(args.batch_size), "--device", args.device, "--actor-cpus", str(args.actor_cpus),
            "--decode-num-cpus", str(args.decode_cpus), "--part-size", "64"]
     env = {**os.environ, "PYTHONPATH": tree, "RAY_ADDRESS": address}

@@ -74,7 +74,7 @@ def step_argvs(args: DemoConfig, out: Path) -> dict[str, list[str]]:
                   "--set", f"val_manifest={data / 'val.csv'}", "--set", f"run.storage_path={runs}",
                   "--set", "run.name=demo", "--set", f"loop.epochs={args.epochs}", "--set", f"loop.seed={args.seed}"],
         "infer": ["--checkpoint", str(runs / "demo" / "model.pt"), "--videos", str(data / "long.csv"),
-                  "--output", str(preds), "--sampling", "cover", "--plot", "--actors", "1"]  # frames, rate, crop: model.pt's recipe
+                  "--output", str(preds), "--clip.sampling", "cover", "--plot", "--actors", "1"]  # frames, rate, crop: model.pt's recipe
                  + (["--overwrite"] if args.overwrite else []),
     }
 

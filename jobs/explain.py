@@ -59,13 +59,13 @@ def check_inputs(job: ExplainJobConfig):
     Returns (clip spec, plan); raises ConfigError with one line."""
     from pipeline.explain.outputs import MARKER, OWNED
     from pipeline.guard import claim_output
-    from pipeline.infer.config import InferConfig, clip_config, plan_inference
+    from pipeline.infer.config import ClipOverrides, InferConfig, clip_config, plan_inference
     from pipeline.infer.inputs import check_checkpoint, check_clips, check_videos
     from pipeline.model.recipe import RecipeError, read_recipe
 
     model_cfg, ckpt = check_checkpoint(job.checkpoint)
     clips = job.clips or read_recipe(job.checkpoint, ckpt)[2]["clips"]  # uniform clips: --clips or the recipe's
-    infer = InferConfig(sampling="uniform", clips=clips, crops=1)
+    infer = InferConfig(clip=ClipOverrides(sampling="uniform", clips=clips, crops=1))
     check_clips(infer, model_cfg)
     try:
         plan = plan_inference(job.checkpoint, infer, ckpt=ckpt)
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     fixed = {k: v for k, v in plan.resolved.overrides.items() if k in ("sampling", "crops")}
     for warning in plan.warnings:
-        if not warning.startswith(("--sampling ", "--crops ")):  # explain's own choice, noted below
+        if not warning.startswith(("--clip.sampling ", "--clip.crops ")):  # explain's own choice, noted below
             print(f"warning: {warning}", file=sys.stderr)
     if fixed:
         print("note: jobs.explain uses uniform clips and one centre crop (the checkpoint's recipe: "

@@ -5,10 +5,13 @@ under `--output`: `predictions.parquet` (+ `.jsonl` with `--jsonl`), `parts/`, `
 `summary.json`, `labels.json`, `plots/` (with `--plot`). A rerun skips videos already done.
 Exit 0 even when some videos failed (they are error rows); 2 for bad arguments.
 
-Clip settings (--num-frames, --sampling-rate, --short-side, --crop-size, --sampling, --clips,
---crops) default to the recipe recorded in the checkpoint (what the model was trained or published
-with). A flag that differs from it is used, printed as a warning and recorded in summary.json; a
-frame count the model would have to resample its time embedding for needs --allow-resample.
+Clip settings (--clip.num-frames, --clip.sampling-rate, --clip.short-side, --clip.crop-size,
+--clip.crops; also `--set clip.num_frames=16` or a `clip:` mapping in --config) default to the
+recipe recorded in the checkpoint (what the model was trained or published with). A flag that
+differs from it is used, printed as a warning and recorded in summary.json; a frame count the
+model would have to resample its time embedding for needs --allow-resample. How a video is
+covered is the job's: --clip.sampling cover (the default: clips over the whole video) or uniform
+with --clip.clips K; --clip.sampling null takes the recipe's eval protocol.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ from pipeline.infer.config import InferConfig
 
 EXAMPLES = """examples:
   python -m jobs.infer --checkpoint s3://b/run/model.pt --videos s3://b/howto100m/test.csv \\
-      --output s3://b/preds --sampling cover --crops 3 --plot
-  python -m jobs.infer --checkpoint model.pt --videos videos/ --output preds --sampling uniform --clips 4"""
+      --output s3://b/preds --clip.sampling cover --clip.crops 3 --plot
+  python -m jobs.infer --checkpoint model.pt --videos videos/ --output preds --clip.sampling uniform --clip.clips 4"""
 
 
 @dataclass
@@ -55,7 +58,7 @@ def check_inputs(job: InferJobConfig):
     from pipeline.infer import plan_inference
     from pipeline.infer.inputs import check_checkpoint, check_clips, check_videos
     from pipeline.guard import claim_output
-    from pipeline.infer.outputs import MARKER, OWNED, run_settings
+    from pipeline.infer.outputs import MARKER, MARKER_FLAGS, OWNED, run_settings
     from pipeline.model.recipe import RecipeError
 
     model_cfg, ckpt = check_checkpoint(job.checkpoint)  # the one read of the checkpoint on the driver
@@ -71,7 +74,7 @@ def check_inputs(job: InferJobConfig):
         raise ConfigError(f"--labels {job.labels}: not found")
     claim_output(job.output, MARKER, run_settings(job.checkpoint, job.videos, job.infer_config(),
                                                   job.howto100m_template),
-                 overwrite=job.overwrite, owned=OWNED, job="jobs.infer")
+                 overwrite=job.overwrite, owned=OWNED, job="jobs.infer", flags=MARKER_FLAGS)
     return plan
 
 

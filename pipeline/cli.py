@@ -11,7 +11,8 @@ checked against the field's type, exactly like the YAML file. Later sources win:
     dataclass defaults  <  --config FILE.yaml  <  flags  <  --set key=value
 
 A field's help is the comment on its line in the dataclass source (`x: int = 3  # what x is`), so
-the documentation of a default lives once, beside the default.
+the documentation of a default lives once, beside the default; a field declared with
+`field(metadata={"help": ...})` (a generated class's, `pipeline.data.overrides`) carries its own.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ _FIELD = re.compile(r"^\s*(\w+)\s*:\s*\S")
 
 
 def field_comments(cls: type) -> dict[str, str]:
-    """`{field: comment}` from a dataclass's source: the `# ...` on a field's line, else the
+    """`{field: help}` of a dataclass: a field's `metadata["help"]` where it has one (a generated
+    class has no source), else from the source: the `# ...` on the field's line, else the
     comment lines right above it."""
     out: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
@@ -44,7 +46,7 @@ def field_comments(cls: type) -> dict[str, str]:
         try:
             lines = inspect.getsource(klass).splitlines()
         except (OSError, TypeError):
-            continue
+            lines = []
         above: list[str] = []
         for line in lines:
             text = line.strip()
@@ -58,6 +60,9 @@ def field_comments(cls: type) -> dict[str, str]:
             elif field_line and above:
                 out[field_line.group(1)] = " ".join(above)
             above = []
+        own = klass.__dict__.get("__annotations__", {})
+        out.update({f.name: str(f.metadata["help"]) for f in dataclasses.fields(klass)
+                    if f.name in own and "help" in f.metadata})
     return out
 
 

@@ -17,7 +17,7 @@ import json
 import os
 import posixpath
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from pipeline import storage
 from pipeline.config import ConfigError
@@ -44,10 +44,11 @@ _CONTENT = {"manifest_rows": "the manifest's rows", "manifest_sha1": "the manife
 _FLAG_OF = {"train_short_side": "short_side", "memory": "memory_mb"}  # DecodeConfig names jobs spell otherwise
 
 
-def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+def differences(old: dict[str, Any], new: dict[str, Any], flags: Mapping[str, str] | None = None) -> list[str]:
     """What differs between two marker configs, as the user set it: a flag per differing leaf
     (`{"data": {"num_frames": 8}}` -> `--num-frames (8 there, 16 now)`; sections are the job's
-    grouping, its flags are the leaves' names), or the manifest's content."""
+    grouping, its flags are the leaves' names, or `flags[leaf]`), or the manifest's content."""
+    flags = flags or {}
     out: list[str] = []
 
     def walk(a: Any, b: Any, key: str) -> None:
@@ -58,7 +59,7 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             if key in _CONTENT:
                 text = _CONTENT[key]
             else:
-                text = "--" + _FLAG_OF.get(key, key).replace("_", "-")
+                text = flags.get(key) or "--" + _FLAG_OF.get(key, key).replace("_", "-")
                 if all(isinstance(v, (int, float, str, type(None))) and len(repr(v)) <= 40 for v in (a, b)):
                     text += f" ({a!r} there, {b!r} now)"
             if not any(t.split(" (")[0] == text.split(" (")[0] for t in out):
@@ -69,9 +70,10 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def claim_output(output: str, marker: str, config: dict[str, Any], *, overwrite: bool,
-                 owned: Sequence[str], job: str) -> None:
+                 owned: Sequence[str], job: str, flags: Mapping[str, str] | None = None) -> None:
     """Refuse (OutputConflict) to write into `output` when it holds another config's run or
-    files this job did not write, unless `overwrite`; then write the marker (`config`)."""
+    files this job did not write, unless `overwrite`; then write the marker (`config`). `flags`
+    names the flags of the marker's keys that are not `--<key>` (see `differences`)."""
     uri = storage.join(output, marker)
     if storage.exists(uri):
         old = storage.read_json(uri)
@@ -79,7 +81,7 @@ def claim_output(output: str, marker: str, config: dict[str, Any], *, overwrite:
             return
         if not overwrite:
             raise OutputConflict(f"{output} holds output of another {job} config (differs in "
-                                 f"{', '.join(differences(old, config))}); use --overwrite or a new --output")
+                                 f"{', '.join(differences(old, config, flags))}); use --overwrite or a new --output")
     elif (names := _top_names(output)) and not overwrite:
         raise OutputConflict(f"{output} holds files {job} did not write ({', '.join(names)}, ...); "
                              "use --overwrite (removes only this job's outputs) or a new --output")

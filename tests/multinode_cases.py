@@ -98,7 +98,7 @@ def infer(work: str) -> dict[str, Any]:
 
     from pipeline.data import synthetic
     from pipeline.data.manifest import LabelMap, write_labels
-    from pipeline.infer import InferConfig, run_inference
+    from pipeline.infer import ClipOverrides, InferConfig, run_inference
     from pipeline.model import create, save
 
     torch.manual_seed(0)
@@ -111,8 +111,8 @@ def infer(work: str) -> dict[str, Any]:
         path = os.path.join(work, f"clip{i}.mp4")
         synthetic.write_motion_video(path, i % 4, seconds=3, fps=15, size=(96, 72), seed=i)
         items.append({"video_id": f"v{i:02d}", "uri": path})
-    cfg = InferConfig(sampling_rate=8, short_side=32, crop_size=32, sampling="uniform", clips=4, batch_size=2,
-                      part_size=2, actor_restarts=4)
+    cfg = InferConfig(clip=ClipOverrides(sampling_rate=8, short_side=32, crop_size=32, sampling="uniform", clips=4),
+                      batch_size=2, part_size=2, actor_restarts=4)
     out = os.path.join(work, "out")
     scorer = "ClipScorer))"  # Ray Data's actor class: MapWorker(MapBatches(ClipScorer))
     seen: list[str] = []  # nodes a model actor was alive on, in order

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 
 import pytest
 
@@ -72,6 +72,27 @@ def test_help_shows_field_comments_and_defaults():
     assert "More text." in text
 
 
+Generated = make_dataclass("Generated", [("k", int, field(default=2, metadata={"help": "clips per video"}))])
+
+
+@dataclass
+class FromGenerated(Generated):
+    extra: int = 0  # from the source
+
+
+@dataclass
+class WithGenerated:
+    sec: FromGenerated = field(default_factory=FromGenerated)
+
+
+def test_help_of_a_generated_class_comes_from_its_field_metadata():
+    from pipeline.cli import field_comments
+
+    assert field_comments(FromGenerated) == {"k": "clips per video", "extra": "from the source"}
+    text = job_parser(WithGenerated, prog="job", doc="A job.").format_help()
+    assert "--sec.k K" in text and "clips per video [int; default: 2]" in text
+
+
 @pytest.mark.parametrize("job", ["jobs.train", "jobs.infer", "jobs.preprocess", "jobs.make_synthetic",
                                  "jobs.convert", "jobs.demo"])
 def test_every_job_shows_its_defaults_and_examples(job, capsys):
@@ -126,8 +147,10 @@ def test_a_dataclass_check_names_the_flags_the_user_typed():
 
 
 @pytest.mark.parametrize("job, argv, text", [
-    ("jobs.infer", ["--checkpoint", "c.pt", "--videos", "v.csv", "--output", "o", "--clips", "0"],
-     "--clips must be >= 1"),
+    ("jobs.infer", ["--checkpoint", "c.pt", "--videos", "v.csv", "--output", "o", "--clip.clips", "0"],
+     "--clip.clips must be >= 1"),
+    ("jobs.infer", ["--checkpoint", "c.pt", "--videos", "v.csv", "--output", "o", "--set", "clip.crops=2"],
+     "--clip.crops must be 1 or 3"),
     ("jobs.explain", ["--checkpoint", "c.pt", "--videos", "v.csv", "--output", "o", "--clips", "0"],
      "--clips must be >= 1"),
     ("jobs.transcode", ["--manifest", "m.csv", "--output", "o", "--gop", "0"], "--gop must be >= 1"),

@@ -68,7 +68,7 @@ def test_demo_runs_the_whole_pipeline(ray_local, tmp_path, capsys):
         ends = [c["end_sec"] for c in r["timeline"]]
         assert r["num_clips"] == len(ends) and max(ends) == pytest.approx(60.0, abs=0.1)
     assert len(list((out / "predictions" / "plots").glob("*.png"))) == 2
-    # no clip flags but --sampling cover: frames, rate and crop came from model.pt's recipe (8 x 4, 32 px)
+    # no clip flags but --clip.sampling cover: frames, rate and crop came from model.pt's recipe (8 x 4, 32 px)
     spec = json.loads((out / "predictions" / "summary.json").read_text())["clip_spec"]
     assert (spec["num_frames"], spec["sampling_rate"], spec["crop_size"], spec["sampling"]) == (8, 4, 32, "cover")
     for line in ("validation clip accuracy:", "video-level accuracy:", "timeline clip accuracy:", "training curves:",

@@ -49,7 +49,7 @@ class ClipConfig:
     crop_size: int | None = 224  # square crop side; None keeps whole frames (val/test only)
     short_side: int | None = None  # val/test short side before cropping; None: crop_size
     train_short_side: tuple[int, int] | None = None  # train short-side jitter [lo, hi]; None: (256, 320) x crop_size / 224
-    sampling: Literal["uniform", "cover"] = "uniform"  # val/test: `clips` evenly spaced, or clips covering the video
+    sampling: Literal["uniform", "cover"] = "uniform"  # val/test: uniform: `clips` evenly spaced; cover: non-overlapping clips over the whole video (HowTo100M)
     clips: int = 1  # val/test clips per video with sampling=uniform
     crops: int = 1  # val/test views per clip: 1 centre crop, or 3 crops along the long side
     hflip: bool = True  # train: horizontal flip with p = 0.5

@@ -4,8 +4,9 @@
 
 What the model sees (frames, rate, short side, crop, crops) comes from the recipe the checkpoint
 records (`config.plan_inference`, read in the driver before Ray work starts); how a video is
-covered is the job's: `sampling="cover"` (non-overlapping clips over the whole video, the
-HowTo100M protocol) by default, `uniform` with `clips` K as the opt-in, None for the recipe's.
+covered is the job's: `clip.sampling="cover"` (non-overlapping clips over the whole video, the
+HowTo100M protocol) by default, `uniform` with `clip.clips` K as the opt-in, None for the recipe's
+(`InferConfig(clip=ClipOverrides(sampling="uniform", clips=4))`).
 
 Data flow (`driver`), the shape of Ray's batch-inference example:
 
@@ -13,7 +14,7 @@ Data flow (`driver`), the shape of Ray's batch-inference example:
    `videos_per_task` videos (`num_cpus=decode_num_cpus`) runs `decode.decode_video`: probe, sample
    the clip spans, seek-decode only the wanted frames with the one clip path every stage uses
    (`pipeline.data.clips.iter_clips`), resize and crop; it yields a block of clip rows per seek
-   pass (`clips_per_decode` clips), so an hour-long video streams through in small blocks. A bad
+   pass (`clip.clips_per_decode` clips), so an hour-long video streams through in small blocks. A bad
    video is one error row, never a failed task.
 2. `map_batches(actor.ClipScorer, concurrency=(min, max), num_gpus=...)`: batches of `batch_size`
    clips of any videos on model actors; the pool's size comes from the GPUs the cluster has or
@@ -35,15 +36,16 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from pipeline.infer.config import InferConfig, InferPlan, InferResult, clip_config, plan_inference, resolve_infer
+from pipeline.infer.config import (ClipOverrides, InferConfig, InferPlan, InferResult, clip_config, plan_inference,
+                                   resolve_infer)
 from pipeline.infer.decode import decode_video, read_video
 from pipeline.infer.inputs import list_videos, read_label_names
 from pipeline.infer.outputs import (PARTS_DIR, PLOTS_DIR, SCHEMA, done_video_ids, failed_row, list_parts,
                                     merge_parts, part_name, plot_uri, prediction_row, write_part,
                                     write_summary)
 
-__all__ = ["InferConfig", "InferPlan", "InferResult", "plan_inference", "resolve_infer", "PARTS_DIR", "PLOTS_DIR",
-           "SCHEMA", "done_video_ids", "failed_row", "list_parts", "list_videos", "merge_parts", "part_name",
+__all__ = ["ClipOverrides", "InferConfig", "InferPlan", "InferResult", "plan_inference", "resolve_infer", "PARTS_DIR",
+           "PLOTS_DIR", "SCHEMA", "done_video_ids", "failed_row", "list_parts", "list_videos", "merge_parts", "part_name",
            "plot_uri", "prediction_row", "read_label_names", "clip_config", "decode_video", "read_video",
            "write_part", "write_summary"]
 

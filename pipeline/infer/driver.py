@@ -8,7 +8,7 @@
 The driver only aggregates: each block of scored clips goes into the `Collector`, and a video's
 row is written (in a part file of `part_size` rows) as soon as all its clips are in. Ray Data's
 streaming executor does the rest: backpressure on the object store (a long video's clips stream
-through in blocks of `clips_per_decode`), batches of `batch_size` clips across videos, an actor
+through in blocks of `clip.clips_per_decode`), batches of `batch_size` clips across videos, an actor
 pool that starts `min_actors` and grows onto GPU nodes as the autoscaler adds them, restarts of
 lost actors and retries of lost tasks (see docs/RAY.md, "Inference").
 """
@@ -115,8 +115,8 @@ def run_inference(checkpoint: str, videos: str | list[dict[str, Any]], output: s
     busy: dict[str, float] = {}
     if todo:
         collector = Collector(writer.items, names, aggregate=cfg.aggregate, top_k=cfg.top_k)
-        gate = outage.start(cfg.storage_outage_s, first_wait_s=cfg.storage_backoff_s,
-                            max_wait_s=8 * cfg.storage_backoff_s, wait=False)  # comes up while the pool starts
+        gate = outage.start(cfg.storage_outage_s, first_wait_s=cfg.clip.storage_backoff_s,
+                            max_wait_s=8 * cfg.clip.storage_backoff_s, wait=False)  # comes up while the pool starts
         ds = scored_clips(todo, spec, cfg, checkpoint, pool, num_classes, storage.join(output, "_fault_injected"),
                           gate)
         try:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline import storage
-from pipeline.infer.config import InferConfig, plan_inference
+from pipeline.infer.config import ClipOverrides, InferConfig, plan_inference
 from pipeline.model.recipe import CLIP_FIELDS
 
 
@@ -43,8 +43,8 @@ def evaluate_videos(checkpoint: str, manifest: str, output: str, clip_values: di
     from pipeline.infer.driver import run_inference
     from pipeline.infer.outputs import MARKER, OWNED
 
-    cfg = InferConfig(**{k: clip_values[k] for k in CLIP_FIELDS}, aggregate="mean_probs", top_k=5,
-                      batch_size=batch_size, labels=labels, allow_resample=True)
+    cfg = InferConfig(clip=ClipOverrides(**{k: clip_values[k] for k in CLIP_FIELDS}), aggregate="mean_probs",
+                      top_k=5, batch_size=batch_size, labels=labels, allow_resample=True)
     plan = plan_inference(checkpoint, cfg)  # the clip values were resolved (and warned about) already
     claim_output(output, MARKER, {"checkpoint": checkpoint, "videos": manifest}, overwrite=True, owned=OWNED,
                  job="jobs.train --eval-only")

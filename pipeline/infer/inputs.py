@@ -125,12 +125,12 @@ def check_clips(cfg: InferConfig, model_cfg: Any) -> None:
     not a multiple of its patch size)."""
     from pipeline.model import check_clip_shape
 
-    frames = cfg.num_frames or model_cfg.num_frames
-    crop = cfg.crop_size or model_cfg.image_size
+    frames = cfg.clip.num_frames or model_cfg.num_frames
+    crop = cfg.clip.crop_size or model_cfg.image_size
     try:
         check_clip_shape(model_cfg, frames, crop)
     except ValueError as e:
-        raise ConfigError(f"--num-frames / --crop-size: {e}") from None
+        raise ConfigError(f"--clip.num-frames / --clip.crop-size: {e}") from None
 
 
 def check_videos(uri: str, howto100m_template: str | None = None) -> None:

@@ -20,15 +20,17 @@ import pyarrow.parquet as pq
 from pipeline import aggregate as agg
 from pipeline import storage
 from pipeline.data.clips import ClipConfig
-from pipeline.infer.config import InferConfig, InferResult
+from pipeline.infer.config import CLIP_FLAGS, InferConfig, InferResult
+from pipeline.model.recipe import CLIP_FIELDS
 
 PARTS_DIR = "parts"
 PLOTS_DIR = "plots"
 MARKER = "_infer.json"  # the run's settings: a rerun with the same ones resumes
 OWNED = (PARTS_DIR, PLOTS_DIR, MARKER, "predictions.parquet", "predictions.jsonl", "errors.parquet",
          "summary.json")  # what --overwrite removes
-RESULT_FIELDS = ("num_frames", "sampling_rate", "sampling", "clips", "crops", "short_side", "crop_size",
-                 "aggregate", "top_k", "labels")  # settings that change the rows
+RESULT_FIELDS = ("aggregate", "top_k", "labels")  # settings that change the rows, with `clip`'s CLIP_FIELDS
+# The flag of each key of the marker (`run_settings`) whose flag is not `--<key>`.
+MARKER_FLAGS = {k: CLIP_FLAGS + k.replace("_", "-") for k in CLIP_FIELDS}
 
 
 def failed_row(video_id: str, error: dict[str, str], target: str | None = None) -> dict[str, Any]:
@@ -175,17 +177,18 @@ def plot_uri(output: str, video_id: str) -> str:
 def run_settings(checkpoint: str, videos: str, cfg: InferConfig, howto100m_template: str = "") -> dict[str, Any]:
     """What makes two runs into one output folder the same run (the marker `_infer.json` records
     it for `pipeline.guard.claim_output`): the inputs and the settings that change the rows, not
-    the throughput settings, which a rerun may change."""
+    the throughput settings, which a rerun may change. The clip fields are top-level keys
+    (`MARKER_FLAGS` names their flags)."""
     return {"checkpoint": checkpoint, "videos": videos, "howto100m_template": howto100m_template,
-            **{k: getattr(cfg, k) for k in RESULT_FIELDS}}
+            **{k: getattr(cfg.clip, k) for k in CLIP_FIELDS}, **{k: getattr(cfg, k) for k in RESULT_FIELDS}}
 
 
 def write_summary(checkpoint: str, cfg: InferConfig, spec: ClipConfig, info: dict[str, Any],
                   result: InferResult, recipe: dict[str, Any] | None = None) -> None:
-    """`summary.json`: the settings (InferConfig, ClipConfig), the checkpoint's recipe and what
-    differed from it (`recipe`: checkpoint, used, overrides, warnings), the model and pool facts,
-    the counts of the whole output folder (`counts`, `clips`, `top1`: a rerun that skips
-    everything keeps them) and this run's share (`this_run`)."""
+    """`summary.json`: the settings (InferConfig with its `clip` section, ClipConfig), the
+    checkpoint's recipe and what differed from it (`recipe`: checkpoint, used, overrides,
+    warnings), the model and pool facts, the counts of the whole output folder (`counts`,
+    `clips`, `top1`: a rerun that skips everything keeps them) and this run's share (`this_run`)."""
     storage.write_json(storage.join(result.output, "summary.json"), {
         "checkpoint": checkpoint, "config": dataclasses.asdict(cfg), "clip_spec": dataclasses.asdict(spec),
         "recipe": recipe,

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 FPS = 15
 SIZE = (96, 72)  # W, H of the synthetic videos
 CLIP = dict(num_frames=4, sampling_rate=8, short_side=32, crop_size=32)  # 16 source frames ~ 1.07 s
-CLIP_ARGS = ["--sampling-rate", "8", "--short-side", "32", "--crop-size", "32"]
+CLIP_ARGS = ["--clip.sampling-rate", "8", "--clip.short-side", "32", "--clip.crop-size", "32"]
 
 SEGMENT_SECONDS = 15.0
 LONG_PLANS = {  # video -> segment labels (60-75 s in total); the majority differs per video

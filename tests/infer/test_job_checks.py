@@ -11,9 +11,9 @@ import pytest
 from jobs.infer import main
 from pipeline import storage
 from pipeline.config import ConfigError
-from pipeline.infer import InferConfig
+from pipeline.infer import ClipOverrides, InferConfig
 from pipeline.guard import claim_output as guard_claim
-from pipeline.infer.outputs import MARKER, OWNED, plot_uri, run_settings
+from pipeline.infer.outputs import MARKER, MARKER_FLAGS, OWNED, plot_uri, run_settings
 
 
 @pytest.fixture()
@@ -25,7 +25,8 @@ def inputs(tmp_path, untrained_ckpt):
 
 
 @pytest.mark.parametrize("extra, text", [
-    (["--crop-size", "30"], "not divisible by patch_size 8"),  # the debug model's patch is 8
+    (["--clip.crop-size", "30"], "--clip.num-frames / --clip.crop-size: clips of 4 x 30 px do not fit"),
+    (["--clip.crop-size", "30"], "not divisible by patch_size 8"),  # the debug model's patch is 8  # the debug model's patch is 8
     (["--min-actors", "0"], "--min-actors must be >= 1"),
     (["--actors", "-1"], "--actors must be >= 0"),
     (["--decode-num-cpus", "0"], "--decode-num-cpus must be > 0"),
@@ -75,19 +76,21 @@ def test_refuses_another_jobs_output_folder(user_error, inputs, tmp_path):
 
 def claim_output(out, checkpoint, videos, cfg, *, overwrite):
     """What jobs.infer does with its output folder before Ray starts."""
-    guard_claim(out, MARKER, run_settings(checkpoint, videos, cfg), overwrite=overwrite, owned=OWNED, job="jobs.infer")
+    guard_claim(out, MARKER, run_settings(checkpoint, videos, cfg), overwrite=overwrite, owned=OWNED, job="jobs.infer",
+                flags=MARKER_FLAGS)
 
 
 def test_same_settings_resume_other_settings_are_refused(s3_bucket):
     out = f"s3://{s3_bucket}/preds"
-    cfg = InferConfig(sampling="uniform", clips=2)
+    cfg = InferConfig(clip=ClipOverrides(sampling="uniform", clips=2))
     claim_output(out, "m.pt", "v.csv", cfg, overwrite=False)
-    claim_output(out, "m.pt", "v.csv", InferConfig(sampling="uniform", clips=2, batch_size=3),
-                 overwrite=False)  # throughput settings may change on a rerun
+    faster = InferConfig(clip=ClipOverrides(sampling="uniform", clips=2, clips_per_decode=2), batch_size=3)
+    claim_output(out, "m.pt", "v.csv", faster, overwrite=False)  # throughput settings may change on a rerun
     storage.write_bytes_atomic(storage.join(out, "parts", "part-x.parquet"), b"old")
-    with pytest.raises(ConfigError, match="differs in --clips"):
-        claim_output(out, "m.pt", "v.csv", InferConfig(sampling="uniform", clips=3), overwrite=False)
-    claim_output(out, "m.pt", "v.csv", InferConfig(sampling="uniform", clips=3), overwrite=True)
+    three = InferConfig(clip=ClipOverrides(sampling="uniform", clips=3))
+    with pytest.raises(ConfigError, match=r"differs in --clip\.clips \(2 there, 3 now\)"):
+        claim_output(out, "m.pt", "v.csv", three, overwrite=False)
+    claim_output(out, "m.pt", "v.csv", three, overwrite=True)
     assert not storage.exists(storage.join(out, "parts"))  # the earlier run's rows are gone
     storage.write_bytes_atomic(f"s3://{s3_bucket}/other/labels.json", b"{}")
     with pytest.raises(ConfigError, match="did not write"):
@@ -130,7 +133,7 @@ def test_plots_of_hostile_ids_land_inside_the_output(kind, ray_local, untrained_
         out = f"s3://{bucket}/a/b/out"
     before = _files(tmp_path)
     assert main(["--checkpoint", untrained_ckpt, "--videos", str(man), "--output", out, "--plot",
-                 "--sampling-rate", "8", "--short-side", "32", "--crop-size", "32"]) == 0
+                 "--clip.sampling-rate", "8", "--clip.short-side", "32", "--clip.crop-size", "32"]) == 0
     assert victim.read_bytes() == b"keep"
     new = set(_files(tmp_path)) - set(before)
     assert all(p.startswith(out + "/") for p in new) if kind == "local" else not new

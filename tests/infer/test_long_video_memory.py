@@ -1,7 +1,7 @@
 """Memory stays bounded for long videos (slow): a 40-minute video whose decoded clips are larger
 than the whole object store goes through inference without the store spilling.
 
-The clips of one video stream through Ray Data in blocks of one seek pass (`clips_per_decode`
+The clips of one video stream through Ray Data in blocks of one seek pass (`clip.clips_per_decode`
 clips), scored and freed as they come, so what the object store holds is a few blocks, whatever
 the video's length. The run is its own driver with its own local Ray (a 100 MB object store, the
 smallest Ray allows is 75 MB), so that the store's spill counter is this run's alone.
@@ -22,11 +22,12 @@ REPO = Path(__file__).resolve().parents[2]
 DRIVER = r"""
 import json, sys, ray
 from ray._private.internal_api import memory_summary
-from pipeline.infer import InferConfig, run_inference
+from pipeline.infer import ClipOverrides, InferConfig, run_inference
 ckpt, video, out = sys.argv[1:4]
 ray.init(address="local", num_cpus=2, object_store_memory=100 * 2**20, include_dashboard=False,
          logging_level="ERROR")
-cfg = InferConfig(num_frames=4, sampling_rate=8, crop_size=64, short_side=64, batch_size=16, block_mb=4)
+cfg = InferConfig(clip=ClipOverrides(num_frames=4, sampling_rate=8, crop_size=64, short_side=64), batch_size=16,
+                  block_mb=4)
 res = run_inference(ckpt, [{"video_id": "long", "uri": video}], out, cfg, device="cpu")
 summary = memory_summary(address=ray.get_runtime_context().gcs_address, stats_only=True)  # this Ray, not another on the machine
 print("RESULT " + json.dumps({"ok": res.ok, "clips": res.clips, "summary": summary}))

@@ -27,7 +27,7 @@ from infer_cases import CLIP, CLIP_ARGS, FPS, LONG_PLANS, SEGMENT_SECONDS, read_
 from pipeline import storage
 from pipeline.aggregate import label_at
 from pipeline.data import synthetic
-from pipeline.infer import SCHEMA, InferConfig
+from pipeline.infer import SCHEMA, ClipOverrides, InferConfig
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -110,7 +110,7 @@ def test_output_schema_jsonl_plots_and_summary(ray_local, untrained_ckpt, short_
     captured = capsys.readouterr()
     err = captured.err
     assert "warning: the checkpoint records no clip recipe" in err
-    assert "warning: --sampling-rate 8 (given) differs from the checkpoint's recipe (32); using 8" in err
+    assert "warning: --clip.sampling-rate 8 (given) differs from the checkpoint's recipe (32); using 8" in err
     assert json.loads(Path(out, "labels.json").read_text())["names"] == synthetic.CLASSES
     progress = json.loads(Path(out, "progress.json").read_text())
     assert progress["finished"] and progress["videos_done"] == progress["videos_total"] == 3
@@ -123,7 +123,7 @@ def test_uniform_clips_three_crops_and_batches_across_videos(ray_local, untraine
     from pipeline.infer import run_inference
 
     items = [{"video_id": f"v{i}", "uri": p, "target": None} for i, p in enumerate(short_videos)]
-    cfg = InferConfig(sampling="uniform", clips=2, crops=3, batch_size=5, part_size=4, **CLIP)
+    cfg = InferConfig(clip=ClipOverrides(sampling="uniform", clips=2, crops=3, **CLIP), batch_size=5, part_size=4)
     res = run_inference(untrained_ckpt, items, str(tmp_path / "out"), cfg)
     assert (res.total, res.ok, res.errors, res.clips) == (6, 6, 0, 12)
     assert res.parts_written == 2  # 4 + 2 videos
@@ -138,8 +138,8 @@ def test_a_dead_model_actor_loses_no_video(ray_local, untrained_ckpt, short_vide
 
     items = [{"video_id": f"v{i}", "uri": p, "target": None} for i, p in enumerate(short_videos)]
     run_inference(untrained_ckpt, items, str(tmp_path / "clean"),
-                  InferConfig(sampling="uniform", clips=2, batch_size=2, **CLIP))
-    cfg = InferConfig(sampling="uniform", clips=2, batch_size=2, fail_actor_after_calls=2, **CLIP)
+                  InferConfig(clip=ClipOverrides(sampling="uniform", clips=2, **CLIP), batch_size=2))
+    cfg = InferConfig(clip=ClipOverrides(sampling="uniform", clips=2, **CLIP), batch_size=2, fail_actor_after_calls=2)
     out = tmp_path / "out"
     res = run_inference(untrained_ckpt, items, str(out), cfg)
     assert (out / "_fault_injected").exists()  # the actor did die
@@ -155,7 +155,8 @@ def test_with_no_model_actor_left_every_video_still_gets_one_row(ray_local, untr
     from pipeline.infer import run_inference
 
     items = [{"video_id": f"v{i}", "uri": p, "target": None} for i, p in enumerate(short_videos)]
-    cfg = InferConfig(sampling="uniform", clips=2, batch_size=2, actor_restarts=0, fail_actor_after_calls=2, **CLIP)
+    cfg = InferConfig(clip=ClipOverrides(sampling="uniform", clips=2, **CLIP), batch_size=2, actor_restarts=0,
+                      fail_actor_after_calls=2)
     res = run_inference(untrained_ckpt, items, str(tmp_path / "out"), cfg)
     rows = read_rows(str(tmp_path / "out"))
     assert sorted(r["video_id"] for r in rows) == [f"v{i}" for i in range(6)] and res.errors >= 5
@@ -186,8 +187,8 @@ def test_a_storage_outage_is_a_retryable_row_and_a_rerun_scores_the_video(ray_lo
     out = f"s3://{s3_bucket}/out"
     s3_proxy.fail(503, path_contains="/in/clip")  # every video read answers 503: a full outage
     try:
-        assert _run_job(untrained_ckpt, f"s3://{s3_bucket}/in", out, "--storage-attempts", "2",
-                        "--storage-backoff-s", "0.1", "--storage-outage-s", "2") == 0
+        assert _run_job(untrained_ckpt, f"s3://{s3_bucket}/in", out, "--clip.storage-attempts", "2",
+                        "--clip.storage-backoff-s", "0.1", "--storage-outage-s", "2") == 0
     finally:
         s3_proxy.heal()
     rows = {r["video_id"]: r for r in storage.read_parquet(f"{out}/predictions.parquet").to_pylist()}
@@ -211,7 +212,7 @@ def test_an_outage_longer_than_every_videos_tries_costs_no_rerun(s3_bucket, s3_p
         storage.write_bytes_atomic(f"s3://{s3_bucket}/out_in/{Path(p).name}", Path(p).read_bytes())
     out = f"s3://{s3_bucket}/outage_out"
     cmd = [sys.executable, "-m", "jobs.infer", "--checkpoint", untrained_ckpt, "--videos", f"s3://{s3_bucket}/out_in",
-           "--output", out, *CLIP_ARGS, "--storage-attempts", "2", "--storage-backoff-s", "0.1",
+           "--output", out, *CLIP_ARGS, "--clip.storage-attempts", "2", "--clip.storage-backoff-s", "0.1",
            "--storage-outage-s", "120"]
     env = {**os.environ, "RAY_ADDRESS": "local", "AWS_MAX_ATTEMPTS": "1", "AWS_RETRY_MODE": "standard",
            "PYTHONPATH": str(REPO)}
@@ -246,7 +247,7 @@ def test_at_20_percent_storage_faults_the_predictions_are_a_clean_runs(ray_local
     for p in short_videos[:4]:
         storage.write_bytes_atomic(f"s3://{s3_bucket}/in/{Path(p).name}", Path(p).read_bytes())
     clean, faulty = f"s3://{s3_bucket}/clean", f"s3://{s3_bucket}/faulty"
-    args = ("--storage-backoff-s", "0.1", "--part-size", "1")
+    args = ("--clip.storage-backoff-s", "0.1", "--part-size", "1")
     assert _run_job(untrained_ckpt, f"s3://{s3_bucket}/in", clean, *args) == 0
     s3_proxy.chaos(0.2, seed=4, latency_s=0.2)
     try:
@@ -325,7 +326,7 @@ def test_trained_model_follows_the_segments_of_long_videos(ray_local, trained_ck
     }) + "\n" for vid, p in long_videos.items()))
     man = str(man)
     out = str(tmp_path / "out")
-    assert _run_job(trained_ckpt, man, out, "--sampling", "cover", "--batch-size", "16", "--plot") == 0
+    assert _run_job(trained_ckpt, man, out, "--clip.sampling", "cover", "--batch-size", "16", "--plot") == 0
     rows = {r["video_id"]: r for r in read_rows(out)}
     assert sorted(rows) == sorted(LONG_PLANS)
     agree_all = inside_all = 0
@@ -368,7 +369,7 @@ def test_awkward_inputs_are_error_rows_with_reasons_and_cut_downloads_are_flagge
 
     videos = write_bad_inputs(tmp_path / "in")
     out = str(tmp_path / "out")
-    assert _run_job(untrained_ckpt, manifest(tmp_path / "in", videos), out, "--max-pixels", str(MAX_PIXELS)) == 0
+    assert _run_job(untrained_ckpt, manifest(tmp_path / "in", videos), out, "--clip.max-pixels", str(MAX_PIXELS)) == 0
     rows = {r["video_id"]: r for r in read_rows(out)}
     assert sorted(rows) == sorted(EXPECTED)  # every input has its one row
     for name, words in EXPECTED.items():

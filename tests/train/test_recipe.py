@@ -17,7 +17,7 @@ from pipeline.data import synthetic
 from pipeline.data.clips import read_clips
 from pipeline.data.decode import Video
 from pipeline.data.manifest import load_manifest
-from pipeline.infer import InferConfig, clip_config, plan_inference, read_video
+from pipeline.infer import ClipOverrides, InferConfig, clip_config, plan_inference, read_video
 from pipeline.train import TrainJobConfig, make_plan, run_dir_of
 from pipeline.train.recipe import eval_plan
 
@@ -50,14 +50,14 @@ def trained_run(tmp_path_factory):
 
 def test_inference_with_the_recipes_protocol_makes_the_clips_validation_made(trained_run):
     """With no clip flags the model sees the recipe's clips; with the recipe's protocol
-    (`sampling=None`, as --eval-only) it sees exactly what validation decoded. Without it, a long
+    (`clip.sampling=None`, as --eval-only) it sees exactly what validation decoded. Without it, a long
     video is covered (the job's default), with the recipe's frames, rate and crop, and no warning."""
     cfg, ckpt = trained_run
     plan = plan_inference(ckpt, InferConfig())
     assert not plan.warnings and plan.recipe["labels"] == list(synthetic.CLASSES)
     assert plan.resolved.values["sampling"] == "cover"
     assert (plan.recipe["num_frames"], plan.recipe["sampling_rate"], plan.recipe["crop_size"]) == (8, 4, 32)
-    plan = plan_inference(ckpt, InferConfig(sampling=None))
+    plan = plan_inference(ckpt, InferConfig(clip=ClipOverrides(sampling=None)))
     assert not plan.warnings
     spec = clip_config(InferConfig(), plan.resolved.values)
     legacy = clip_config(InferConfig(), {**plan.resolved.values, "sampling_rate": 32, "sampling": "cover"})
@@ -99,9 +99,9 @@ def test_jobs_stop_on_a_bad_frame_count_before_ray_starts(trained_run, tmp_path,
     cfg, ckpt = trained_run
     had_ray = ray.is_initialized()  # False when this file runs alone: then no job may start it
     rc = infer_main(["--checkpoint", ckpt, "--videos", cfg.val_manifest, "--output", str(tmp_path / "out"),
-                     "--num-frames", "16"])
+                     "--clip.num-frames", "16"])
     err = capsys.readouterr().err
-    assert rc == 2 and err.count("\n") == 1 and "--num-frames 16: the model takes 8 frames" in err
+    assert rc == 2 and err.count("\n") == 1 and "--clip.num-frames 16: the model takes 8 frames" in err
     rc = infer_main(["--checkpoint", str(tmp_path / "missing.pt"), "--videos", cfg.val_manifest,
                      "--output", str(tmp_path / "out")])
     err = capsys.readouterr().err
