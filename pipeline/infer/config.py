@@ -71,7 +71,7 @@ class InferConfig:
     torch_threads: int = 0  # torch threads in a CPU actor; 0: actor_cpus
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 autocast on CUDA (as training), fp32 on CPU
     # Off by default: each actor pays the compile (~1 min on CPU) and the CPU machine measured no gain
-    # (docs/BENCHMARKS.md, "Compiled step").
+    # (docs/BENCHMARKS.md, "Model").
     compile: bool = False  # torch.compile the model's transformer blocks in each actor (eager fallback with one warning)
     decode_num_cpus: float = 1.0  # CPUs per decode task (the autoscaler adds CPU nodes for them)
     decode_memory_mb: int = 512  # memory reserved per decode task (Ray's `memory` resource)
