@@ -11,6 +11,37 @@ import os
 
 import pytest
 
+# ---------------------------------------------------------------- scheduling policy
+
+
+def _realtime_threads() -> list[int]:
+    """Threads of this process under a real-time policy (anything but SCHED_OTHER)."""
+    out = []
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            if os.sched_getscheduler(int(tid)) != os.SCHED_OTHER:
+                out.append(int(tid))
+        except OSError:  # the thread ended meanwhile
+            pass
+    return out
+
+
+@pytest.fixture(autouse=True)
+def ordinary_scheduling():
+    """Each test leaves this process time-shared. Every process it starts later (Ray nodes,
+    workers, job drivers) inherits its policy, and under SCHED_FIFO Ray's polling threads hold
+    both cores and starve the rest of the machine: a test that made the process real-time
+    (e.g. by encoding with SVT-AV1 as root) fails here, and the process is made time-shared again."""
+    yield
+    threads = _realtime_threads()
+    for tid in threads:
+        try:
+            os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+        except OSError:
+            pass
+    assert not threads, f"this test left {len(threads)} threads of the test process under a real-time policy"
+
+
 # ---------------------------------------------------------------- S3 on loopback (moto server)
 
 

@@ -61,11 +61,28 @@ def test_encoders_for_the_matrix_are_available():
     assert not missing, f"encoders missing from this PyAV/FFmpeg build: {missing}"
 
 
+TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _write_in_a_child(path, kw: dict) -> str:
+    """`write_coded_video` in a child process. SVT-AV1 run as root puts the threads of the process
+    that encodes under SCHED_FIFO 99, and every process started after inherits that: the Ray
+    clusters of later tests would starve the machine (`conftest.ordinary_scheduling`)."""
+    code = (f"import sys; sys.path.insert(0, {TESTS!r}); from conftest import write_coded_video; "
+            f"write_coded_video({str(path)!r}, **{kw!r})")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300,
+                   env={**os.environ, "SVT_LOG": "1"})  # SVT-AV1: errors only
+    return str(path)
+
+
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
     root = tmp_path_factory.mktemp("truth")
-    os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1: errors only
-    return {name: write_coded_video(root / f"{name}.{ext}", **kw) for name, (ext, kw) in CASES.items()}
+    out = {}
+    for name, (ext, kw) in CASES.items():
+        path = root / f"{name}.{ext}"
+        out[name] = _write_in_a_child(path, kw) if kw["codec"] == "libsvtav1" else write_coded_video(path, **kw)
+    return out
 
 
 def _picks(ref: dict) -> list[int]:
