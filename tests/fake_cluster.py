@@ -38,11 +38,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def autoscaler_config(worker_types: dict[str, Any], gcs_address: str, *, idle_timeout_minutes: float = 0.2
-                      ) -> dict[str, Any]:
-    """An autoscaler config for the fake provider: a head with 0 CPUs (as the shipped
+def autoscaler_config(worker_types: dict[str, Any], gcs_address: str, *, idle_timeout_minutes: float = 0.2,
+                      head_cpus: int = 0) -> dict[str, Any]:
+    """An autoscaler config for the fake provider: a head with `head_cpus` CPUs (0 as the shipped
     cluster.yaml) and `worker_types` (`{name: {resources, min_workers, max_workers}}`)."""
-    types = {HEAD_TYPE: {"resources": {"CPU": 0}, "node_config": {}, "max_workers": 0}}
+    types = {HEAD_TYPE: {"resources": {"CPU": head_cpus}, "node_config": {}, "max_workers": 0}}
     for name, t in worker_types.items():
         types[name] = {"node_config": {}, **t}
     return {
@@ -59,14 +59,16 @@ def autoscaler_config(worker_types: dict[str, Any], gcs_address: str, *, idle_ti
 
 class FakeAutoscalingCluster:
     def __init__(self, work: Path, worker_types: dict[str, Any], *, idle_timeout_minutes: float = 0.2,
-                 start_timeout_s: float = 120):
+                 start_timeout_s: float = 120, head_cpus: int = 0):
         self.work = Path(work)
         self.temp_dir = tempfile.mkdtemp(prefix="rayfc-", dir="/tmp")  # short: Ray's socket paths are <= 107 bytes
         self.port, self.dashboard_port = free_port(), free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.dashboard_url = f"http://127.0.0.1:{self.dashboard_port}"
         self.config_path = str(self.work / "autoscaler.yaml")
-        config = autoscaler_config(worker_types, self.address, idle_timeout_minutes=idle_timeout_minutes)
+        config = autoscaler_config(worker_types, self.address, idle_timeout_minutes=idle_timeout_minutes,
+                                   head_cpus=head_cpus)
+        self.head_cpus = head_cpus
         Path(self.config_path).write_text(yaml.safe_dump(config))
         self.start_timeout_s = start_timeout_s
         self.proc: subprocess.Popen | None = None
@@ -74,7 +76,7 @@ class FakeAutoscalingCluster:
     def __enter__(self) -> "FakeAutoscalingCluster":
         ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
         cmd = [ray_bin, "start", "--head", "--block", f"--autoscaling-config={self.config_path}",
-               "--node-ip-address=127.0.0.1", f"--port={self.port}", "--num-cpus=0", "--num-gpus=0",
+               "--node-ip-address=127.0.0.1", f"--port={self.port}", f"--num-cpus={self.head_cpus}", "--num-gpus=0",
                f"--temp-dir={self.temp_dir}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
                f"--dashboard-port={self.dashboard_port}", f"--ray-client-server-port={free_port()}",
                f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
