@@ -27,8 +27,8 @@ Data flow (`driver`), the shape of Ray's batch-inference example:
 
 Every input video gets exactly one row. A rerun skips the videos that have an `ok` row in a part
 file. Modules: `config`, `inputs`, `decode`, `collect`, `outputs`, `progress` are Ray-free;
-`pool`, `tasks`, `driver` use Ray and are imported only when one of their names is first used
-(`run_inference`, `decode_video_task`, `plot_task`, `gpu_capacity`).
+`pool`, `tasks`, `driver` use Ray. Every name of the package is imported on its first use, so a
+decode worker (`decode.decode_videos`) imports no torch.
 """
 
 from __future__ import annotations
@@ -36,31 +36,28 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from pipeline.infer.config import (ClipOverrides, InferConfig, InferPlan, InferResult, clip_config, plan_inference,
-                                   resolve_infer)
-from pipeline.infer.decode import decode_video, read_video
-from pipeline.infer.inputs import list_videos, read_label_names
-from pipeline.infer.outputs import (PARTS_DIR, PLOTS_DIR, SCHEMA, done_video_ids, failed_row, list_parts,
-                                    merge_parts, part_name, plot_uri, prediction_row, write_part,
-                                    write_summary)
-
-__all__ = ["ClipOverrides", "InferConfig", "InferPlan", "InferResult", "plan_inference", "resolve_infer", "PARTS_DIR",
-           "PLOTS_DIR", "SCHEMA", "done_video_ids", "failed_row", "list_parts", "list_videos", "merge_parts", "part_name",
-           "plot_uri", "prediction_row", "read_label_names", "clip_config", "decode_video", "read_video",
-           "write_part", "write_summary"]
-
-_RAY_NAMES = {  # name -> the Ray-using module that defines it
-    "run_inference": "pipeline.infer.driver",
+_NAMES = {  # name -> the module that defines it, imported on first use of the name
+    **{n: "pipeline.infer.config" for n in ("ClipOverrides", "InferConfig", "InferPlan", "InferResult", "clip_config",
+                                            "plan_inference", "resolve_infer")},
+    **{n: "pipeline.infer.decode" for n in ("decode_video", "decode_videos", "read_video")},
+    **{n: "pipeline.infer.inputs" for n in ("list_videos", "read_label_names")},
+    **{n: "pipeline.infer.outputs" for n in ("PARTS_DIR", "PLOTS_DIR", "SCHEMA", "done_video_ids", "failed_row",
+                                             "list_parts", "merge_parts", "part_name", "plot_uri", "prediction_row",
+                                             "write_part", "write_summary")},
+    "run_inference": "pipeline.infer.driver",  # these three use Ray
     "decode_video_task": "pipeline.infer.tasks",
     "plot_task": "pipeline.infer.tasks",
     "gpu_capacity": "pipeline.infer.pool",
 }
+__all__ = sorted(n for n, m in _NAMES.items() if m not in ("pipeline.infer.driver", "pipeline.infer.tasks",
+                                                           "pipeline.infer.pool"))
 
 
 def __getattr__(name: str) -> Any:
-    """The Ray-using names, imported on first use so that `import pipeline.infer` stays Ray-free."""
-    if name not in _RAY_NAMES:
+    """Every name is imported on first use: `import pipeline.infer` stays Ray-free, and a decode
+    worker that imports `pipeline.infer.decode` loads neither torch nor Ray Data."""
+    if name not in _NAMES:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_RAY_NAMES[name]), name)
+    value = getattr(importlib.import_module(_NAMES[name]), name)
     globals()[name] = value
     return value

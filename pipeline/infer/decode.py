@@ -42,6 +42,22 @@ def error_batch(video_id: str, stage: str, error: str, spec: ClipConfig) -> dict
                   {"duration": 0.0, "fps": 0.0, "video_frames": 0, "truncated": False}, error=error_text(error), stage=stage)
 
 
+def decode_videos(batch: Any, spec: ClipConfig, gate: Any = None,
+                  block_bytes: int = 16 * 2**20) -> Iterator[dict[str, np.ndarray]]:
+    """Ray Data UDF (`map_batches` over the video list, pyarrow batches): the clip rows of the
+    videos of one input batch, seek passes joined into blocks of at most `block_bytes` of frames;
+    `gate`, the job's storage-outage handle (`pipeline.outage`), shared by every reader. It lives
+    here, not beside the dataset, so that a decode worker imports no torch and no Ray Data."""
+    import cv2
+
+    from pipeline import outage
+
+    cv2.setNumThreads(1)
+    outage.install(gate)
+    for item in batch.to_pylist():
+        yield from merged(decode_video(item, spec), block_bytes)
+
+
 def decode_video(item: dict[str, Any], spec: ClipConfig, *,
                  sleep: Callable[[float], None] = time.sleep) -> Iterator[dict[str, np.ndarray]]:
     """Clip rows of one input video (`video_id`, `uri`, optional `start_sec` / `end_sec`), one

@@ -19,7 +19,7 @@ import logging
 import math
 import time
 import warnings
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import ray
@@ -30,7 +30,7 @@ from pipeline.infer.actor import ClipScorer
 from pipeline.data.errors import error_text
 from pipeline.infer.collect import MODEL, Collector
 from pipeline.infer.config import InferConfig, InferPlan, InferResult, clip_config, plan_inference
-from pipeline.infer.decode import decode_video, merged
+from pipeline.infer.decode import decode_videos
 from pipeline.infer.inputs import list_videos, read_label_names
 from pipeline.infer.outputs import done_video_ids, merge_parts, plot_uri, write_part, write_summary
 from pipeline.infer.pool import Pool, gpu_capacity, plan_pool
@@ -38,21 +38,6 @@ from pipeline.infer.progress import Progress
 
 MAX_BLOCKS = 20_000  # input blocks of the video list (a decode task per block)
 ITEM_FIELDS = ("video_id", "uri", "start_sec", "end_sec")  # what a decode task gets of an input video
-
-
-def decode_videos(batch: Any, spec: ClipConfig, gate: Any = None,
-                  block_bytes: int = 16 * 2**20) -> Iterator[dict[str, np.ndarray]]:
-    """Ray Data UDF: the clip rows of the videos of one input batch, seek passes joined into
-    blocks of at most `block_bytes` of frames; `gate`, the job's storage-outage handle
-    (`pipeline.outage`), shared by every reader."""
-    import cv2
-
-    from pipeline import outage
-
-    cv2.setNumThreads(1)
-    outage.install(gate)
-    for item in batch.to_pylist():
-        yield from merged(decode_video(item, spec), block_bytes)
 
 
 def scored_clips(items: list[dict[str, Any]], spec: ClipConfig, cfg: InferConfig, checkpoint: str,

@@ -30,3 +30,12 @@ def test_the_ray_names_resolve_from_the_package():
             "assert (decode_video_task, plot_task) == (tasks.decode_video_task, tasks.plot_task)\n"
             "try:\n    p.no_such_name\nexcept AttributeError as e:\n    print(e)")
     assert _run(code) == "module 'pipeline.infer' has no attribute 'no_such_name'"
+
+
+def test_a_decode_worker_imports_neither_torch_nor_ray_data():
+    """Ray Data's decode tasks unpickle `decode.decode_videos` by importing its module: each decode
+    worker of a cluster would otherwise load torch (~1.5 s of CPU and ~300 MB on start)."""
+    code = ("import sys, pipeline.infer.decode as d, pipeline.infer as p\n"
+            "assert p.decode_videos is d.decode_videos\n"
+            "print(sorted(m for m in ('torch', 'ray.data', 'ray') if m in sys.modules))")
+    assert _run(code) == "[]"
