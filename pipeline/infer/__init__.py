@@ -44,13 +44,13 @@ _NAMES = {  # name -> the module that defines it, imported on first use of the n
     **{n: "pipeline.infer.outputs" for n in ("PARTS_DIR", "PLOTS_DIR", "SCHEMA", "done_video_ids", "failed_row",
                                              "list_parts", "merge_parts", "part_name", "plot_uri", "prediction_row",
                                              "write_part", "write_summary")},
-    "run_inference": "pipeline.infer.driver",  # these three use Ray
+    "run_inference": "pipeline.infer.driver",
     "decode_video_task": "pipeline.infer.tasks",
     "plot_task": "pipeline.infer.tasks",
     "gpu_capacity": "pipeline.infer.pool",
 }
-__all__ = sorted(n for n, m in _NAMES.items() if m not in ("pipeline.infer.driver", "pipeline.infer.tasks",
-                                                           "pipeline.infer.pool"))
+_RAY_MODULES = ("pipeline.infer.driver", "pipeline.infer.tasks", "pipeline.infer.pool")
+__all__ = sorted(n for n, m in _NAMES.items() if m not in _RAY_MODULES)  # the Ray-free names
 
 
 def __getattr__(name: str) -> Any:
