@@ -12,6 +12,7 @@ Cluster, so it removes the node; `train_elastic` also asks for a node back throu
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import os
@@ -111,8 +112,11 @@ def infer(work: str) -> dict[str, Any]:
         path = os.path.join(work, f"clip{i}.mp4")
         synthetic.write_motion_video(path, i % 4, seconds=3, fps=15, size=(96, 72), seed=i)
         items.append({"video_id": f"v{i:02d}", "uri": path})
-    cfg = InferConfig(clip=ClipOverrides(sampling_rate=8, short_side=32, crop_size=32, sampling="uniform", clips=4),
-                      batch_size=2, part_size=2, actor_restarts=4)
+    # each model call lasts >= 0.3 s, so that work is left when the first part is written
+    # (a 24-call run, otherwise done in a few seconds, could end before the node goes)
+    clean_cfg = InferConfig(clip=ClipOverrides(sampling_rate=8, short_side=32, crop_size=32, sampling="uniform",
+                                               clips=4), batch_size=2, part_size=2, actor_restarts=4)
+    cfg = dataclasses.replace(clean_cfg, min_model_call_s=0.3)
     out = os.path.join(work, "out")
     scorer = "ClipScorer))"  # Ray Data's actor class: MapWorker(MapBatches(ClipScorer))
     seen: list[str] = []  # nodes a model actor was alive on, in order
@@ -136,7 +140,7 @@ def infer(work: str) -> dict[str, Any]:
     watcher.join(timeout=1)
     rows = pq.read_table(os.path.join(out, "predictions.parquet")).to_pylist()
     clean = os.path.join(work, "clean")  # the same videos again, nothing lost: the same predictions
-    run_inference(ckpt, items, clean, cfg, device="cpu")
+    run_inference(ckpt, items, clean, clean_cfg, device="cpu")
     clean_rows = {r["video_id"]: r for r in pq.read_table(os.path.join(clean, "predictions.parquet")).to_pylist()}
     return {"model_node": seen[0] if seen else None, "model_nodes_after": seen[1:],
             "same_as_clean": all(r["top_ids"] == clean_rows[r["video_id"]]["top_ids"] and abs(

@@ -102,14 +102,40 @@ def restore(checkpoint: Any, rank: int, model: nn.Module, optimizer: torch.optim
     return int(state["step"]), {"data": state.get("data"), "clips": state.get("clips")}
 
 
-def latest_checkpoint_step(run_dir: str) -> int | None:
-    """The highest step among `checkpoint_<step>` folders of a run (None when there are none)."""
+def checkpoint_steps(run_dir: str) -> list[int]:
+    """The steps of the `checkpoint_<step>` folders of a run, sorted (none when the run has none)."""
     fs, path = storage.filesystem(run_dir)
     if not fs.exists(path):
-        return None
+        return []
     steps = []
     for entry in fs.ls(path, detail=False):
         name = entry.rstrip("/").rsplit("/", 1)[-1]
         if name.startswith("checkpoint_") and name[len("checkpoint_"):].isdigit():
             steps.append(int(name[len("checkpoint_"):]))
-    return max(steps) if steps else None
+    return sorted(steps)
+
+
+def latest_checkpoint_step(run_dir: str) -> int | None:
+    """The highest step among `checkpoint_<step>` folders of a run (None when there are none)."""
+    steps = checkpoint_steps(run_dir)
+    return steps[-1] if steps else None
+
+
+def orphan_steps(steps: list[int], kept: list[int]) -> list[int]:
+    """Checkpoint steps on storage that Ray Train no longer tracks: those below the oldest one it
+    keeps. Ray Train records its new list of checkpoints before it deletes the one that fell off,
+    so a driver killed in between leaves that one behind, and no later run deletes it."""
+    return [s for s in steps if kept and s < min(kept) and s not in kept]
+
+
+def remove_orphan_checkpoints(run_dir: str, kept_names: list[str]) -> list[str]:
+    """Delete the checkpoint folders of `run_dir` that `orphan_steps` names (only folders this
+    project writes: `checkpoint_<8 digits>` holding a `state.pt`); returns their names."""
+    kept = [int(n[len("checkpoint_"):]) for n in kept_names if n[len("checkpoint_"):].isdigit()]
+    removed = []
+    for step in orphan_steps(checkpoint_steps(run_dir), kept):
+        folder = storage.join(run_dir, f"checkpoint_{step:08d}")
+        if storage.exists(storage.join(folder, "state.pt")):
+            storage.remove(folder, recursive=True)
+            removed.append(folder.rsplit("/", 1)[-1])
+    return removed

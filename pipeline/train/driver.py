@@ -20,6 +20,7 @@ from pipeline.data.rows import manifest_table
 from pipeline.data.errors import write_errors
 from pipeline.data.manifest import load_manifest
 from pipeline.model.recipe import CLIP_FIELDS
+from pipeline.train.checkpoint import remove_orphan_checkpoints
 from pipeline.train.config import TrainJobConfig, validate
 from pipeline.train.loop import train_func
 from pipeline.train.recipe import EvalPlan, eval_plan
@@ -119,7 +120,13 @@ def fit(cfg: TrainJobConfig, *, datasets: dict[str, Any] | None = None,
     storage.write_json(storage.join(run_dir, "summary.json"), {"config": to_dict(cfg), "plan": to_dict(plan)})
     print(f"[train] run {run_dir}: {plan.num_train_clips} clips/epoch, {plan.steps_per_epoch} steps/epoch, "
           f"{plan.total_steps} steps, global batch {plan.effective_batch}, lr {plan.base_lr:g}", flush=True)
-    return make_trainer(cfg, plan, datasets, table).fit()
+    result = make_trainer(cfg, plan, datasets, table).fit()
+    kept = [c.path.rstrip("/").rsplit("/", 1)[-1] for c, _ in result.best_checkpoints or []]
+    removed = remove_orphan_checkpoints(run_dir, kept)
+    if removed:
+        print(f"[train] removed {', '.join(removed)}: older than the {len(kept)} checkpoints kept "
+              "(loop.keep_checkpoints), left by an earlier driver that ended before deleting them", flush=True)
+    return result
 
 
 def evaluate_run(cfg: TrainJobConfig, plan: EvalPlan | None = None) -> dict[str, Any]:

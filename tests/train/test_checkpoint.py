@@ -7,7 +7,8 @@ import torch
 
 from pipeline.train.build import build_model, build_optimizer
 from pipeline.train.checkpoint import (
-    latest_checkpoint_step, load_checkpoint_dir, rng_state, save_checkpoint_dir, set_rng_state, training_state,
+    latest_checkpoint_step, load_checkpoint_dir, orphan_steps, remove_orphan_checkpoints, rng_state,
+    save_checkpoint_dir, set_rng_state, training_state,
 )
 from pipeline.train.config import ModelSection, OptimSection
 from pipeline.train.losses import mixup, sample_mixup, soft_cross_entropy, soft_targets
@@ -53,3 +54,23 @@ def test_latest_checkpoint_step_reads_step_numbered_folders(tmp_path):
     for name in ("checkpoint_00000004", "checkpoint_00000012", "checkpoint_tmp", "metrics.jsonl"):
         (tmp_path / name).mkdir()
     assert latest_checkpoint_step(str(tmp_path)) == 12
+
+
+def test_orphan_steps_are_the_ones_below_those_ray_train_keeps():
+    assert orphan_steps([4, 14, 15], kept=[14, 15]) == [4]
+    assert orphan_steps([14, 15], kept=[14, 15]) == []
+    assert orphan_steps([4, 8], kept=[]) == []  # nothing kept (no checkpoint reported): nothing is an orphan
+    assert orphan_steps([4, 8, 20], kept=[8]) == [4]  # a newer folder than the kept ones is not touched
+
+
+def test_a_checkpoint_left_by_a_killed_driver_is_removed_and_nothing_else(tmp_path):
+    for step in (4, 14, 15):
+        (tmp_path / f"checkpoint_{step:08d}").mkdir()
+        (tmp_path / f"checkpoint_{step:08d}" / "state.pt").write_bytes(b"x")
+    (tmp_path / "checkpoint_00000002").mkdir()  # not a checkpoint of ours: no state.pt
+    (tmp_path / "checkpoint_00000002" / "notes.txt").write_text("mine")
+    (tmp_path / "model.pt").write_bytes(b"m")
+    removed = remove_orphan_checkpoints(str(tmp_path), ["checkpoint_00000014", "checkpoint_00000015"])
+    assert removed == ["checkpoint_00000004"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "checkpoint_00000002", "checkpoint_00000014", "checkpoint_00000015", "model.pt"]
