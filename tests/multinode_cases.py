@@ -192,13 +192,14 @@ def _request(work: str, name: str, payload: str, timeout: float = 120) -> None:
 
 def train_elastic(work: str) -> dict[str, Any]:
     """configs/debug.yaml with [1, 2] elastic workers, each needing one `trainer` slot (the test
-    starts two nodes with one slot each, a stand-in for two GPU nodes). Once checkpoint 2 is
-    stored, a worker's node goes: the group goes on with one worker; once that worker has logged
-    a step, a slot node comes back: the group grows to two again and ends at the last step."""
+    starts two nodes with one slot each, a stand-in for two GPU nodes). Once a group of two has
+    stored a checkpoint, a worker's node goes: the group goes on with one worker; once that worker
+    has logged a step, a slot node comes back: the group grows to two again and ends at the last step."""
     from pipeline.config import load_config
     from pipeline.data.synthetic import make_corpus
     from pipeline.train import TrainJobConfig, fit, read_metrics, run_dir_of
     from pipeline.train.audit import consumed_clips
+    from pipeline.train.checkpoint import checkpoint_steps
 
     corpus = os.path.join(work, "corpus")
     make_corpus(corpus, videos=32, seconds=2.0, size=(64, 48), seed=5)
@@ -211,22 +212,27 @@ def train_elastic(work: str) -> dict[str, Any]:
     ])
     run_dir = run_dir_of(cfg.run)
 
-    def on_one_worker() -> bool:
+    def running_at(world: int) -> bool:
+        """The latest group has `world` workers and has trained a step (and, at 2, checkpointed one)."""
         records = read_metrics(run_dir) if os.path.exists(os.path.join(run_dir, "metrics.jsonl")) else []
         starts = [r for r in records if r["kind"] == "start"]
-        return bool(starts) and starts[-1]["world_size"] == 1 and any(
-            r["kind"] == "train" and r["step"] > starts[-1]["step"] for r in records)
+        if not starts or starts[-1]["world_size"] != world:
+            return False
+        since = starts[-1]["step"]
+        return any(r["kind"] == "train" and r["step"] > since for r in records) and (
+            world == 1 or any(s > since for s in checkpoint_steps(run_dir)))
 
     def watch() -> None:
-        deadline = time.time() + 300
-        while time.time() < deadline and not os.path.exists(os.path.join(run_dir, "checkpoint_00000002", "state.pt")):
+        # Ray Train sizes the group from the autoscaling coordinator's view of the nodes, which it
+        # refreshes every 20 s: the group may start at one worker and grow to two; wait for two
+        deadline = time.time() + 400
+        while time.time() < deadline and not running_at(2):
             time.sleep(0.2)
         _request(work, "remove_node", (_actor_nodes("RayTrainWorker") or [""])[0])
-        while time.time() < deadline and not on_one_worker():
+        while time.time() < deadline and not running_at(1):
             time.sleep(0.2)
         _request(work, "add_node", "trainer")
 
-    # Ray Train sizes an elastic group from the resources it sees at start: both slot nodes first
     deadline = time.time() + 60
     while ray.available_resources().get("trainer", 0) < 2 and time.time() < deadline:
         time.sleep(0.2)
