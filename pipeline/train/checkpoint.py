@@ -102,17 +102,24 @@ def restore(checkpoint: Any, rank: int, model: nn.Module, optimizer: torch.optim
     return int(state["step"]), {"data": state.get("data"), "clips": state.get("clips")}
 
 
+def checkpoint_name(step: int) -> str:
+    """The folder name of the checkpoint taken at `step`, as Ray Train stores it in the run folder."""
+    return f"checkpoint_{step:08d}"
+
+
+def step_of(name: str) -> int | None:
+    """The step of a `checkpoint_<step>` folder name (None for any other name)."""
+    base = name.rstrip("/").rsplit("/", 1)[-1]  # a listed path or a bare name
+    digits = base[len("checkpoint_"):]
+    return int(digits) if base.startswith("checkpoint_") and digits.isdigit() else None
+
+
 def checkpoint_steps(run_dir: str) -> list[int]:
     """The steps of the `checkpoint_<step>` folders of a run, sorted (none when the run has none)."""
     fs, path = storage.filesystem(run_dir)
     if not fs.exists(path):
         return []
-    steps = []
-    for entry in fs.ls(path, detail=False):
-        name = entry.rstrip("/").rsplit("/", 1)[-1]
-        if name.startswith("checkpoint_") and name[len("checkpoint_"):].isdigit():
-            steps.append(int(name[len("checkpoint_"):]))
-    return sorted(steps)
+    return sorted(s for s in map(step_of, fs.ls(path, detail=False)) if s is not None)
 
 
 def latest_checkpoint_step(run_dir: str) -> int | None:
@@ -125,17 +132,18 @@ def orphan_steps(steps: list[int], kept: list[int]) -> list[int]:
     """Checkpoint steps on storage that Ray Train no longer tracks: those below the oldest one it
     keeps. Ray Train records its new list of checkpoints before it deletes the one that fell off,
     so a driver killed in between leaves that one behind, and no later run deletes it."""
-    return [s for s in steps if kept and s < min(kept) and s not in kept]
+    return [s for s in steps if kept and s < min(kept)]
 
 
-def remove_orphan_checkpoints(run_dir: str, kept_names: list[str]) -> list[str]:
-    """Delete the checkpoint folders of `run_dir` that `orphan_steps` names (only folders this
-    project writes: `checkpoint_<8 digits>` holding a `state.pt`); returns their names."""
-    kept = [int(n[len("checkpoint_"):]) for n in kept_names if n[len("checkpoint_"):].isdigit()]
+def remove_orphan_checkpoints(run_dir: str, kept: list[str]) -> list[str]:
+    """Delete the checkpoint folders of `run_dir` that `orphan_steps` names, given the paths or names
+    of the checkpoints Ray Train keeps (only folders this project writes: `checkpoint_<8 digits>`
+    holding a `state.pt`); returns their names."""
     removed = []
-    for step in orphan_steps(checkpoint_steps(run_dir), kept):
-        folder = storage.join(run_dir, f"checkpoint_{step:08d}")
+    kept_steps = [s for s in map(step_of, kept) if s is not None]
+    for step in orphan_steps(checkpoint_steps(run_dir), kept_steps):
+        folder = storage.join(run_dir, checkpoint_name(step))
         if storage.exists(storage.join(folder, "state.pt")):
             storage.remove(folder, recursive=True)
-            removed.append(folder.rsplit("/", 1)[-1])
+            removed.append(checkpoint_name(step))
     return removed

@@ -121,7 +121,7 @@ def fit(cfg: TrainJobConfig, *, datasets: dict[str, Any] | None = None,
     print(f"[train] run {run_dir}: {plan.num_train_clips} clips/epoch, {plan.steps_per_epoch} steps/epoch, "
           f"{plan.total_steps} steps, global batch {plan.effective_batch}, lr {plan.base_lr:g}", flush=True)
     result = make_trainer(cfg, plan, datasets, table).fit()
-    kept = [c.path.rstrip("/").rsplit("/", 1)[-1] for c, _ in result.best_checkpoints or []]
+    kept = [c.path for c, _ in result.best_checkpoints or []]
     removed = remove_orphan_checkpoints(run_dir, kept)
     if removed:
         print(f"[train] removed {', '.join(removed)}: older than the {len(kept)} checkpoints kept "

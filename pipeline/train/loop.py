@@ -34,7 +34,9 @@ from pipeline.model.recipe import make_recipe
 from pipeline.plots import plot_metrics
 from pipeline.train.build import build_model, build_optimizer, set_lr
 from pipeline.data.position import position
-from pipeline.train.checkpoint import restore, rng_state, save_checkpoint_dir, seed_worker, training_state
+from pipeline.train.checkpoint import (
+    checkpoint_name, restore, rng_state, save_checkpoint_dir, seed_worker, training_state,
+)
 from pipeline.train.config import TrainJobConfig
 from pipeline.train.losses import mixup, sample_mixup, soft_cross_entropy, soft_targets
 from pipeline.progress import eta_seconds
@@ -290,7 +292,7 @@ class Reporter:
                                        data=position_now, clips=counts)
             save_checkpoint_dir(folder, self.rank, state, rng_state(self.np_rng))
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder),
-                             checkpoint_dir_name=f"checkpoint_{step:08d}")
+                             checkpoint_dir_name=checkpoint_name(step))
         self.last_checkpoint = step
         if self.rank == 0:
             write_metrics(self.plan.run_dir, self.records)
