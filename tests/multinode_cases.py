@@ -192,14 +192,15 @@ def _request(work: str, name: str, payload: str, timeout: float = 120) -> None:
 
 def train_elastic(work: str) -> dict[str, Any]:
     """configs/debug.yaml with [1, 2] elastic workers, each needing one `trainer` slot (the test
-    starts two nodes with one slot each, a stand-in for two GPU nodes). Once a group of two has
-    stored a checkpoint, a worker's node goes: the group goes on with one worker; once that worker
-    has logged a step, a slot node comes back: the group grows to two again and ends at the last step."""
+    starts two nodes with one slot each, a stand-in for two GPU nodes). Once Ray Train has
+    registered a checkpoint of the group of two, a worker's node goes: the group goes on with one
+    worker; once that worker has logged a step, a slot node comes back: the group grows to two
+    again and ends at the last step."""
     from pipeline.config import load_config
     from pipeline.data.synthetic import make_corpus
     from pipeline.train import TrainJobConfig, fit, read_metrics, run_dir_of
     from pipeline.train.audit import consumed_clips
-    from pipeline.train.checkpoint import checkpoint_steps
+    from pipeline.train.checkpoint import step_of
 
     corpus = os.path.join(work, "corpus")
     make_corpus(corpus, videos=32, seconds=2.0, size=(64, 48), seed=5)
@@ -212,20 +213,30 @@ def train_elastic(work: str) -> dict[str, Any]:
     ])
     run_dir = run_dir_of(cfg.run)
 
+    def registered_step() -> int:
+        """The step of the latest checkpoint Ray Train has registered (a restart resumes from it;
+        a folder written but not yet collected from the workers is not one), -1 when none."""
+        try:
+            with open(os.path.join(run_dir, "checkpoint_manager_snapshot.json")) as f:
+                latest = json.load(f).get("latest_checkpoint_result") or {}
+        except (OSError, ValueError):  # not written yet, or being rewritten
+            return -1
+        step = step_of(latest.get("checkpoint_dir_name", ""))
+        return -1 if step is None else step
+
     def running_at(world: int) -> bool:
-        """The latest group has `world` workers and has trained a step (and, at 2, checkpointed one)."""
+        """The latest group has `world` workers and has trained a step (and, at 2, has a registered
+        checkpoint of its own, so that losing a node resumes from it rather than from the start)."""
         records = read_metrics(run_dir) if os.path.exists(os.path.join(run_dir, "metrics.jsonl")) else []
         starts = [r for r in records if r["kind"] == "start"]
         if not starts or starts[-1]["world_size"] != world:
             return False
         since = starts[-1]["step"]
         return any(r["kind"] == "train" and r["step"] > since for r in records) and (
-            world == 1 or any(s > since for s in checkpoint_steps(run_dir)))
+            world == 1 or registered_step() > since)
 
     def watch() -> None:
-        # Ray Train sizes the group from the autoscaling coordinator's view of the nodes, which it
-        # refreshes every 20 s: the group may start at one worker and grow to two; wait for two
-        deadline = time.time() + 400
+        deadline = time.time() + 300
         while time.time() < deadline and not running_at(2):
             time.sleep(0.2)
         _request(work, "remove_node", (_actor_nodes("RayTrainWorker") or [""])[0])
@@ -233,6 +244,7 @@ def train_elastic(work: str) -> dict[str, Any]:
             time.sleep(0.2)
         _request(work, "add_node", "trainer")
 
+    # Ray Train sizes an elastic group from the resources it sees at start: both slot nodes first
     deadline = time.time() + 60
     while ray.available_resources().get("trainer", 0) < 2 and time.time() < deadline:
         time.sleep(0.2)
